@@ -1,0 +1,77 @@
+"""Shared test fixtures.
+
+Test data lives in ``../shared`` beside the repository (never copied into it). Tests that need it
+skip with a clear reason where that folder is absent.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+PARITY = SHARED / "parity"
+
+
+def require_shared(sub: str = "") -> Path:
+    """Return ``../shared/<sub>``, or skip the test when it is absent."""
+    p = SHARED / sub if sub else SHARED
+    if not p.exists():
+        pytest.skip(f"test data {p} is absent (expected ../shared beside the repository)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return require_shared("parity")
+
+
+def fill_module():
+    """Import ``../shared/parity/fill.py`` (the deterministic-weights rule of the parity fixtures)."""
+    require_shared("parity/fill.py")
+    if str(PARITY) not in sys.path:
+        sys.path.insert(0, str(PARITY))
+    import fill  # noqa: E402
+
+    return fill
+
+
+def manifest_state_dict(fixture: str, mode: str | None = None, manifest_name: str = "manifest.json",
+                        keys_field: str = "keys") -> dict[str, torch.Tensor]:
+    """Build a state_dict with the official key names of a fixture's manifest, filled by fill.py.
+
+    The keys, shapes and dtypes come from the manifest (not from our model), so loading the result
+    through our checkpoint loader checks that our model has the official layout.
+    """
+    fill = fill_module()
+    man = json.loads((require_shared(f"parity/{fixture}") / manifest_name).read_text())
+    mode = mode or man["fill_mode"]
+    sd = {}
+    for e in man[keys_field]:
+        dtype = getattr(torch, e["dtype"])
+        sd[e["key"]] = fill.fill_tensor(e["key"], tuple(e["shape"]), dtype, mode)
+    return sd
+
+
+def assert_parity(out, exp, name: str = "array") -> None:
+    """The fixtures' stated check: ``allclose(out, exp, rtol=1e-4, atol=5e-5 * max|exp|)``."""
+    out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    exp = np.asarray(exp)
+    assert out.shape == exp.shape, f"{name}: shape {out.shape} != expected {exp.shape}"
+    atol = 5e-5 * float(np.abs(exp).max())
+    ok = np.allclose(out, exp, rtol=1e-4, atol=atol)
+    if not ok:
+        err = np.abs(out.astype(np.float64) - exp.astype(np.float64))
+        raise AssertionError(f"{name}: max |diff| {err.max():.3e} (atol {atol:.3e}, max|exp| "
+                             f"{np.abs(exp).max():.3e}); mean |diff| {err.mean():.3e}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _deterministic_torch():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    yield
