@@ -1,0 +1,210 @@
+"""Feature-Style encoder (Yao, Newson, Gousseau, Hellier, "A Style-Based GAN Encoder for High
+Fidelity Reconstruction of Images and Videos", ECCV 2022).
+
+The encoder maps an aligned face to two codes of a StyleGAN2 FFHQ 1024 generator:
+
+* a latent code in W+ (18 rows of 512), predicted as an *offset* from ``latent_avg``;
+* a feature code F (512, 16, 16) that replaces the generator's feature map at layer K = 5. In the
+  reference generator's ``features_in`` / ``return_features`` indexing (0 = constant input, 1 = the
+  4x4 conv, then two styled convs per resolution), index 5 is the output of the second 16x16 styled
+  convolution, i.e. the input of the upsampling conv to 32x32 (see :mod:`vidinv.models.stylegan2`).
+  The coarse W+ rows still drive the toRGB skip branch up to 16x16.
+
+Architecture (reference ``nets/feature_style_encoder.py`` ``fs_encoder_v2`` as built by
+``Trainer`` from ``configs/001.yaml``: ``n_styles=18``, ``fs_stride=2``; the official
+``143_enc.pth`` has exactly these 517 state_dict keys):
+
+* ``conv.0-2``: IResNet stem (conv3x3 3->64, BatchNorm2d, PReLU) at 256x256;
+* ``block_1..block_4``: IResNet-50 ``layer1..layer4`` (outputs 64x128², 128x64², 256x32², 512x16²);
+* ``content_layer``: BatchNorm2d(256) -> conv3x3 256->512 -> BatchNorm2d -> PReLU(512) -> conv3x3
+  512->512 with stride 2 -> BatchNorm2d, applied to ``block_3``'s output: F (B, 512, 16, 16);
+* ``styles.0..17``: the outputs of blocks 1-4, each ``AdaptiveAvgPool2d((3, 3))``, concatenated on
+  channels (64+128+256+512 = 960) and flattened in (channel, row, col) order to 8640 values; 18
+  separate ``Linear(8640, 512)`` heads give the 18 W+ offsets.
+
+The encoder was trained at 256x256 (``enc_resolution: 256``): the reference pipeline
+(``Trainer.encode``) downsamples the 1024 aligned face twice by ``F.interpolate(scale_factor=0.5,
+mode='bilinear')``, encodes, and adds ``latent_avg``; :meth:`FeatureStyleEncoder.encode` does the same.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.models.iresnet import iresnet_stem, make_iresnet_layer
+
+__all__ = [
+    "FeatureStyleEncoder",
+    "downscale",
+    "load_fs_encoder",
+    "FS_ENC_RESOLUTION",
+    "FS_FEATURE_LAYER",
+]
+
+#: Input size (pixels, square) the Feature-Style encoder was trained at.
+FS_ENC_RESOLUTION = 256
+#: Generator layer K whose feature map the feature code F replaces (reference ``idx_k = 5``).
+FS_FEATURE_LAYER = 5
+
+
+def downscale(x: torch.Tensor, times: int) -> torch.Tensor:
+    """Halve the spatial size ``times`` times, as the reference ``utils.functions.downscale``.
+
+    Each step is ``F.interpolate(x, scale_factor=0.5, mode='bilinear')``: align_corners False, no
+    antialias, ``recompute_scale_factor`` None. This is bit-identical to the reference (and to
+    ``size=(H/2, W/2)`` steps); it is *not* bit-identical to ``avg_pool2d(x, 2)`` (same in exact math,
+    differs by ~1e-7 in float32).
+
+    Args:
+        x: (B, C, H, W) float, any range.
+        times: number of halvings (>= 0).
+
+    Returns:
+        (B, C, H / 2**times, W / 2**times), dtype and device of ``x``.
+    """
+    if times < 0:
+        raise ValueError(f"times must be >= 0, got {times}")
+    for _ in range(times):
+        x = F.interpolate(x, scale_factor=0.5, mode="bilinear")
+    return x
+
+
+class FeatureStyleEncoder(nn.Module):
+    """Feature-Style encoder ``fs_encoder_v2`` (IResNet-50 backbone), official ``143_enc.pth`` layout.
+
+    Args:
+        n_styles: number of W+ rows (18 for a 1024 generator: ``2 * log2(1024) - 2``).
+        stride: stride of the last ``content_layer`` convolution; 2 (``fs_stride`` of ``configs/001.yaml``)
+            gives F at 16x16, the size of the generator's layer K = 5.
+
+    Attributes:
+        enc_resolution: 256, the input size the encoder was trained at.
+        feature_layer: K = 5, the generator layer F replaces.
+
+    Use :func:`load_fs_encoder` to read ``143_enc.pth``; the module's dtype/device set those of the
+    computation (inputs must match it).
+    """
+
+    enc_resolution = FS_ENC_RESOLUTION
+    feature_layer = FS_FEATURE_LAYER
+
+    def __init__(self, n_styles: int = 18, stride: int = 2):
+        super().__init__()
+        if n_styles < 1:
+            raise ValueError(f"n_styles must be >= 1, got {n_styles}")
+        self.n_styles = n_styles
+        self.stride = stride
+        self.conv = nn.Sequential(*iresnet_stem(3, 64))
+        self.block_1 = make_iresnet_layer(64, 64, 3, stride=2)
+        self.block_2 = make_iresnet_layer(64, 128, 4, stride=2)
+        self.block_3 = make_iresnet_layer(128, 256, 14, stride=2)
+        self.block_4 = make_iresnet_layer(256, 512, 3, stride=2)
+        self.content_layer = nn.Sequential(
+            nn.BatchNorm2d(256, eps=1e-5),
+            nn.Conv2d(256, 512, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(512, eps=1e-5),
+            nn.PReLU(512),
+            nn.Conv2d(512, 512, kernel_size=3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(512, eps=1e-5),
+        )
+        self.avg_pool = nn.AdaptiveAvgPool2d((3, 3))
+        self.styles = nn.ModuleList(nn.Linear(960 * 9, 512) for _ in range(n_styles))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode an aligned 256x256 face.
+
+        Args:
+            x: (B, 3, 256, 256) float, RGB in [-1, 1] (``(uint8 / 255 - 0.5) / 0.5``), dtype and device
+                of the module.
+
+        Returns:
+            ``(latents, F)``: ``latents`` (B, n_styles, 512), the W+ offsets **without** ``latent_avg``;
+            ``F`` (B, 512, 16, 16) with stride 2, the feature code for generator layer K = 5. Both in the
+            dtype of ``x``.
+
+        Raises:
+            ValueError: ``x`` is not (B, 3, 256, 256) (use :meth:`encode` for 512 or 1024 faces).
+        """
+        r = self.enc_resolution
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (r, r):
+            raise ValueError(f"the Feature-Style encoder takes (B, 3, {r}, {r}) RGB in [-1, 1] (it was trained "
+                             f"at {r}), got {tuple(x.shape)}; use encode() for larger aligned faces")
+        h = self.conv(x)
+        h = self.block_1(h)
+        pooled = [self.avg_pool(h)]
+        h = self.block_2(h)
+        pooled.append(self.avg_pool(h))
+        h = self.block_3(h)
+        content = self.content_layer(h)
+        pooled.append(self.avg_pool(h))
+        h = self.block_4(h)
+        pooled.append(self.avg_pool(h))
+        flat = torch.cat(pooled, dim=1).flatten(1)
+        latents = torch.stack([head(flat) for head in self.styles], dim=1)
+        return latents, content
+
+    def encode(self, x: torch.Tensor, latent_avg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference ``Trainer.encode``: downscale, encode, add ``latent_avg``.
+
+        Args:
+            x: (B, 3, S, S) float RGB in [-1, 1], an aligned face with S = 256 * 2**n (1024 for the FFHQ
+                generator: two bilinear halvings, exactly as the reference; 512: one; 256: used as is).
+            latent_avg: the generator's average latent w, (512,) or (n_styles, 512) (pSp's
+                ``psp_ffhq_encode.pt['latent_avg']`` is (18, 512) of identical rows) or
+                (1, n_styles, 512). Moved to the dtype/device of the latents.
+
+        Returns:
+            ``(w, F)``: ``w`` (B, n_styles, 512) W+ code = latents + latent_avg (broadcast), and the feature
+            code ``F`` (B, 512, 16, 16) for generator layer K = 5.
+
+        Raises:
+            ValueError: ``x`` is not square with a size of 256 times a power of 2, or ``latent_avg`` does not
+                broadcast to (B, n_styles, 512).
+        """
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"encode expects a square (B, 3, S, S) face, got {tuple(x.shape)}")
+        ratio = x.shape[-1] / self.enc_resolution
+        times = int(round(math.log2(ratio))) if ratio >= 1 else -1
+        if times < 0 or self.enc_resolution * 2 ** times != x.shape[-1]:
+            raise ValueError(f"encode expects S = {self.enc_resolution} * 2**n (256, 512, 1024, ...), got S = "
+                             f"{x.shape[-1]}")
+        latents, content = self(downscale(x, times))
+        latent_avg = latent_avg.to(dtype=latents.dtype, device=latents.device)
+        expected = (self.n_styles, 512)
+        if latent_avg.shape not in {(512,), expected, (1,) + expected}:
+            raise ValueError(f"latent_avg must be (512,), {expected} or (1, {expected[0]}, 512), got "
+                             f"{tuple(latent_avg.shape)}")
+        return latents + latent_avg, content
+
+
+def load_fs_encoder(path: str | os.PathLike, n_styles: int = 18, stride: int = 2,
+                    device: torch.device | str | None = None) -> FeatureStyleEncoder:
+    """Read the official Feature-Style encoder ``143_enc.pth`` into a :class:`FeatureStyleEncoder`.
+
+    The official file is a plain state_dict (the reference ``test.py`` does
+    ``enc.load_state_dict(torch.load(path))``) with 517 entries: ``conv.0-2``, ``block_1..4``,
+    ``content_layer.{0..5}``, ``styles.0..17``. It is read with ``weights_only=True`` and loaded strictly.
+
+    Args:
+        path: the ``.pth`` file.
+        n_styles, stride: architecture (18 and 2 for ``143_enc.pth``).
+        device: where to put the model (default: CPU).
+
+    Returns:
+        The encoder in ``eval()`` mode (BatchNorm uses the stored running statistics), float32.
+
+    Raises:
+        CheckpointError: unreadable file, or not a plain state_dict.
+        CheckpointMismatchError: keys or shapes differ (names the file and the first keys).
+    """
+    sd = read_checkpoint(path)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: expected a plain Feature-Style encoder state_dict, "
+                              f"got a {type(sd).__name__}")
+    model = load_strict(FeatureStyleEncoder(n_styles, stride), sd, path, "Feature-Style encoder")
+    return model.to(device).eval() if device is not None else model.eval()
