@@ -1,0 +1,180 @@
+"""Behaviour of the pSp encoder, the PSP network and the pSp checkpoint reader (small configurations)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidinv.checkpoints import CheckpointError, CheckpointMismatchError
+from vidinv.models.psp import (PSP, GradualStyleEncoder, load_psp, load_psp_encoder, n_styles_for_size,
+                               read_psp_checkpoint)
+from vidinv.models.stylegan2 import Generator
+
+
+def _fake_ckpt(tmp_path, name="fake_psp.pt", opts=None, latent_avg=None, with_avg=True, encoder=True):
+    """A pSp-layout file with placeholder tensors (enough for read_psp_checkpoint, not for a model)."""
+    sd = {"decoder.input.input": torch.zeros(1, 512, 4, 4)}
+    if encoder:
+        sd["encoder.input_layer.0.weight"] = torch.zeros(64, 3, 3, 3)
+    ckpt = {"state_dict": sd}
+    if opts is not None:
+        ckpt["opts"] = opts
+    if with_avg:
+        ckpt["latent_avg"] = torch.arange(512, dtype=torch.float32) if latent_avg is None else latent_avg
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path
+
+
+def test_n_styles_for_size():
+    assert n_styles_for_size(1024) == 18
+    assert n_styles_for_size(256) == 14
+    assert n_styles_for_size(8) == 4
+    for bad in (0, 2, 100, 1000):
+        with pytest.raises(ValueError):
+            n_styles_for_size(bad)
+
+
+def test_encoder_config_errors_and_ir_mode():
+    with pytest.raises(ValueError, match="50"):
+        GradualStyleEncoder(100)
+    with pytest.raises(ValueError, match="mode"):
+        GradualStyleEncoder(50, "resnet")
+    with torch.device("meta"):
+        se = GradualStyleEncoder(50, "ir_se", n_styles=1).state_dict()
+        ir = GradualStyleEncoder(50, "ir", n_styles=1).state_dict()
+    assert {k for k in se if ".res_layer.5." in k} == set(se) - set(ir)
+    assert len(set(se) - set(ir)) == 2 * 24  # fc1/fc2 of the SE gate in each of the 24 units
+    # Heads: styles 0-2 read the 16x16 map (4 convs), 3-6 the 32x32 (5), 7.. the 64x64 (6).
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(n_styles=8)
+    assert [len(s.convs) // 2 for s in enc.styles] == [4, 4, 4, 5, 5, 5, 5, 6]
+
+
+def test_encoder_rejects_wrong_input_shape():
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(n_styles=1)
+    for shape in [(1, 3, 128, 128), (1, 4, 256, 256), (3, 256, 256)]:
+        with pytest.raises(ValueError, match="256"):
+            enc(torch.zeros(shape, device="meta"))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """8-style encoder (coarse, middle and fine heads) + a 32x32 generator with 16 channels."""
+    torch.manual_seed(0)
+    G = Generator(32, 512, 2, channel_multiplier=1, max_channels=16).eval()
+    enc = GradualStyleEncoder(n_styles=G.n_latent).eval()
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        codes = enc(x)
+    return enc, G, x, codes
+
+
+def test_psp_forward_semantics(tiny):
+    enc, G, x, codes = tiny
+    assert codes.shape == (1, 8, 512) and torch.isfinite(codes).all()
+    avg = torch.randn(512)
+    net = PSP(enc, G, avg, start_from_latent_avg=True).eval()
+    assert net.latent_avg.shape == (8, 512)
+    assert "latent_avg" not in net.state_dict()  # the state_dict mirrors the file's encoder./decoder. keys
+    with torch.no_grad():
+        img, wplus = net(x, return_latents=True)
+        full = net.decode(wplus, resize=False)
+        direct = G.synthesis(wplus, noise="const")
+    torch.testing.assert_close(wplus, codes + avg, rtol=0, atol=0)
+    assert full.shape == (1, 3, 32, 32) and img.shape == (1, 3, 256, 256)
+    torch.testing.assert_close(full, direct, rtol=0, atol=0)
+    # face_pool is AdaptiveAvgPool2d((256, 256)) whatever the generator size (pSp).
+    torch.testing.assert_close(img, torch.nn.functional.adaptive_avg_pool2d(direct, 256), rtol=0, atol=0)
+
+
+def test_psp_without_latent_avg(tiny):
+    enc, G, x, codes = tiny
+    net = PSP(enc, G, None, start_from_latent_avg=False)
+    with torch.no_grad():
+        torch.testing.assert_close(net.encode(x), codes, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="latent_avg"):
+        PSP(enc, G, None, start_from_latent_avg=True)
+    with pytest.raises(ValueError, match="latent_avg"):
+        PSP(enc, G, torch.zeros(5, 512))
+    with pytest.raises(ValueError, match="styles"):
+        PSP(enc, Generator(16, 512, 1, channel_multiplier=1, max_channels=8), torch.zeros(512))
+
+
+def test_read_checkpoint_defaults_and_latent_avg_repeat(tmp_path):
+    ck = read_psp_checkpoint(_fake_ckpt(tmp_path))  # no opts: pSp defaults, start from latent_avg as saved
+    assert (ck.output_size, ck.n_styles, ck.input_nc, ck.start_from_latent_avg) == (1024, 18, 3, True)
+    assert ck.latent_avg.shape == (18, 512)
+    assert torch.equal(ck.latent_avg[17], torch.arange(512, dtype=torch.float32))
+    assert list(ck.encoder_state) == ["input_layer.0.weight"] and list(ck.decoder_state) == ["input.input"]
+
+    ck = read_psp_checkpoint(_fake_ckpt(tmp_path, opts={"output_size": 256, "start_from_latent_avg": False}))
+    assert ck.n_styles == 14 and ck.start_from_latent_avg is False and ck.latent_avg.shape == (14, 512)
+
+    ck = read_psp_checkpoint(_fake_ckpt(tmp_path, with_avg=False, opts={"start_from_latent_avg": False}))
+    assert ck.latent_avg is None and ck.start_from_latent_avg is False
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"opts": {"encoder_type": "BackboneEncoderUsingLastLayerIntoW"}}, "BackboneEncoderUsingLastLayerIntoW"),
+    ({"opts": {"learn_in_w": True}}, "learn_in_w"),
+    ({"opts": {"output_size": 1000}}, "output_size"),
+    ({"opts": {"start_from_latent_avg": True}, "with_avg": False}, "no latent_avg"),
+    ({"latent_avg": torch.zeros(3, 512)}, "latent_avg has shape"),
+    ({"encoder": False}, "no 'encoder.' entries"),
+])
+def test_read_checkpoint_refuses(tmp_path, kwargs, message):
+    path = _fake_ckpt(tmp_path, name="refused_psp.pt", **kwargs)
+    with pytest.raises(CheckpointError, match=message) as info:
+        read_psp_checkpoint(path)
+    assert "refused_psp.pt" in str(info.value)
+    with pytest.raises(CheckpointError):
+        load_psp(path)
+
+
+@pytest.fixture(scope="module")
+def small_psp_state():
+    """Real state_dicts of a pSp with output_size 8 (4 styles; the decoder is pSp's Generator(8, 512, 8))."""
+    torch.manual_seed(1)
+    enc = GradualStyleEncoder(n_styles=4)
+    dec = Generator(8, 512, 8, channel_multiplier=2)
+    sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in dec.state_dict().items()})
+    return sd
+
+
+def _save_psp(path, sd):
+    torch.save({"state_dict": sd, "latent_avg": torch.ones(512), "opts": {"output_size": 8, "input_nc": 3,
+                "encoder_type": "GradualStyleEncoder", "start_from_latent_avg": True}}, path)
+    return path
+
+
+def test_load_psp_round_trip(tmp_path, small_psp_state):
+    path = _save_psp(tmp_path / "small_psp.pt", small_psp_state)
+    net = load_psp(path)
+    assert not net.training and net.encoder.n_styles == 4 and net.decoder.size == 8
+    assert torch.equal(net.latent_avg, torch.ones(4, 512))
+    got = net.state_dict()
+    assert set(got) == set(small_psp_state)
+    assert all(torch.equal(got[k], v) for k, v in small_psp_state.items())
+    enc, avg = load_psp_encoder(path)
+    assert torch.equal(avg, torch.ones(4, 512))
+    assert all(torch.equal(v, small_psp_state[f"encoder.{k}"]) for k, v in enc.state_dict().items())
+
+
+def test_load_psp_strict_errors_name_file(tmp_path, small_psp_state):
+    sd = dict(small_psp_state)
+    sd.pop("encoder.latlayer2.bias")
+    path = _save_psp(tmp_path / "missing_key_psp.pt", sd)
+    with pytest.raises(CheckpointMismatchError, match="missing_key_psp.pt") as info:
+        load_psp(path)
+    assert "latlayer2.bias" in str(info.value) and "GradualStyleEncoder" in str(info.value)
+    with pytest.raises(CheckpointMismatchError, match="missing_key_psp.pt"):
+        load_psp_encoder(path)
+
+    sd = dict(small_psp_state)
+    sd["decoder.conv1.conv.weight"] = torch.zeros(1, 8, 8, 3, 3)
+    path = _save_psp(tmp_path / "bad_shape_psp.pt", sd)
+    with pytest.raises(CheckpointMismatchError, match="bad_shape_psp.pt") as info:
+        load_psp(path)
+    assert "conv1.conv.weight" in str(info.value)

@@ -1,0 +1,379 @@
+"""pSp: the GradualStyleEncoder (IR-SE50 feature pyramid → W+) and the full pSp encode-decode network.
+
+Source: Richardson et al., "Encoding in Style: a StyleGAN Encoder for Image-to-Image Translation"
+(CVPR 2021), section 3 and figure 2; reference code eladrich/pixel2style2pixel
+(``models/encoders/psp_encoders.py`` ``GradualStyleEncoder``, ``models/psp.py`` ``pSp``). Official
+checkpoint: ``psp_ffhq_encode.pt`` (layout in :func:`read_psp_checkpoint`).
+
+Encoder (input (B, 3, 256, 256) in [-1, 1] RGB):
+
+* ``input_layer`` stem and ``body`` = 24 IR-SE units (:mod:`vidinv.models.irse`). Feature taps after
+  unit 6 (``c1``, 128 x 64 x 64), unit 20 (``c2``, 256 x 32 x 32) and unit 23 (``c3``, 512 x 16 x 16).
+* Feature pyramid: ``p2 = up(c3) + latlayer1(c2)``, ``p1 = up(p2) + latlayer2(c1)`` with bilinear
+  upsampling (``align_corners=True``) and 1x1 lateral convs.
+* Map2style heads ``styles.<i>`` (:class:`GradualStyleBlock`): styles 0-2 ("coarse") read ``c3``,
+  3-6 ("middle") read ``p2``, 7.. ("fine") read ``p1``.
+
+pSp forward: ``W+ = encoder(x) + latent_avg`` (when trained with ``start_from_latent_avg``), image =
+StyleGAN2 synthesis of that W+ with the constant noise buffers, then ``AdaptiveAvgPool2d((256, 256))``
+(a 4x4 mean for a 1024 generator).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
+from vidinv.models.irse import make_input_layer, make_irse_body
+from vidinv.models.stylegan2 import EqualLinear, Generator
+
+__all__ = [
+    "GradualStyleBlock",
+    "GradualStyleEncoder",
+    "PSP",
+    "PSPCheckpoint",
+    "n_styles_for_size",
+    "read_psp_checkpoint",
+    "load_psp",
+    "load_psp_encoder",
+    "SUPPORTED_ENCODER_TYPES",
+]
+
+SUPPORTED_ENCODER_TYPES = ("GradualStyleEncoder",)
+
+
+def n_styles_for_size(size: int) -> int:
+    """Number of W+ styles of a StyleGAN2 generator of output ``size`` (pSp ``2*log2(size) - 2``; 1024 → 18).
+
+    Raises:
+        ValueError: ``size`` is not a power of two >= 4.
+    """
+    log = int(round(math.log2(size))) if size > 0 else 0
+    if size < 4 or 2 ** log != size:
+        raise ValueError(f"generator output size must be a power of two >= 4, not {size}")
+    return 2 * log - 2
+
+
+class GradualStyleBlock(nn.Module):
+    """pSp map2style head: feature map (B, C, s, s) → one style vector (B, C).
+
+    ``convs`` = log2(s) x [Conv2d(3x3, stride 2, pad 1, bias) + LeakyReLU(0.01)] (keys ``convs.0``,
+    ``convs.2``, ...), bringing s x s down to 1 x 1, then ``linear`` = ``EqualLinear(C, C, lr_mul=1)``.
+
+    Args:
+        in_c: input channels.
+        out_c: style width (512).
+        spatial: input resolution s (16, 32 or 64 in pSp).
+    """
+
+    def __init__(self, in_c: int, out_c: int, spatial: int):
+        super().__init__()
+        self.out_c = out_c
+        num_pools = int(round(math.log2(spatial)))
+        layers: list[nn.Module] = []
+        for i in range(num_pools):
+            layers += [nn.Conv2d(in_c if i == 0 else out_c, out_c, kernel_size=3, stride=2, padding=1),
+                       nn.LeakyReLU(0.01)]
+        self.convs = nn.Sequential(*layers)
+        self.linear = EqualLinear(out_c, out_c, lr_mul=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in_c, spatial, spatial) → (B, out_c)."""
+        x = self.convs(x)
+        return self.linear(x.reshape(x.shape[0], self.out_c))
+
+
+class GradualStyleEncoder(nn.Module):
+    """pSp encoder: aligned face → W+ offsets (codes), one 512-d style per generator layer.
+
+    ``state_dict()`` equals the ``encoder.`` part of ``psp_ffhq_encode.pt`` with the prefix removed
+    (621 entries for 50 layers, IR-SE, 18 styles): ``input_layer.*``, ``body.<0..23>.*``,
+    ``styles.<0..n_styles-1>.{convs,linear}.*``, ``latlayer1.*``, ``latlayer2.*``.
+
+    Args:
+        num_layers: IR-SE depth; only 50 (every official pSp file) is defined.
+        mode: ``"ir_se"`` (official) or ``"ir"`` (no SE gates).
+        n_styles: number of styles, ``2*log2(output_size) - 2`` (18 for 1024, 14 for 256).
+        input_nc: input channels (3 for RGB faces).
+
+    Raises:
+        ValueError: ``num_layers`` other than 50, unknown ``mode``, ``n_styles < 1``.
+    """
+
+    coarse_ind = 3
+    middle_ind = 7
+    tap_c1 = 6  # last unit of the 128-channel stage: c1 (B, 128, 64, 64)
+    tap_c2 = 20  # last unit of the 256-channel stage: c2 (B, 256, 32, 32)
+
+    def __init__(self, num_layers: int = 50, mode: str = "ir_se", n_styles: int = 18, input_nc: int = 3):
+        super().__init__()
+        if n_styles < 1:
+            raise ValueError(f"n_styles must be positive, not {n_styles}")
+        self.n_styles = n_styles
+        self.input_nc = input_nc
+        if num_layers != 50:
+            # The reference taps units 6, 20 and 23, which are the stage ends only for 50 layers.
+            raise ValueError(f"GradualStyleEncoder is defined for a 50-layer IR-SE body, not {num_layers}")
+        self.input_layer = make_input_layer(input_nc)
+        self.body = make_irse_body(num_layers, mode)
+        self.styles = nn.ModuleList()
+        for i in range(n_styles):
+            spatial = 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64
+            self.styles.append(GradualStyleBlock(512, 512, spatial))
+        self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1, stride=1, padding=0)
+        self.latlayer2 = nn.Conv2d(128, 512, kernel_size=1, stride=1, padding=0)
+
+    @staticmethod
+    def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode aligned faces.
+
+        Args:
+            x: (B, input_nc, 256, 256) float, RGB in [-1, 1] (pSp transforms: Resize(256), ToTensor,
+                Normalize(0.5, 0.5)), any device; the module must be on the same device/dtype.
+
+        Returns:
+            codes (B, n_styles, 512): W+ *before* adding latent_avg (see :class:`PSP`).
+
+        Raises:
+            ValueError: wrong input shape (the heads assume 256x256 input).
+        """
+        if x.ndim != 4 or x.shape[1] != self.input_nc or tuple(x.shape[-2:]) != (256, 256):
+            raise ValueError(f"GradualStyleEncoder expects (B, {self.input_nc}, 256, 256) input, "
+                             f"got shape {tuple(x.shape)}")
+        x = self.input_layer(x)
+        for i, unit in enumerate(self.body):
+            x = unit(x)
+            if i == self.tap_c1:
+                c1 = x
+            elif i == self.tap_c2:
+                c2 = x
+        c3 = x  # output of the last unit (index 23)
+        latents = [self.styles[j](c3) for j in range(min(self.coarse_ind, self.n_styles))]
+        if self.n_styles > self.coarse_ind:
+            p2 = self._upsample_add(c3, self.latlayer1(c2))
+            latents += [self.styles[j](p2) for j in range(self.coarse_ind, min(self.middle_ind, self.n_styles))]
+        if self.n_styles > self.middle_ind:
+            p1 = self._upsample_add(p2, self.latlayer2(c1))
+            latents += [self.styles[j](p1) for j in range(self.middle_ind, self.n_styles)]
+        return torch.stack(latents, dim=1)
+
+
+class PSP(nn.Module):
+    """pSp network: encoder + StyleGAN2 decoder + ``latent_avg``.
+
+    Args:
+        encoder: :class:`GradualStyleEncoder` with ``n_styles == decoder.n_latent``.
+        decoder: :class:`vidinv.models.stylegan2.Generator`.
+        latent_avg: (n_styles, 512) or (512,) mean W of the decoder, or None.
+        start_from_latent_avg: add ``latent_avg`` to the codes (pSp ``--start_from_latent_avg``; True for
+            ``psp_ffhq_encode.pt``). Requires ``latent_avg``.
+
+    Raises:
+        ValueError: inconsistent style counts or a missing/ill-shaped ``latent_avg``.
+    """
+
+    def __init__(self, encoder: GradualStyleEncoder, decoder: Generator, latent_avg: torch.Tensor | None = None,
+                 start_from_latent_avg: bool = True):
+        super().__init__()
+        n_latent = int(decoder.n_latent)
+        if encoder.n_styles != n_latent:
+            raise ValueError(f"encoder has {encoder.n_styles} styles but the decoder takes {n_latent}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.start_from_latent_avg = bool(start_from_latent_avg)
+        if latent_avg is not None:
+            latent_avg = _latent_avg_to_wplus(latent_avg, n_latent, "latent_avg")
+        elif self.start_from_latent_avg:
+            raise ValueError("start_from_latent_avg=True needs a latent_avg")
+        self.register_buffer("latent_avg", latent_avg, persistent=False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Aligned faces (B, 3, 256, 256) in [-1, 1] RGB → W+ (B, n_styles, 512) fed to the decoder.
+
+        ``W+ = encoder(x) + latent_avg`` when ``start_from_latent_avg``, else ``encoder(x)``.
+        """
+        codes = self.encoder(x)
+        if self.start_from_latent_avg:
+            codes = codes + self.latent_avg.unsqueeze(0).to(codes.dtype)
+        return codes
+
+    def decode(self, wplus: torch.Tensor, resize: bool = True, noise: Any = "const") -> torch.Tensor:
+        """W+ (B, n_styles, 512) → image (B, 3, S, S), S = 256 when ``resize`` else the generator size.
+
+        ``resize`` applies pSp's ``face_pool = AdaptiveAvgPool2d((256, 256))`` (a 4x4 mean for 1024).
+        ``noise`` is passed to ``Generator.synthesis`` (``"const"``: the loaded noise buffers, pSp's
+        ``randomize_noise=False``). Images are in the generator's range (about [-1, 1] for trained weights).
+        """
+        img = self.decoder.synthesis(wplus, noise=noise)
+        if resize:
+            img = F.adaptive_avg_pool2d(img, (256, 256))
+        return img
+
+    def forward(self, x: torch.Tensor, resize: bool = True, noise: Any = "const",
+                return_latents: bool = False):
+        """pSp inversion/reconstruction (reference ``pSp.forward(x, resize, randomize_noise=False, return_latents)``).
+
+        Args:
+            x: (B, 3, 256, 256) float, RGB in [-1, 1].
+            resize: pool the output to 256x256.
+            noise: ``"const"`` (default) or any value ``Generator.synthesis`` accepts.
+            return_latents: also return the W+ fed to the decoder.
+
+        Returns:
+            image (B, 3, 256, 256) (or generator size), and W+ (B, n_styles, 512) when ``return_latents``.
+        """
+        wplus = self.encode(x)
+        img = self.decode(wplus, resize=resize, noise=noise)
+        return (img, wplus) if return_latents else img
+
+
+def _latent_avg_to_wplus(latent_avg: torch.Tensor, n_styles: int, source: str) -> torch.Tensor:
+    t = latent_avg.detach()
+    if t.ndim == 1 or (t.ndim == 2 and t.shape[0] == 1):
+        t = t.reshape(1, -1).repeat(n_styles, 1)
+    if t.ndim != 2 or t.shape[0] != n_styles:
+        raise ValueError(f"{source}: latent_avg has shape {list(latent_avg.shape)}; expected ({n_styles}, 512) "
+                         "or (512,)")
+    return t.float().clone()
+
+
+@dataclass
+class PSPCheckpoint:
+    """The parts of a pSp checkpoint file, split and checked (no model built yet).
+
+    Attributes:
+        path: the file.
+        encoder_state: ``encoder.`` entries with the prefix removed.
+        decoder_state: ``decoder.`` entries with the prefix removed (StyleGAN2 generator keys).
+        latent_avg: (n_styles, 512) float32 mean W repeated over the styles, or None.
+        opts: the training options dict (empty when the file has none).
+        output_size: generator resolution (``opts['output_size']``, default 1024).
+        n_styles: ``2*log2(output_size) - 2``.
+        input_nc: encoder input channels (``opts['input_nc']``, default 3).
+        start_from_latent_avg: add latent_avg to the codes.
+    """
+
+    path: str
+    encoder_state: dict[str, torch.Tensor]
+    decoder_state: dict[str, torch.Tensor]
+    latent_avg: torch.Tensor | None
+    opts: dict = field(default_factory=dict)
+    output_size: int = 1024
+    n_styles: int = 18
+    input_nc: int = 3
+    start_from_latent_avg: bool = True
+
+
+def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
+    """Read and check a pSp checkpoint (e.g. ``psp_ffhq_encode.pt``).
+
+    Layout (pSp ``models/psp.py``): ``ckpt['state_dict']`` (flat dict of ``encoder.<key>`` and
+    ``decoder.<key>``; a file that is itself that flat dict is accepted, as pSp's ``get_keys`` does),
+    ``ckpt['latent_avg']`` ((n_styles, 512), or (512,) which is repeated), ``ckpt['opts']`` (dict of
+    training options; read: ``output_size`` (default 1024), ``encoder_type`` (default
+    GradualStyleEncoder), ``input_nc`` (3), ``learn_in_w`` (False), ``start_from_latent_avg`` (default:
+    whether the file has a latent_avg, since pSp saves it only then)).
+
+    Raises:
+        CheckpointError: unreadable file; no ``encoder.`` keys; an unsupported encoder type
+            (``BackboneEncoderUsingLastLayerIntoW``/``...IntoWPlus``) or ``learn_in_w``; a bad
+            ``output_size``; ``start_from_latent_avg`` without a usable ``latent_avg``.
+    """
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: expected a pSp checkpoint dict, got a {type(ckpt).__name__}")
+    sd = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
+    opts = ckpt.get("opts") or {}
+    if not isinstance(opts, Mapping):
+        opts = dict(vars(opts)) if hasattr(opts, "__dict__") else {}
+    opts = dict(opts)
+
+    encoder_type = opts.get("encoder_type", "GradualStyleEncoder")
+    if encoder_type not in SUPPORTED_ENCODER_TYPES:
+        raise CheckpointError(f"{path}: pSp encoder_type {encoder_type!r} is not supported; vidinv implements "
+                              f"only {', '.join(SUPPORTED_ENCODER_TYPES)} (e.g. psp_ffhq_encode.pt)")
+    if opts.get("learn_in_w", False):
+        raise CheckpointError(f"{path}: this pSp checkpoint was trained with learn_in_w=True (a single W code); "
+                              "only W+ GradualStyleEncoder checkpoints are supported")
+    try:
+        output_size = int(opts.get("output_size", 1024))
+        n_styles = n_styles_for_size(output_size)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad opts['output_size'] {opts.get('output_size')!r}: {exc}") from exc
+    input_nc = int(opts.get("input_nc", 3))
+
+    encoder_state = select_prefix(sd, "encoder")
+    decoder_state = select_prefix(sd, "decoder")
+    if not encoder_state:
+        raise CheckpointError(f"{path}: no 'encoder.' entries; not a pSp checkpoint "
+                              f"(top-level keys: {sorted(ckpt)[:8]})")
+
+    raw_avg = ckpt.get("latent_avg")
+    start = bool(opts.get("start_from_latent_avg", raw_avg is not None))
+    latent_avg = None
+    if raw_avg is not None:
+        if not isinstance(raw_avg, torch.Tensor):
+            raise CheckpointError(f"{path}: latent_avg is a {type(raw_avg).__name__}, not a tensor")
+        try:
+            latent_avg = _latent_avg_to_wplus(raw_avg, n_styles, str(path))
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
+    elif start:
+        raise CheckpointError(f"{path}: opts say start_from_latent_avg=True but the file has no latent_avg")
+    return PSPCheckpoint(str(path), encoder_state, decoder_state, latent_avg, opts, output_size, n_styles,
+                         input_nc, start)
+
+
+def _encoder_for_loading(n_styles: int, input_nc: int) -> GradualStyleEncoder:
+    """An encoder with uninitialised CPU storage, to be filled by a strict load (skips ~1 GB of random init).
+
+    Safe because every parameter and buffer of :class:`GradualStyleEncoder` is in its state_dict,
+    so :func:`load_strict` overwrites all of them.
+    """
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles, input_nc=input_nc)
+    return enc.to_empty(device="cpu")
+
+
+def load_psp_encoder(path: str | os.PathLike) -> tuple[GradualStyleEncoder, torch.Tensor | None]:
+    """Load only the encoder of a pSp checkpoint, strictly, in eval mode on CPU.
+
+    Returns:
+        ``(encoder, latent_avg)``: :class:`GradualStyleEncoder` and the (n_styles, 512) latent_avg to add
+        to its codes, or None when the checkpoint was not trained with ``start_from_latent_avg``.
+
+    Raises:
+        CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; strict-load errors
+            name the file and the first missing/unexpected keys.
+    """
+    ck = read_psp_checkpoint(path)
+    enc = _encoder_for_loading(ck.n_styles, ck.input_nc)
+    load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
+    return enc.eval(), (ck.latent_avg if ck.start_from_latent_avg else None)
+
+
+def load_psp(path: str | os.PathLike) -> PSP:
+    """Load a full pSp network (encoder + StyleGAN2 decoder + latent_avg), strictly, in eval mode on CPU.
+
+    The decoder is ``Generator(output_size, 512, 8, channel_multiplier=2)`` as pSp builds it.
+
+    Raises:
+        CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; each half is loaded
+            with :func:`vidinv.checkpoints.load_strict` (errors name the file and keys).
+    """
+    ck = read_psp_checkpoint(path)
+    enc = _encoder_for_loading(ck.n_styles, ck.input_nc)
+    load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
+    dec = Generator(ck.output_size, 512, 8, channel_multiplier=2)
+    load_strict(dec, ck.decoder_state, ck.path, "pSp decoder (StyleGAN2 generator)")
+    net = PSP(enc, dec, ck.latent_avg, start_from_latent_avg=ck.start_from_latent_avg)
+    return net.eval()
