@@ -1,0 +1,423 @@
+"""Where weight files live, how they are verified, and :func:`resolve` (the one entry point that
+commands call before any video work).
+
+Layout of the cache (``$VIDINV_HOME``, default ``~/.cache/vidinv``)::
+
+    $VIDINV_HOME/weights/<name>                    e.g. weights/143_enc.pth
+    $VIDINV_HOME/directions/<subdir>/<file>        e.g. directions/stit_w/age.npy
+
+Files placed by hand can be put in a folder given as ``weights_dir`` (``--weights-dir DIR``), which
+is searched first: ``DIR/<file>`` for weights; ``DIR/<subdir>/<file>`` or
+``DIR/directions/<subdir>/<file>`` for directions (so a copy of the ``directions`` folder, or of a
+whole ``$VIDINV_HOME``, works as is).
+
+External files (torchvision, face-alignment, dlib) are looked up where their owners keep them:
+``torch.hub.get_dir()/checkpoints/<file>`` and the ``models`` folder of the installed
+``face_recognition_models`` package (located with ``importlib.util.find_spec``, not imported: its
+``__init__`` needs ``pkg_resources``).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from vidinv.weights import registry
+from vidinv.weights.registry import WeightFile
+
+__all__ = [
+    "ENV_HOME",
+    "vidinv_home",
+    "cache_path",
+    "candidate_paths",
+    "locate",
+    "sha256_file",
+    "VerifyReport",
+    "verify",
+    "check_structure",
+    "MissingFile",
+    "MissingWeightsError",
+    "describe_missing",
+    "resolve",
+    "status",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the cache folder.
+ENV_HOME = "VIDINV_HOME"
+
+
+def vidinv_home(home: str | os.PathLike | None = None) -> Path:
+    """The cache root: ``home`` if given, else ``$VIDINV_HOME``, else ``~/.cache/vidinv``."""
+    if home is not None:
+        return Path(home).expanduser()
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/vidinv").expanduser()
+
+
+def _torch_hub_checkpoints() -> Path:
+    import torch.hub  # torch is a dependency; imported lazily to keep `vidinv --help` fast
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _package_models_dir(package: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def cache_path(entry: WeightFile | str, home: str | os.PathLike | None = None) -> Path:
+    """Where vidinv keeps (or expects) ``entry``: ``$VIDINV_HOME/<subdir>/<file>`` for weights and
+    directions; for external files, the location their owner package uses."""
+    entry = registry.get(entry)
+    if entry.kind == "external":
+        if entry.locator == "torch_hub":
+            return _torch_hub_checkpoints() / entry.filename
+        if entry.locator == "face_recognition_models":
+            models = _package_models_dir("face_recognition_models")
+            if models is None:
+                return Path("<face_recognition_models not installed>") / "models" / entry.filename
+            return models / entry.filename
+        raise ValueError(f"{entry.name}: unknown locator {entry.locator!r}")
+    return vidinv_home(home) / Path(entry.rel_path)
+
+
+def candidate_paths(entry: WeightFile | str, weights_dir: str | os.PathLike | None = None,
+                    home: str | os.PathLike | None = None) -> list[Path]:
+    """Every place ``entry`` is looked for, in order: the ``weights_dir`` forms first, then the cache."""
+    entry = registry.get(entry)
+    out: list[Path] = []
+    if weights_dir is not None and entry.kind != "external":
+        d = Path(weights_dir).expanduser()
+        if entry.kind == "direction":
+            sub = entry.subdir.split("/", 1)[-1]  # "directions/stit_w" -> "stit_w"
+            out += [d / sub / entry.filename, d / entry.subdir / entry.filename]
+        else:
+            out += [d / entry.filename, d / entry.subdir / entry.filename]
+    elif weights_dir is not None:
+        out.append(Path(weights_dir).expanduser() / entry.filename)
+    out.append(cache_path(entry, home))
+    seen: list[Path] = []
+    for p in out:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def locate(entry: WeightFile | str, weights_dir: str | os.PathLike | None = None,
+           home: str | os.PathLike | None = None) -> Path | None:
+    """The first existing, non-empty file among :func:`candidate_paths`, or None (no hashing)."""
+    for p in candidate_paths(entry, weights_dir, home):
+        if p.is_file() and p.stat().st_size > 0:
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# verification
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file (read in ``chunk_size`` blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk_size)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _hash_problem(entry: WeightFile, path: Path, max_hash_bytes: int | None = None,
+                  prefix: bool = True) -> str | None:
+    """None when ``path`` matches what is known of ``entry`` (exact size, sha256 or its file-name
+    prefix), else a one-line reason. Files larger than ``max_hash_bytes`` are not hashed; the
+    file-name prefix is checked only when ``prefix``."""
+    size = path.stat().st_size
+    if entry.size_exact and entry.size is not None and size != entry.size:
+        return f"size {size} bytes, the official file has {entry.size}"
+    if max_hash_bytes is not None and size > max_hash_bytes:
+        return None
+    if entry.sha256:
+        got = sha256_file(path)
+        if got != entry.sha256:
+            return f"sha256 {got} does not match the official {entry.sha256}"
+    elif entry.sha256_prefix and prefix:
+        got = sha256_file(path)
+        if not got.startswith(entry.sha256_prefix):
+            return f"sha256 {got[:16]}... does not start with {entry.sha256_prefix} (from the file name)"
+    return None
+
+
+def check_structure(entry: WeightFile | str, path: str | os.PathLike) -> bool:
+    """Run ``entry``'s structure check (its strict loader) on ``path``.
+
+    Returns:
+        True when a check ran and passed, False when the entry has no structure check.
+
+    Raises:
+        vidinv.checkpoints.CheckpointError: the file does not have the official layout.
+        ImportError: the check cannot be imported.
+    """
+    entry = registry.get(entry)
+    fn = registry.load_checker(entry)
+    if fn is None:
+        return False
+    result = fn(Path(path))
+    del result  # the loaded model can be large
+    return True
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify` for one file.
+
+    ``sha_status``: ``"ok"`` (full sha256 matches), ``"prefix-ok"`` (matches the prefix in the file
+    name), ``"mismatch"``, or ``"unknown"`` (no official hash). ``structure_status``: ``"ok"``,
+    ``"failed"``, ``"unavailable"`` (the check cannot be imported), ``"skipped"`` (not asked) or
+    ``"none"`` (the entry has no structure check).
+    """
+
+    name: str
+    path: Path
+    sha256: str | None
+    sha_status: str
+    structure_status: str
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.sha_status != "mismatch" and self.structure_status not in ("failed", "unavailable")
+
+
+def verify(entry: WeightFile | str, path: str | os.PathLike, structure: bool = True) -> VerifyReport:
+    """Check ``path`` against ``entry``: exact size and sha256 where known, then the structure check.
+
+    Args:
+        entry: registry entry or name.
+        path: the file.
+        structure: run the structure check (strict load; can take seconds and memory for the
+            1.2 GB pSp files).
+
+    Returns:
+        A :class:`VerifyReport` (never raises for a bad file; ``report.ok`` says whether it passed).
+    """
+    from vidinv.checkpoints import CheckpointError
+
+    entry = registry.get(entry)
+    path = Path(path)
+    msgs: list[str] = []
+    digest = sha256_file(path)
+    problem = _hash_problem(entry, path)
+    if problem:
+        sha_status = "mismatch"
+        msgs.append(problem)
+    elif entry.sha256:
+        sha_status = "ok"
+    elif entry.sha256_prefix:
+        sha_status = "prefix-ok"
+    else:
+        sha_status = "unknown"
+    if not structure:
+        st = "skipped"
+    elif entry.check is None:
+        st = "none"
+    else:
+        try:
+            check_structure(entry, path)
+            st = "ok"
+        except ImportError as exc:
+            st = "unavailable"
+            msgs.append(str(exc))
+        except CheckpointError as exc:
+            st = "failed"
+            msgs.append(str(exc))
+        except Exception as exc:  # a loader should raise CheckpointError; anything else also means "cannot load"
+            st = "failed"
+            msgs.append(f"{path}: the structure check {entry.check} raised {type(exc).__name__}: {exc}")
+    return VerifyReport(entry.name, path, digest, sha_status, st, msgs)
+
+
+# --------------------------------------------------------------------------------------------------
+# resolve
+
+@dataclass
+class MissingFile:
+    """One file :func:`resolve` could not provide."""
+
+    entry: WeightFile
+    path: Path                      # where to put it (the cache path)
+    alt_paths: list[Path]           # other places it is looked for (weights_dir forms)
+    url: str | None                 # what a person should open to download it
+    tried_url: str | None = None    # the URL a fetch attempt used, when it differs (mirror)
+    reason: str = ""                # why it is missing / was rejected / could not be fetched
+
+
+class MissingWeightsError(RuntimeError):
+    """Files needed by a command are missing (or bad) and could not be fetched.
+
+    The message lists every missing file with what needs it, its size and licence, the URL to
+    download it from (for Google Drive, the browser page), the exact path to put it at and, when a
+    fetch was attempted, why it failed.
+
+    Attributes:
+        missing: one :class:`MissingFile` per file.
+    """
+
+    def __init__(self, missing: list[MissingFile], fetch_attempted: bool = False):
+        self.missing = missing
+        self.fetch_attempted = fetch_attempted
+        super().__init__(self._format())
+
+    @property
+    def names(self) -> list[str]:
+        return [m.entry.name for m in self.missing]
+
+    def _format(self) -> str:
+        n = len(self.missing)
+        verb = "could not be fetched" if self.fetch_attempted else "are not present"
+        lines = [f"{n} file(s) that vidinv needs {verb}:", ""]
+        for m in self.missing:
+            e = m.entry
+            lines.append(f"  {e.name}  ({e.size_text}; licence: {e.licence})")
+            lines.append(f"    needed by: {e.needed_by}")
+            if m.url:
+                where = " (Google Drive: open in a browser)" if e.gdrive_id and m.url.startswith(
+                    "https://drive.google.com/") else ""
+                lines.append(f"    download:  {m.url}{where}")
+            if m.tried_url and m.tried_url != m.url:
+                lines.append(f"    tried:     {m.tried_url}")
+            lines.append(f"    put it at: {m.path}")
+            for alt in m.alt_paths:
+                lines.append(f"           or: {alt}")
+            if e.kind == "external" and e.hint:
+                lines.append(f"    note:      {e.hint}")
+            if e.sha256:
+                lines.append(f"    sha256:    {e.sha256}")
+            if m.reason:
+                lines.append(f"    reason:    {m.reason}")
+        lines.append("")
+        fetchable = [m.entry.name for m in self.missing if m.entry.fetchable]
+        if fetchable:
+            lines.append("Fetch them with internet access:  vidinv weights fetch " + " ".join(fetchable))
+            if any(m.entry.gdrive_id for m in self.missing):
+                lines.append("(Google Drive files need gdown: pip install 'vidinv[gdrive]'; "
+                             "if Drive refuses, download them in a browser.)")
+        lines.append("Files placed by hand elsewhere are found with --weights-dir DIR (DIR/<file>; "
+                     "directions as DIR/<folder>/<file>).")
+        return "\n".join(lines)
+
+
+def describe_missing(entry: WeightFile | str, weights_dir: str | os.PathLike | None = None,
+                     home: str | os.PathLike | None = None, reason: str = "",
+                     tried_url: str | None = None) -> MissingFile:
+    """The :class:`MissingFile` record of ``entry`` (target path, alternative path, URL, reason), for
+    building a :class:`MissingWeightsError`."""
+    entry = registry.get(entry)
+    cands = candidate_paths(entry, weights_dir, home)
+    target = cache_path(entry, home)
+    alts = [p for p in cands if p != target][:1]
+    return MissingFile(entry, target, alts, entry.source_url, tried_url, reason)
+
+
+def _find_valid(entry: WeightFile, weights_dir, home, max_hash_bytes: int | None = None
+                ) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """First candidate that passes the cheap checks (exact size, full sha256 where known; not the
+    file-name prefixes of external files), and the problems of the candidates rejected before it."""
+    problems: list[tuple[Path, str]] = []
+    for p in candidate_paths(entry, weights_dir, home):
+        if not p.is_file():
+            continue
+        if p.stat().st_size == 0:
+            problems.append((p, "empty file"))
+            continue
+        prob = _hash_problem(entry, p, max_hash_bytes, prefix=False)
+        if prob is None:
+            return p, problems
+        problems.append((p, prob))
+    return None, problems
+
+
+def resolve(names: str | Iterable[str], weights_dir: str | os.PathLike | None = None, fetch: bool = False, *,
+            home: str | os.PathLike | None = None, mirror: str | Mapping[str, str] | None = None,
+            quiet: bool = False) -> dict[str, Path]:
+    """Find (and optionally fetch) the files ``names``; return ``{name: path}``.
+
+    Lookup order: ``weights_dir`` (files placed by hand), then the cache (see the module doc).
+    A found file must match the official size and sha256 where those are known (the small
+    direction files; the big checkpoints have no published hash, their structure is checked by the
+    loader when loaded, and by ``vidinv weights verify``).
+
+    Args:
+        names: registry names (a single string is one name); bare direction file names and
+            direction folders are accepted (:func:`vidinv.weights.registry.expand_names`).
+        weights_dir: folder of files placed by hand, searched first.
+        fetch: download missing fetchable files into the cache (:func:`vidinv.weights.fetch.fetch`).
+        home: cache root (default ``$VIDINV_HOME`` or ``~/.cache/vidinv``).
+        mirror: base URL or ``{name: url}`` to download from instead of the official sources
+            (default ``$VIDINV_MIRROR``).
+        quiet: no progress bars.
+
+    Returns:
+        ``{name: Path}`` for every requested name (registry names as keys).
+
+    Raises:
+        MissingWeightsError: one error listing every file that is still missing, with its URL and
+            the exact path to put it at.
+        vidinv.weights.registry.UnknownWeightError: a name is not in the registry.
+    """
+    if isinstance(names, str):
+        names = [names]
+    wanted = registry.expand_names(names)
+    found: dict[str, Path] = {}
+    missing: list[MissingFile] = []
+    for name in wanted:
+        entry = registry.get(name)
+        path, problems = _find_valid(entry, weights_dir, home)
+        if path is not None:
+            found[name] = path
+            continue
+        reason = "; ".join(f"{p}: {why}" for p, why in problems)
+        if fetch and entry.fetchable:
+            from vidinv.weights import fetch as _fetch
+
+            try:
+                found[name] = _fetch.fetch(entry, home=home, mirror=mirror, quiet=quiet)
+                continue
+            except _fetch.FetchError as exc:
+                tried = _fetch.mirror_url(entry, mirror)
+                reason = (reason + "; " if reason else "") + str(exc).splitlines()[0]
+                missing.append(describe_missing(entry, weights_dir, home, reason, tried))
+                continue
+        if not reason and entry.kind == "external":
+            reason = "not installed yet"
+        missing.append(describe_missing(entry, weights_dir, home, reason))
+    if missing:
+        raise MissingWeightsError(missing, fetch_attempted=fetch)
+    return {name: found[name] for name in wanted}
+
+
+def status(entry: WeightFile | str, weights_dir: str | os.PathLike | None = None,
+           home: str | os.PathLike | None = None) -> tuple[str, Path | None]:
+    """Cheap status for listings: ``("present", path)``, ``("bad", path)`` (wrong size or sha256)
+    or ``("missing", None)``. Hashes only files of at most 32 MB whose sha256 is known (the
+    directions); larger ones get the exact-size check only."""
+    entry = registry.get(entry)
+    path, problems = _find_valid(entry, weights_dir, home, max_hash_bytes=32_000_000)
+    if path is not None:
+        return "present", path
+    if problems:
+        return "bad", problems[0][0]
+    return "missing", None
