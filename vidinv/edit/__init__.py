@@ -1,0 +1,67 @@
+"""Latent editing: directions, their strength conventions, SeFa, and the Feature-Style frame edit.
+
+Typical use (the ``vidinv edit`` pipeline)::
+
+    from vidinv.edit import build_edit, edit_frame
+    edit = build_edit(["smile=1", "stit:age=-0.8@0-7"], weights_dir=opts.weights_dir, fetch=True)
+    # once per video: every file resolved/fetched up front (one MissingWeightsError listing all)
+    for w, F in frames:                    # w (B, 18, 512), F (B, 512, 16, 16)
+        image = edit_frame(G, w, F, edit)  # F' = F + G^5(w') - G^5(w), image = G(w', F')
+
+Modules:
+
+* :mod:`~vidinv.edit.directions`: :class:`Direction` (``w' = w + strength·scale·d``; conventions
+  ``fs`` / ``unit`` / ``raw``; layer ranges), user files (:func:`load_direction_file`),
+  :class:`LatentEdit` (several directions summed, Δw computed once).
+* :mod:`~vidinv.edit.attributes`: named attributes (``smile``, ``age``, ...) and their sources
+  (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``), what ``--strength 1`` means
+  (:func:`strength_table`), :func:`build_edit` from ``NAME[=S][@ROWS]`` strings.
+* :mod:`~vidinv.edit.sefa`: SeFa closed-form directions from the generator's modulation weights.
+* :mod:`~vidinv.edit.frame`: :func:`edit_frame` (Feature-Style eq. 1 through the generator's
+  coarse/fine path).
+"""
+from vidinv.edit.attributes import (
+    ATTRIBUTES,
+    DEFAULT_SOURCE,
+    DOCUMENTED_FACTORS,
+    SOURCES,
+    AttributeSource,
+    attribute_names,
+    build_edit,
+    direction_from_file,
+    listing,
+    load_attribute,
+    load_attributes,
+    lookup,
+    parse_edit_spec,
+    strength_table,
+)
+from vidinv.edit.directions import (
+    CONVENTIONS,
+    FS_SCALE,
+    N_LATENT,
+    STYLE_DIM,
+    USER_SHAPES,
+    Direction,
+    DirectionError,
+    DirectionShapeError,
+    EditTerm,
+    LatentEdit,
+    accepted_shapes,
+    format_layers,
+    load_direction_file,
+    parse_layers,
+)
+from vidinv.edit.frame import edit_frame, edited_latent
+from vidinv.edit.sefa import SefaResult, sefa
+
+__all__ = [
+    "ATTRIBUTES", "DEFAULT_SOURCE", "DOCUMENTED_FACTORS", "SOURCES", "AttributeSource", "attribute_names",
+    "build_edit", "direction_from_file", "listing", "load_attribute", "load_attributes", "lookup",
+    "parse_edit_spec", "strength_table",
+    "CONVENTIONS", "FS_SCALE", "N_LATENT", "STYLE_DIM", "USER_SHAPES", "Direction", "DirectionError",
+    "DirectionShapeError", "EditTerm", "LatentEdit", "accepted_shapes", "format_layers", "load_direction_file",
+    "parse_layers",
+    "edit_frame", "edited_latent",
+    "SefaResult", "sefa",
+]
