@@ -26,8 +26,12 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     # Each sub-command module adds itself to ``cli``; imported here so ``vidinv --help`` lists them.
     from cli import weights  # noqa: F401
+    from cli import train  # noqa: F401
     from cli import directions  # noqa: F401
     from cli import track  # noqa: F401
+    from cli import edit  # noqa: F401
+    from cli import invert  # noqa: F401
+    from cli import report  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

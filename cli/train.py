@@ -1,0 +1,14 @@
+"""``vidinv train fs|psp``: alias of ``python -m training fs|psp`` (see :mod:`training.cli`)."""
+from __future__ import annotations
+
+from cli.main import cli
+from training.cli import fs_command, psp_command
+
+
+@cli.group("train")
+def train() -> None:
+    """Train the Feature-Style encoder or a pSp encoder (same options as `python -m training`)."""
+
+
+train.add_command(fs_command, "fs")
+train.add_command(psp_command, "psp")

@@ -1,0 +1,307 @@
+"""Training pipeline smoke tests on CPU with tiny networks: losses logged, weights refused, config schema,
+data streams, exports through the official loaders, the ``vidinv train`` alias, and a small overfit run."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import require_shared
+from training.config import (ConfigError, config_to_dict, default_config, describe, load_config, to_yaml)
+from training.data import ShardedStream, list_images
+from training.networks import ExplicitWeightsError, build_fs_encoder, build_psp_encoder
+from training.records import read_scalars_csv
+from training.runner import train
+from training.smoke import SMOKE_GENERATOR, smoke_config, write_smoke_generator, write_smoke_weights
+from training.state import read_state
+import yaml
+
+
+def _small_faces(tmp_path: Path, n: int, size: int) -> Path:
+    """``n`` shared aligned faces resized to ``size`` px PNGs (fast to decode in tests)."""
+    from PIL import Image
+
+    src = sorted(list_images(require_shared("images")))[:n]
+    out = tmp_path / f"faces{size}"
+    out.mkdir(exist_ok=True)
+    for p in src:
+        with Image.open(p) as im:
+            im.convert("RGB").resize((size, size), Image.BILINEAR).save(out / (p.stem + ".png"))
+    return out
+
+
+def _check_logged(run: Path, terms: list[str], steps: int) -> list[dict]:
+    rows = read_scalars_csv(run / "logs" / "scalars.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
+    for r in rows:
+        for t in terms:
+            assert t in r and r[t] != "", f"{t} not logged"
+            assert math.isfinite(float(r[t])), f"{t} = {r[t]}"
+    assert list((run / "logs").glob("events.out.tfevents.*")), "no TensorBoard event file"
+    return rows
+
+
+def test_fs_smoke_every_loss_computed_logged_and_finite(tmp_path):
+    faces = _small_faces(tmp_path, 3, 128)
+    files = write_smoke_weights(tmp_path / "w", "fs", arcface=True, parsing=True)
+    cfg = smoke_config("fs", files, tmp_path / "run", faces, {"run": {"max_steps": 2, "sample_every": 1}})
+    assert cfg.loss.use_id and cfg.loss.use_parsing and cfg.loss.use_lpips
+    res = train(cfg)
+    assert res.step == 2
+    terms = ["l2", "lpips", "f_recon", "id", "parsing", "total", "feature_scale", "lr"]
+    rows = _check_logged(res.out_dir, terms, 2)
+    assert float(rows[0]["feature_scale"]) == 0.0 and float(rows[1]["feature_scale"]) == 0.5
+    total = (float(rows[1]["l2"]) + 0.2 * float(rows[1]["lpips"]) + 0.01 * float(rows[1]["f_recon"])
+             + 0.1 * float(rows[1]["id"]) + 0.1 * float(rows[1]["parsing"]))
+    assert float(rows[1]["total"]) == pytest.approx(total, rel=1e-5)
+    grids = sorted((res.out_dir / "samples").glob("*.png"))
+    assert len(grids) == 2
+    from PIL import Image
+
+    with Image.open(grids[0]) as im:  # rows: 1 synthetic + 1 real; columns input | G(w) | G(w, F)
+        assert im.size == (3 * 128, 2 * 128)
+    state = read_state(res.checkpoint)
+    assert state["step"] == 2 and state["task"] == "fs" and state["data"]["items_per_rank"] == 2
+    export = torch.load(res.export, weights_only=True)
+    assert set(export) == set(res.encoder_state)
+    assert all(torch.equal(export[k], res.encoder_state[k]) for k in export)
+
+
+def test_psp_super_resolution_smoke_every_loss_logged(tmp_path):
+    faces = _small_faces(tmp_path, 3, 256)
+    files = write_smoke_weights(tmp_path / "w", "psp", irse50=True)
+    cfg = smoke_config("psp", files, tmp_path / "run", faces, {"task": "super_resolution", "run": {"max_steps": 2}})
+    assert cfg.loss.w_norm == 0.0 and cfg.sr_factors == [1, 2, 4, 8, 16] and not cfg.data.hflip
+    res = train(cfg)
+    _check_logged(res.out_dir, ["l2", "lpips", "id", "total", "lr"], 2)
+    with open(res.out_dir / "logs" / "scalars.csv") as f:
+        assert "w_norm" not in f.readline()  # super-resolution: L2 + LPIPS + identity, no W-norm term
+    ckpt = torch.load(res.export, weights_only=True)
+    assert ckpt["opts"]["dataset_type"] == "celebs_super_resolution"
+    assert ckpt["opts"]["resize_factors"] == "1,2,4,8,16"
+
+
+def test_training_refuses_missing_weights_unless_losses_disabled(tmp_path, monkeypatch):
+    from training.cli import training_cli
+
+    monkeypatch.setenv("VIDINV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    faces = _small_faces(tmp_path, 2, 128)
+    gen = write_smoke_generator(tmp_path / "gen.pt", **SMOKE_GENERATOR["fs"])
+    args = ["fs", "--real-dir", str(faces), "--out-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path / "wd"),
+            "--set", f"weights.generator={gen}", "--set", "encoder.widths=[16, 16, 32, 32]",
+            "--set", "encoder.blocks=[1, 1, 1, 1]", "--set", "encoder.input_size=128", "--set", "encoder.stride=1",
+            "--set", "run.num_threads=1", "--set", "data.num_workers=0", "--set", "run.progress=false",
+            "--set", "loss.parsing_size=128", "--max-steps", "1"]
+    res = CliRunner().invoke(training_cli, args)
+    assert res.exit_code == 2, res.output
+    for name in ("backbone.pth", "79999_iter.pth", "alexnet-owt-7be5be79.pth"):
+        assert name in res.output
+    assert "--no-id-loss" in res.output and "put it at" in res.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # one loss left enabled is still refused
+    res = CliRunner().invoke(training_cli, args + ["--no-id-loss", "--no-parsing-loss"])
+    assert res.exit_code == 2 and "alexnet-owt-7be5be79.pth" in res.output and "backbone.pth" not in res.output
+    res = CliRunner().invoke(training_cli, args + ["--no-id-loss", "--no-parsing-loss", "--no-lpips-loss"])
+    assert res.exit_code == 0, res.output
+    rows = read_scalars_csv(tmp_path / "run" / "logs" / "scalars.csv")
+    assert "id" not in rows[0] and "parsing" not in rows[0] and "lpips" not in rows[0]
+
+
+def test_explicit_weight_path_must_exist(tmp_path):
+    files = write_smoke_weights(tmp_path / "w", "fs")
+    cfg = smoke_config("fs", files, tmp_path / "run", None,
+                       {"weights": {"arcface": str(tmp_path / "nowhere" / "backbone.pth")}, "loss": {"use_id": True}})
+    with pytest.raises(ExplicitWeightsError, match="nowhere"):
+        train(cfg)
+
+
+def test_config_schema_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*lpips_lamda"):
+        load_config("fs", overrides=["loss.lpips_lamda=0.2"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config("psp", extra={"runn": {"seed": 1}})
+    with pytest.raises(ConfigError, match="run.max_steps.*integer"):
+        load_config("fs", overrides=["run.max_steps=many"])
+    with pytest.raises(ConfigError, match="optim.name"):
+        load_config("fs", overrides=["optim.name=sgd"])
+    with pytest.raises(ConfigError, match="sr_factors"):
+        load_config("psp", overrides=["sr_factors=[3]"])
+    with pytest.raises(ConfigError, match="loss.use_parsing"):
+        load_config("psp", overrides=["loss.use_parsing=false"])
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"loss": {"use_id": False}, "optim": {"name": "adam", "lr": 0.001}}))
+    cfg = load_config("fs", p)
+    assert cfg.loss.use_id is False and cfg.optim.name == "adam" and cfg.optim.lr == 0.001
+    assert cfg.loss.lpips == 0.2  # untouched defaults stay official
+
+
+def test_config_defaults_are_the_official_recipes_and_documented():
+    fs = default_config("fs")
+    assert (fs.loss.l2, fs.loss.lpips, fs.loss.f_recon, fs.loss.id, fs.loss.parsing) == (1.0, 0.2, 0.01, 0.1, 0.1)
+    assert fs.loss.lpips_scales == 3 and fs.feature_layer == 5 and fs.feature_warmup_steps == 10_000
+    assert (fs.optim.name, fs.optim.lr, fs.optim.betas, fs.optim.lr_step_epochs, fs.optim.lr_gamma) == \
+        ("ranger", 1e-4, [0.95, 0.999], 10, 0.1)
+    assert fs.run.max_steps == 120_000 and fs.run.steps_per_epoch == 10_000
+    assert (fs.synthetic_per_batch, fs.real_per_batch) == (1, 1)
+    enc = default_config("psp", "encode")
+    assert (enc.loss.l2, enc.loss.lpips, enc.loss.id, enc.loss.w_norm) == (1.0, 0.8, 0.1, 0.0)
+    assert enc.batch_size == 8 and enc.run.max_steps == 500_000 and enc.optim.lr_step_epochs is None
+    assert enc.data.hflip
+    sr = default_config("psp", "super_resolution")
+    assert sr.loss.w_norm == 0.0 and not sr.data.hflip
+    for task in ("fs", "psp"):
+        text = describe(task)
+        for line in text.splitlines():
+            if line.startswith("      "):
+                assert line.strip(), "a field without documentation"
+        from training.config import _docs, TASKS
+
+        undocumented = [k for k, d in _docs(TASKS[task]).items() if not d.strip()]
+        assert not undocumented, undocumented
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = load_config("psp", overrides=["task=super_resolution", "run.seed=7", "data.real_dir=/data/celeba hq",
+                                        "encoder.blocks=[1, 2, 3, 4]"])
+    text = to_yaml(cfg)
+    assert yaml.safe_load(text) == config_to_dict(cfg)
+    assert "# " in text  # every field's documentation is written as a comment
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    assert config_to_dict(load_config("psp", p)) == config_to_dict(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  seed: 1\n    bad: 2\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config("psp", bad)
+
+
+def test_sharded_stream_partitions_each_pass_and_is_stateless():
+    n, world = 10, 3
+    streams = [ShardedStream(n, r, world, seed=5) for r in range(world)]
+    per = streams[0].per_rank
+    assert per == 4
+    for p in range(3):
+        seen = [streams[r].key(p * per + o).index for r in range(world) for o in range(per)]
+        assert set(seen) == set(range(n)) and len(seen) == 12  # padded like DistributedSampler
+    again = ShardedStream(n, 1, world, seed=5)
+    assert [again.key(g) for g in (7, 3, 11)] == [streams[1].key(g) for g in (7, 3, 11)]
+    assert [k.index for k in streams[0].keys(0, per)] != [k.index for k in streams[0].keys(per, per)]
+
+
+def test_exports_load_through_the_official_loaders(tmp_path):
+    from training.export import export_fs_encoder, export_psp
+    from vidinv.models.fs_encoder import load_fs_encoder
+    from vidinv.models.psp import load_psp
+    from vidinv.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    enc = build_fs_encoder(8, 512, 512)  # the official fs_encoder_v2 for an 8-style generator
+    path = export_fs_encoder(enc, tmp_path / "exp" / "143_enc.pth")
+    loaded = load_fs_encoder(path, n_styles=8)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+    G = Generator(32, 512, 8, channel_multiplier=2)  # the decoder load_psp builds for output_size 32
+    penc = build_psp_encoder(G.n_latent)
+    avg = torch.randn(G.n_latent, 512)
+    path = export_psp(penc, G, avg, tmp_path / "exp" / "psp_ffhq_encode.pt", loss={"l2": 1, "lpips": 0.8, "id": 0.1},
+                      config={"task": "encode", "nested": {"a": [1, 2]}})
+    net = load_psp(path)
+    assert torch.equal(net.latent_avg, avg)
+    assert all(torch.equal(v, penc.state_dict()[k]) for k, v in net.encoder.state_dict().items())
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in net.decoder.state_dict().items())
+    # an exported folder is what `--weights-dir` expects: files under their registry names
+    from vidinv.weights import locate
+
+    assert locate("143_enc.pth", tmp_path / "exp") == tmp_path / "exp" / "143_enc.pth"
+
+
+def test_vidinv_train_alias():
+    from cli.main import _register, cli
+
+    _register()
+    res = CliRunner().invoke(cli, ["train", "fs", "--describe"])
+    assert res.exit_code == 0, res.output
+    assert "loss.use_parsing" in res.output and "feature_warmup_steps" in res.output
+    res = CliRunner().invoke(cli, ["train", "psp", "--task", "super_resolution", "--print-config"])
+    assert res.exit_code == 0 and "w_norm: 0.0" in res.output and "sr_factors: [1, 2, 4, 8, 16]" in res.output
+
+
+def test_video_faces_dataset(tmp_path):
+    from training.video_faces import VideoFaceDataset, VideoFacesUnavailable
+
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is absent")
+    try:
+        ds = VideoFaceDataset([video], tmp_path / "cache", 64, every=2, max_frames=5)
+    except VideoFacesUnavailable as exc:  # pragma: no cover - depends on the environment
+        pytest.skip(str(exc))
+    assert len(ds) == 3  # frames 0, 2, 4
+    item = ds[0]
+    assert item["target"].shape == (3, 64, 64) and -1 <= float(item["target"].min()) <= float(item["target"].max()) <= 1
+    again = VideoFaceDataset([video], tmp_path / "cache", 64, every=2, max_frames=5)  # cached
+    assert again.files == ds.files
+
+
+@pytest.mark.slow
+def test_fs_overfit_four_images_halves_the_reconstruction_loss(tmp_path):
+    faces = _small_faces(tmp_path, 4, 128)
+    files = write_smoke_weights(tmp_path / "w", "fs")
+    cfg = smoke_config("fs", files, tmp_path / "run", faces, {
+        "run": {"max_steps": 80, "log_every": 5, "sample_every": 0, "checkpoint_every": 80},
+        "synthetic_per_batch": 0, "real_per_batch": 4, "loss": {"l2_on_real": True},
+        "optim": {"lr": 1e-3, "lr_step_epochs": None}, "feature_warmup_steps": 20})
+    res = train(cfg)
+    rows = read_scalars_csv(res.out_dir / "logs" / "scalars.csv")
+    first, last = rows[0], rows[-1]
+    print(f"overfit: l2 {first['l2']} -> {last['l2']}, lpips {first['lpips']} -> {last['lpips']}")
+    assert float(last["l2"]) < 0.5 * float(first["l2"])
+    assert float(last["lpips"]) < 0.5 * float(first["lpips"])
+
+
+def test_official_encoders_start_from_the_recognition_networks():
+    from training.networks import init_fs_encoder_from_arcface, init_psp_encoder_from_irse50
+    from vidinv.models.iresnet import iresnet50
+    from vidinv.models.irse import IRSE50Backbone
+
+    torch.manual_seed(0)
+    arc = iresnet50()
+    enc = build_fs_encoder(1, 512, 512)
+    init_fs_encoder_from_arcface(enc, arc)
+    assert torch.equal(enc.conv[0].weight, arc.conv1.weight)
+    assert torch.equal(enc.block_3[13].conv2.weight, arc.layer3[13].conv2.weight)
+    assert torch.equal(enc.block_4[0].downsample[1].running_var, arc.layer4[0].downsample[1].running_var)
+    irse = IRSE50Backbone()
+    penc = build_psp_encoder(1)
+    init_psp_encoder_from_irse50(penc, irse)
+    assert torch.equal(penc.input_layer[0].weight, irse.input_layer[0].weight)
+    assert torch.equal(penc.body[23].res_layer[5].fc2.weight, irse.body[23].res_layer[5].fc2.weight)
+
+
+@pytest.mark.slow
+def test_fs_official_encoder_trains_and_exports_for_load_fs_encoder(tmp_path):
+    """The full-size fs_encoder_v2 (IResNet-50, 256 px input, 512-d styles, F 512x16x16), initialised from an
+    ArcFace file, trains one step with a 32 px 512-channel generator and exports a file load_fs_encoder reads."""
+    from vidinv.models.fs_encoder import load_fs_encoder
+
+    faces = _small_faces(tmp_path, 2, 32)
+    files = write_smoke_weights(tmp_path / "w", "fs", arcface=True)
+    files["generator"] = write_smoke_generator(tmp_path / "w" / "g32.pt", size=32, style_dim=512, n_mlp=2,
+                                               channel_multiplier=1, max_channels=512)
+    cfg = smoke_config("fs", files, tmp_path / "run", faces, {
+        "run": {"max_steps": 1, "sample_every": 1},
+        "encoder": {"widths": [64, 128, 256, 512], "blocks": [3, 4, 14, 3], "input_size": 256, "stride": 2},
+        "loss": {"use_id": False, "lpips_scales": 1}})
+    res = train(cfg)
+    arc = torch.load(files["arcface"], weights_only=True)
+    ckpt = read_state(res.checkpoint)
+    assert ckpt["step"] == 1
+    enc = load_fs_encoder(res.export, n_styles=8)
+    assert all(torch.equal(v, res.encoder_state[k]) for k, v in enc.state_dict().items())
+    # the stem started from ArcFace: one step at lr 1e-4 moves it by ~4e-4, a fresh random init by ~0.3
+    assert float((enc.conv[0].weight.detach() - arc["conv1.weight"]).abs().max()) < 1e-2

@@ -1,0 +1,146 @@
+"""Command line of the trainers: ``python -m training fs|psp`` and its alias ``vidinv train fs|psp``.
+
+Examples::
+
+    python -m training fs --config my_fs.yaml                     # official Feature-Style recipe
+    python -m training fs --real-dir ffhq/images1024x1024 --out-dir runs/fs --weights-dir weights/
+    python -m training psp --task super_resolution --real-dir celeba_hq/train --out-dir runs/sr
+    python -m training fs --config my_fs.yaml --resume            # continue the latest checkpoint
+    torchrun --nproc_per_node 4 -m training fs --config my_fs.yaml
+    python -m training fs --print-config > my_fs.yaml             # commented defaults to edit
+    python -m training fs --describe                              # every field, documented
+
+A loss whose network weights are missing stops the command before training (the message lists every
+missing file and where to get it), unless disabled explicitly with ``--no-id-loss``,
+``--no-parsing-loss`` (FS) or ``--no-lpips-loss`` (or the config's ``loss.use_*: false``).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from training.config import ConfigError, describe, load_config, to_yaml
+
+__all__ = ["training_cli", "fs_command", "psp_command"]
+
+_DISABLE_HINT = ("To train without a loss whose network is missing, disable it explicitly: {flags} "
+                 "(or set loss.use_*: false in the config).")
+
+
+def _common(f):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="YAML or JSON config (only the keys that differ from the official defaults)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one field, e.g. --set run.max_steps=1000 (repeatable)."),
+        click.option("--out-dir", default=None, help="run.out_dir."),
+        click.option("--real-dir", default=None, help="data.real_dir: folder of aligned face images."),
+        click.option("--weights-dir", default=None, help="weights.weights_dir: folder of weight files placed by hand."),
+        click.option("--fetch", is_flag=True, default=False, help="Download missing weight files first."),
+        click.option("--max-steps", type=int, default=None, help="run.max_steps."),
+        click.option("--device", default=None, help="run.device (auto, cpu, cuda, cuda:N)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+                     help="run.precision (autocast)."),
+        click.option("--resume", is_flag=True, default=False, help="Continue from the latest checkpoint of the run."),
+        click.option("--resume-from", type=click.Path(exists=True), default=None,
+                     help="Continue from this checkpoint file (or run folder)."),
+        click.option("--no-lpips-loss", is_flag=True, default=False, help="Disable the LPIPS term."),
+        click.option("--no-id-loss", is_flag=True, default=False, help="Disable the identity term."),
+        click.option("--print-config", is_flag=True, default=False,
+                     help="Print the resulting config as commented YAML and exit."),
+        click.option("--describe", "describe_", is_flag=True, default=False,
+                     help="List every config field with its default and documentation, and exit."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _extra(kw: dict, task: str) -> dict:
+    extra: dict = {}
+
+    def put(section, key, value):
+        if value is not None:
+            extra.setdefault(section, {})[key] = value
+
+    put("run", "out_dir", kw.get("out_dir"))
+    put("run", "max_steps", kw.get("max_steps"))
+    put("run", "device", kw.get("device"))
+    put("run", "precision", kw.get("precision"))
+    put("data", "real_dir", kw.get("real_dir"))
+    put("weights", "weights_dir", kw.get("weights_dir"))
+    if kw.get("fetch"):
+        put("weights", "fetch", True)
+    if kw.get("no_lpips_loss"):
+        put("loss", "use_lpips", False)
+    if kw.get("no_id_loss"):
+        put("loss", "use_id", False)
+    if task == "fs" and kw.get("no_parsing_loss"):
+        put("loss", "use_parsing", False)
+    if task == "psp" and kw.get("psp_task"):
+        extra["task"] = kw["psp_task"]
+    return extra
+
+
+def _run(task: str, kw: dict) -> None:
+    from vidinv.weights import MissingWeightsError
+
+    from training.networks import ExplicitWeightsError
+    from training.runner import train
+
+    if kw.get("describe_"):
+        click.echo(describe(task))
+        return
+    try:
+        cfg = load_config(task, kw.get("config_path"), list(kw.get("overrides") or []), _extra(kw, task))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if kw.get("print_config"):
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    resume = kw.get("resume_from") or bool(kw.get("resume"))
+    flags = "--no-id-loss, --no-parsing-loss, --no-lpips-loss" if task == "fs" else "--no-id-loss, --no-lpips-loss"
+    try:
+        result = train(cfg, resume=resume)
+    except MissingWeightsError as exc:
+        click.echo(str(exc), err=True)
+        click.echo(_DISABLE_HINT.format(flags=flags), err=True)
+        sys.exit(2)
+    except ExplicitWeightsError as exc:
+        click.echo(str(exc), err=True)
+        click.echo(_DISABLE_HINT.format(flags=flags), err=True)
+        sys.exit(2)
+    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"trained {result.step} steps; run folder {result.out_dir}"
+               + (f"; exported {result.export}" if result.export else ""))
+
+
+@click.command("fs")
+@_common
+@click.option("--no-parsing-loss", is_flag=True, default=False, help="Disable the face-parsing term.")
+def fs_command(**kw) -> None:
+    """Train the Feature-Style encoder (Yao et al., ECCV 2022) on real + synthetic faces."""
+    _run("fs", kw)
+
+
+@click.command("psp")
+@_common
+@click.option("--task", "psp_task", type=click.Choice(["encode", "super_resolution"]), default=None,
+              help="pSp task (default: the config's, else encode).")
+def psp_command(**kw) -> None:
+    """Train a pSp encoder (Richardson et al., CVPR 2021): StyleGAN inversion or face super-resolution."""
+    _run("psp", kw)
+
+
+@click.group("training", context_settings={"help_option_names": ["-h", "--help"]})
+def training_cli() -> None:
+    """Train vidinv's encoders (Feature-Style encoder, pSp)."""
+
+
+training_cli.add_command(fs_command)
+training_cli.add_command(psp_command)

@@ -1,0 +1,660 @@
+"""Training configuration: one schema of dataclasses per task, every field documented.
+
+Two tasks share the ``run``, ``data``, ``weights`` and ``optim`` sections:
+
+* :class:`FSTrainConfig` (``python -m training fs``): the Feature-Style encoder (Yao et al., ECCV 2022,
+  section 4). Defaults = the official ``configs/001.yaml`` with ``trainer.py``/``train.py``: one
+  synthetic + one real image per step, 12 epochs of 10 000 iterations, Ranger lr 1e-4 with betas
+  (0.95, 0.999), ``StepLR(step_size=10 epochs, gamma=0.1)``, loss weights l2 1, lpips 0.2 (three
+  scales), f_recon 0.01, id 0.1 (five ArcFace layers), parsing 0.1 (three BiSeNet heads), feature
+  scale warm-up ``min(1, 1e-4 * iteration)``.
+* :class:`PSPTrainConfig` (``python -m training psp``): pSp (Richardson et al., CVPR 2021), tasks
+  ``encode`` and ``super_resolution``. Defaults = ``options/train_options.py`` and the README
+  commands / ``configs/train/{encode,superres}.yaml``: batch 8, Ranger lr 1e-4 (constant), 500 000
+  steps, ``start_from_latent_avg``; encode: l2 1, lpips 0.8, id 0.1, w_norm 0; super-resolution: L2 +
+  LPIPS + identity with no W-norm term, on inputs downsampled by a random factor of x1, x2, x4, x8 or x16
+  (the pSp super-resolution setting; x32, which pSp's code also offers, is an option: ``sr_factors``).
+  The pSp README's super-resolution command also sets ``--w_norm_lambda 0.005``; set ``loss.w_norm`` to
+  reproduce it.
+
+Configs load from YAML or JSON (:func:`load_config`); unknown keys, wrong types and bad values are
+rejected with the dotted key in the message (:class:`ConfigError`). Field documentation lives in each
+field's ``metadata["doc"]`` (:func:`describe`, and the comments :func:`to_yaml` writes).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "WeightsConfig",
+    "OptimConfig",
+    "FSLossConfig",
+    "FSEncoderConfig",
+    "FSTrainConfig",
+    "PSPLossConfig",
+    "PSPEncoderConfig",
+    "PSPTrainConfig",
+    "TASKS",
+    "default_config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "flat_dict",
+    "flatten_dict",
+    "validate",
+    "describe",
+    "to_yaml",
+    "RUN_CONTROL_KEYS",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+def _f(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING):
+    """A dataclass field carrying its documentation in ``metadata['doc']``."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+# ----------------------------------------------------------------------------------------- sections
+@dataclass
+class RunConfig:
+    """How long to train and where/what to write."""
+
+    out_dir: str = _f("runs/train", "Output folder: checkpoints/, samples/ (PNG grids), logs/ (TensorBoard "
+                                    "events + scalars.csv), export/ (official-layout weights).")
+    seed: int = _f(0, "Seed of every random draw (data order, flips, degradations, z, noise). Same seed + "
+                      "same config = same run, bit for bit on the same machine and device.")
+    max_steps: int = _f(120_000, "Number of optimisation steps (iterations) to train. FS: 12 epochs x 10 000 "
+                                 "(configs/001.yaml); pSp: 500 000 (--max_steps).")
+    steps_per_epoch: Union[int, None] = _f(10_000, "Iterations per epoch, for the learning-rate step decay and "
+                                                   "the epoch number in logs (FS iter_per_epoch = 10 000). null: "
+                                                   "one pass over the real images of one rank.")
+    log_every: int = _f(10, "Write scalars (TensorBoard + CSV) every N steps (FS log_iter 10, pSp board_interval 50).")
+    sample_every: int = _f(100, "Save a PNG grid (input | reconstructions) every N steps (FS image_save_iter, pSp "
+                                "image_interval: 100). 0 disables.")
+    checkpoint_every: int = _f(1000, "Write a resumable checkpoint every N steps (atomically). The last step is "
+                                     "always checkpointed.")
+    keep_checkpoints: int = _f(3, "How many step checkpoints to keep (oldest removed first; the newest is "
+                                  "always kept).")
+    device: str = _f("auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'. Under torchrun "
+                             "each rank uses cuda:LOCAL_RANK.")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "Autocast precision: fp32 (none), bf16 or fp16 "
+                                                            "(CUDA; fp16 adds a gradient scaler).")
+    num_threads: Union[int, None] = _f(None, "torch.set_num_threads for CPU runs (null: leave PyTorch's default).")
+    progress: bool = _f(True, "Show a tqdm progress bar (rank 0) with it/s and ETA.")
+    export_on_finish: bool = _f(True, "Write the official-layout weights to out_dir/export/ when max_steps is reached.")
+
+
+@dataclass
+class DataConfig:
+    """Where the real (aligned) face images come from."""
+
+    real_dir: Union[str, None] = _f(None, "Folder of aligned face images (FFHQ-aligned, e.g. ffhq-dataset/images1024x1024). "
+                                          "Images are resized to the training resolution.")
+    recursive: bool = _f(True, "Also look for images in sub-folders of real_dir (FFHQ ships 70 folders of 1000).")
+    train_split: float = _f(0.9, "Fraction of the sorted image list used for training (FS utils/datasets.py: "
+                                 "0.9; pSp: 1.0). The rest is held out.")
+    videos: list[str] = _f(doc="Videos to align faces from with the vidinv face front-end (vidinv.face; dlib "
+                               "landmarks). Their aligned crops are cached once in video_cache_dir and then "
+                               "used like real_dir images.", factory=list)
+    video_cache_dir: Union[str, None] = _f(None, "Folder for the aligned crops of `videos` (default: "
+                                                 "out_dir/video_faces).")
+    video_every: int = _f(1, "Keep every N-th frame of each video.")
+    video_max_frames: Union[int, None] = _f(None, "Read only the first N frames of each video (null: all).")
+    video_detector: str = _f("dlib", "Landmark back-end of the face front-end ('dlib' or 'fan').")
+    hflip: bool = _f(False, "Random horizontal flip (p = 0.5) of real images (pSp ffhq_encode: yes; FS and pSp "
+                            "super-resolution: no).")
+    num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, pSp --workers 8).")
+
+
+@dataclass
+class WeightsConfig:
+    """Weight files of the frozen networks: registry names (see `vidinv weights list`) or explicit paths.
+
+    A value that names an existing file, or contains a path separator, is an explicit path (it must
+    exist); otherwise it is a registry name resolved with :func:`vidinv.weights.resolve` (``weights_dir``
+    first, then the cache). A missing file stops training before it starts, with the registry's
+    message, unless the loss that needs it is disabled (``loss.use_*: false`` / ``--no-*-loss``).
+    """
+
+    weights_dir: Union[str, None] = _f(None, "Folder of files placed by hand, searched first (as --weights-dir).")
+    fetch: bool = _f(False, "Download missing registry files into the cache before starting.")
+    generator: Union[str, None] = _f(None, "StyleGAN2 generator (+ latent_avg). null: the task default: FS "
+                                           "'psp_ffhq_encode.pt' (decoder.*, latent_avg, as the FS trainer); pSp "
+                                           "'stylegan2-ffhq-config-f.pt' (g_ema, latent_avg).")
+    arcface: str = _f("backbone.pth", "ArcFace IResNet-50 (FS identity loss, and FS encoder initialisation).")
+    parsing: str = _f("79999_iter.pth", "BiSeNet face parser (FS parsing loss).")
+    irse50: str = _f("model_ir_se50.pth", "IR-SE50 (pSp identity loss, and pSp encoder initialisation).")
+    lpips_alexnet: str = _f("alexnet-owt-7be5be79.pth", "torchvision AlexNet ImageNet weights, the LPIPS trunk. "
+                                                        "The LPIPS linear layers ship with the lpips package.")
+    lpips_random_backbone: bool = _f(False, "Use a randomly initialised LPIPS trunk (lpips pnet_rand=True) instead "
+                                            "of lpips_alexnet. For tests only: the loss is then not perceptual.")
+    latent_avg_samples: int = _f(100_000, "When the generator file has no latent_avg: mean of mapping(z) over this "
+                                          "many z (pSp coach: 1e5), seeded by run.seed.")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule of the encoder (the generator and loss networks are frozen)."""
+
+    name: Literal["ranger", "adam"] = _f("ranger", "Ranger (RAdam + Lookahead k=6 alpha=0.5 + gradient "
+                                                   "centralisation, as both reference trainers) or Adam.")
+    lr: float = _f(1e-4, "Learning rate (FS config lr, pSp --learning_rate: 1e-4).")
+    betas: list[float] = _f(doc="Adam/Ranger betas (FS config beta_1/beta_2 and Ranger's default: 0.95, 0.999).",
+                            factory=lambda: [0.95, 0.999])
+    eps: Union[float, None] = _f(None, "Denominator epsilon (null: Ranger 1e-5, Adam 1e-8).")
+    weight_decay: float = _f(0.0, "Weight decay (FS config: 0).")
+    lr_step_epochs: Union[int, None] = _f(10, "Step decay: multiply lr by lr_gamma every this many epochs "
+                                              "(FS StepLR step_size 10 of 12 epochs). null: constant lr (pSp).")
+    lr_gamma: float = _f(0.1, "Step-decay factor (FS gamma 0.1).")
+
+
+@dataclass
+class FSLossConfig:
+    """Feature-Style losses (paper section 4, eqs. 2-8; trainer.py compute_loss)."""
+
+    use_lpips: bool = _f(True, "Multi-scale LPIPS on both inversions (eq. 3). Needs the LPIPS trunk weights.")
+    use_id: bool = _f(True, "Multi-layer ArcFace identity loss on both inversions (eq. 6). Needs backbone.pth.")
+    use_parsing: bool = _f(True, "Multi-layer face-parsing loss on both inversions (eq. 7). Needs 79999_iter.pth.")
+    l2: float = _f(1.0, "Weight of the MSE on synthetic samples (eq. 2; config w.l2).")
+    lpips: float = _f(0.2, "lambda_1, weight of the LPIPS term (w.lpips).")
+    f_recon: float = _f(0.01, "lambda_2, weight of the feature reconstruction MSE ||F - G^K(w)|| (eq. 4; w.f_recon).")
+    id: float = _f(0.1, "lambda_3, weight of the identity term (w.id).")
+    parsing: float = _f(0.1, "lambda_4, weight of the parsing term (w.landmark).")
+    lpips_scales: int = _f(3, "LPIPS scales: the image and its 2x, 4x bilinear halvings (multiscale_lpips: 3). "
+                              "AlexNet LPIPS needs the smallest scale to be at least 31 pixels.")
+    l2_on_real: bool = _f(False, "Also apply the MSE to real samples (reference option l2loss_on_real_image; off).")
+    first_inversion: Literal["latent", "reference"] = _f(
+        "latent", "'latent': the two inversions are G(w) and G(w, F) (paper). 'reference': as the official "
+                  "trainer.py, whose first inversion is also G(w, F), with a fresh random noise.")
+    parsing_size: int = _f(512, "Side BiSeNet reads its input at (trainer: 512, the size it was trained at).")
+    id_resize_mode: Literal["nearest", "bilinear", "area"] = _f(
+        "nearest", "How images are resized to ArcFace's 112x112 (trainer.py IDloss: F.interpolate default, nearest).")
+
+
+@dataclass
+class FSEncoderConfig:
+    """Feature-Style encoder architecture. The defaults are the official fs_encoder_v2 (143_enc.pth)."""
+
+    widths: list[int] = _f(doc="Channels of the IResNet stem/stages (official 64, 128, 256, 512).",
+                           factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = _f(doc="IBasicBlocks per stage (official IResNet-50: 3, 4, 14, 3).",
+                           factory=lambda: [3, 4, 14, 3])
+    input_size: int = _f(256, "Encoder input side in pixels (official enc_resolution 256; images are halved "
+                              "bilinearly down to it, or upsampled when smaller).")
+    stride: int = _f(2, "Stride of the last content_layer conv (fs_stride 2: F at 16x16 from a 256 input).")
+    init_from_arcface: Literal["auto", "always", "never"] = _f(
+        "auto", "Initialise the stem and stages from ArcFace backbone.pth (the reference always does): 'auto' "
+                "when the file is present and the widths/blocks are official, 'always' (refuse to start "
+                "without it), 'never' (random init).")
+
+
+@dataclass
+class FSTrainConfig:
+    """Feature-Style encoder training (``python -m training fs``)."""
+
+    run: RunConfig = _f(doc="Run control.", factory=RunConfig)
+    data: DataConfig = _f(doc="Real images.", factory=DataConfig)
+    weights: WeightsConfig = _f(doc="Frozen networks' files.", factory=WeightsConfig)
+    optim: OptimConfig = _f(doc="Optimiser.", factory=OptimConfig)
+    loss: FSLossConfig = _f(doc="Loss terms and weights.", factory=FSLossConfig)
+    encoder: FSEncoderConfig = _f(doc="Encoder architecture.", factory=FSEncoderConfig)
+    synthetic_per_batch: int = _f(1, "Synthetic samples z -> w -> G(w) per step and rank (batch_size 1).")
+    real_per_batch: int = _f(1, "Real images per step and rank (use_realimg, batch_size 1).")
+    feature_layer: int = _f(5, "Generator feature index K that F replaces (idx_k 5: the second 16x16 layer).")
+    feature_warmup_steps: int = _f(10_000, "feature_scale = min(1, step / this) (trainer: min(1, 1e-4 * n_iter)). "
+                                           "0: always 1.")
+    truncation_psi: float = _f(1.0, "Truncation of the synthetic w towards latent_avg (truncation_psi 1: none).")
+    real_noise: Literal["random", "const"] = _f(
+        "random", "Noise maps used to reconstruct real images: 'random' (a fresh draw, as the reference, which "
+                  "reuses the synthetic samples' random noise) or 'const' (the generator's buffers, as at inference).")
+
+
+@dataclass
+class PSPLossConfig:
+    """pSp losses (training/coach.py calc_loss)."""
+
+    use_lpips: bool = _f(True, "LPIPS (AlexNet) term. Needs the LPIPS trunk weights.")
+    use_id: bool = _f(True, "IR-SE50 identity term 1 - <f(y_hat), f(y)>. Needs model_ir_se50.pth.")
+    l2: float = _f(1.0, "--l2_lambda (1).")
+    lpips: float = _f(0.8, "--lpips_lambda (0.8).")
+    id: float = _f(0.1, "--id_lambda (0.1).")
+    w_norm: float = _f(0.0, "--w_norm_lambda: sum_b ||w_b - latent_avg||_2 / B (0 for both tasks by default; the pSp "
+                            "README's super-resolution command uses 0.005).")
+
+
+@dataclass
+class PSPEncoderConfig:
+    """GradualStyleEncoder architecture. The defaults are the official IR-SE50 body (psp_ffhq_encode.pt)."""
+
+    widths: list[int] = _f(doc="Channels of the IR-SE stages (official 64, 128, 256, 512; multiples of 16).",
+                           factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = _f(doc="IR-SE units per stage (official 50 layers: 3, 4, 14, 3).",
+                           factory=lambda: [3, 4, 14, 3])
+    init_from_irse50: Literal["auto", "always", "never"] = _f(
+        "auto", "Initialise input_layer and body from model_ir_se50.pth (pSp does, strict=False): 'auto' when "
+                "present and the architecture is official, 'always', 'never'.")
+
+
+@dataclass
+class PSPTrainConfig:
+    """pSp training (``python -m training psp``)."""
+
+    run: RunConfig = _f(doc="Run control.", factory=RunConfig)
+    data: DataConfig = _f(doc="Real images (targets).", factory=DataConfig)
+    weights: WeightsConfig = _f(doc="Frozen networks' files.", factory=WeightsConfig)
+    optim: OptimConfig = _f(doc="Optimiser.", factory=OptimConfig)
+    loss: PSPLossConfig = _f(doc="Loss terms and weights.", factory=PSPLossConfig)
+    encoder: PSPEncoderConfig = _f(doc="Encoder architecture.", factory=PSPEncoderConfig)
+    task: Literal["encode", "super_resolution"] = _f(
+        "encode", "'encode': StyleGAN inversion (input = target). 'super_resolution': the input is the target "
+                  "bicubic-downsampled by a random factor of sr_factors, then resized back to 256.")
+    batch_size: int = _f(8, "Images per step and rank (--batch_size 8).")
+    sr_factors: list[int] = _f(doc="Super-resolution downsampling factors, one drawn per image (pSp "
+                                   "--resize_factors): 1, 2, 4, 8, 16 by default; add 32 as pSp's code offers.", factory=lambda: [1, 2, 4, 8, 16])
+    noise: Literal["random", "const"] = _f("random", "Generator noise while training: 'random' (pSp forward's "
+                                                     "randomize_noise=True) or 'const'.")
+
+
+TASKS = {"fs": FSTrainConfig, "psp": PSPTrainConfig}
+
+#: Keys that may differ between a checkpoint's config and the config used to resume it.
+RUN_CONTROL_KEYS = frozenset({
+    "run.max_steps", "run.log_every", "run.sample_every", "run.checkpoint_every", "run.keep_checkpoints",
+    "run.progress", "run.export_on_finish", "run.num_threads", "run.out_dir", "run.device",
+    "data.num_workers", "data.real_dir", "data.video_cache_dir", "weights.weights_dir", "weights.fetch",
+})
+
+
+# ------------------------------------------------------------------------------------------ presets
+def default_config(task: str, psp_task: str = "encode") -> FSTrainConfig | PSPTrainConfig:
+    """The official defaults of ``task`` (``"fs"`` or ``"psp"``; for pSp also ``psp_task``).
+
+    Raises:
+        ConfigError: unknown task.
+    """
+    if task == "fs":
+        cfg = FSTrainConfig()
+        cfg.run.out_dir = "runs/fs"
+        return cfg
+    if task == "psp":
+        cfg = PSPTrainConfig(task=psp_task)
+        cfg.run.out_dir = f"runs/psp_{psp_task}"
+        cfg.run.max_steps = 500_000
+        cfg.run.steps_per_epoch = None
+        cfg.run.log_every = 50
+        cfg.run.checkpoint_every = 5000
+        cfg.data.train_split = 1.0
+        cfg.data.hflip = psp_task == "encode"
+        cfg.data.num_workers = 8
+        cfg.optim.lr_step_epochs = None
+        if psp_task not in ("encode", "super_resolution"):
+            raise ConfigError(f"task: must be 'encode' or 'super_resolution', got {psp_task!r}")
+        return cfg
+    raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
+
+
+# --------------------------------------------------------------------------------- dict <-> config
+def config_to_dict(cfg: Any) -> dict:
+    """Nested plain dict (JSON/YAML-ready) of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_value(a, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
+                          f"{', '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = args[:1] or (Any,)
+        return [_check_value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _check_value(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp}")  # pragma: no cover - schema bug
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of {cls.__name__} fields, got "
+                          f"{type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f" in {prefix}" if prefix else ""
+        raise ConfigError(f"unknown key(s){where}: {', '.join(map(str, unknown))}; allowed: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            kwargs[name] = _check_value(hints[name], data[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in out:
+            section = f" in {prefix}" if prefix else ""
+            raise ConfigError(f"unknown key{section}: {k!r} ({key}); allowed: {', '.join(out)}")
+        if isinstance(out[k], dict) and out[k] and isinstance(v, dict):
+            out[k] = _merge(out[k], v, key)
+        elif isinstance(out[k], dict) and out[k] and not isinstance(v, dict):
+            raise ConfigError(f"{key}: expected a mapping (a section), got {v!r}")
+        else:
+            out[k] = v
+    return out
+
+
+def config_from_dict(task: str, data: dict | None = None) -> FSTrainConfig | PSPTrainConfig:
+    """Build and validate a config: the task's official defaults updated by ``data`` (nested dict).
+
+    Raises:
+        ConfigError: unknown keys (with the allowed ones), wrong types, or values that fail
+            :func:`validate`.
+    """
+    data = dict(data or {})
+    if task not in TASKS:
+        raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
+    psp_task = data.get("task", "encode") if task == "psp" else "encode"
+    if task == "psp" and psp_task not in ("encode", "super_resolution"):
+        raise ConfigError(f"task: must be 'encode' or 'super_resolution', got {psp_task!r}")
+    base = config_to_dict(default_config(task, psp_task))
+    merged = _merge(base, data)
+    cfg = _from_dict(TASKS[task], merged)
+    validate(cfg)
+    return cfg
+
+
+def _read_file(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot parse: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"override {dotted}: {p} is not a section")
+    cur[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars or ``[a, b]`` lists) to ``data``.
+
+    Raises:
+        ConfigError: an override without ``=``.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        raw = raw.strip()
+        if raw.startswith("[") and raw.endswith("]"):
+            body = raw[1:-1].strip()
+            value: Any = [_yaml_scalar(t) for t in body.split(",")] if body else []
+        else:
+            value = _yaml_scalar(raw)
+        _set_path(data, key.strip(), value)
+    return data
+
+
+def load_config(task: str, path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                extra: dict | None = None) -> FSTrainConfig | PSPTrainConfig:
+    """Load a task config: official defaults, then the file (YAML or JSON), then ``extra`` (nested dict,
+    e.g. from command-line flags), then ``overrides`` (``section.key=value``).
+
+    Raises:
+        ConfigError: unreadable file, unknown keys, wrong types or invalid values.
+    """
+    data = _read_file(path) if path else {}
+    if extra:
+        for dotted, value in flatten_dict(extra).items():
+            _set_path(data, dotted, value)
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(task, data)
+
+
+def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` of a nested dict (empty dicts kept as values)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v:
+            out.update(flatten_dict(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def flat_dict(cfg: Any) -> dict[str, Any]:
+    """``{"section.key": value}`` of a config (for comparisons and logs)."""
+    return flatten_dict(config_to_dict(cfg))
+
+
+# ---------------------------------------------------------------------------------------- checking
+def _pos(name: str, v: int | float, allow_zero: bool = False) -> None:
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+
+def validate(cfg: FSTrainConfig | PSPTrainConfig) -> None:
+    """Semantic checks beyond types (ranges, list lengths, consistency).
+
+    Raises:
+        ConfigError: the first problem found, naming the key.
+    """
+    r = cfg.run
+    _pos("run.max_steps", r.max_steps)
+    if r.steps_per_epoch is not None:
+        _pos("run.steps_per_epoch", r.steps_per_epoch)
+    _pos("run.log_every", r.log_every)
+    _pos("run.sample_every", r.sample_every, allow_zero=True)
+    _pos("run.checkpoint_every", r.checkpoint_every)
+    _pos("run.keep_checkpoints", r.keep_checkpoints, allow_zero=True)
+    if r.num_threads is not None:
+        _pos("run.num_threads", r.num_threads)
+    if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
+        raise ConfigError(f"run.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
+    d = cfg.data
+    if not 0 < d.train_split <= 1:
+        raise ConfigError(f"data.train_split: must be in (0, 1], got {d.train_split}")
+    _pos("data.video_every", d.video_every)
+    if d.video_max_frames is not None:
+        _pos("data.video_max_frames", d.video_max_frames)
+    _pos("data.num_workers", d.num_workers, allow_zero=True)
+    o = cfg.optim
+    _pos("optim.lr", o.lr)
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optim.betas: two values in [0, 1), got {o.betas}")
+    if o.eps is not None:
+        _pos("optim.eps", o.eps)
+    _pos("optim.weight_decay", o.weight_decay, allow_zero=True)
+    if o.lr_step_epochs is not None:
+        _pos("optim.lr_step_epochs", o.lr_step_epochs)
+        if r.steps_per_epoch is None:
+            raise ConfigError("optim.lr_step_epochs needs run.steps_per_epoch (an epoch length in steps)")
+    _pos("optim.lr_gamma", o.lr_gamma)
+    _pos("weights.latent_avg_samples", cfg.weights.latent_avg_samples)
+    for name in ("l2", "lpips", "id"):
+        _pos(f"loss.{name}", getattr(cfg.loss, name), allow_zero=True)
+    enc = cfg.encoder
+    if len(enc.widths) != 4 or len(enc.blocks) != 4:
+        raise ConfigError(f"encoder.widths and encoder.blocks need 4 entries (stages), got {enc.widths}, {enc.blocks}")
+    for i, (w, b) in enumerate(zip(enc.widths, enc.blocks)):
+        _pos(f"encoder.widths[{i}]", w)
+        _pos(f"encoder.blocks[{i}]", b)
+    if isinstance(cfg, FSTrainConfig):
+        lo = cfg.loss
+        for name in ("f_recon", "parsing"):
+            _pos(f"loss.{name}", getattr(lo, name), allow_zero=True)
+        _pos("loss.lpips_scales", lo.lpips_scales)
+        _pos("loss.parsing_size", lo.parsing_size)
+        _pos("synthetic_per_batch", cfg.synthetic_per_batch, allow_zero=True)
+        _pos("real_per_batch", cfg.real_per_batch, allow_zero=True)
+        if cfg.synthetic_per_batch + cfg.real_per_batch == 0:
+            raise ConfigError("synthetic_per_batch + real_per_batch must be > 0")
+        _pos("feature_layer", cfg.feature_layer)
+        _pos("feature_warmup_steps", cfg.feature_warmup_steps, allow_zero=True)
+        _pos("encoder.input_size", enc.input_size)
+        if enc.stride not in (1, 2):
+            raise ConfigError(f"encoder.stride: 1 or 2, got {enc.stride}")
+    else:
+        _pos("batch_size", cfg.batch_size)
+        _pos("loss.w_norm", cfg.loss.w_norm, allow_zero=True)
+        if not cfg.sr_factors or any(f < 1 or f & (f - 1) for f in cfg.sr_factors):
+            raise ConfigError(f"sr_factors: powers of two >= 1, got {cfg.sr_factors}")
+        if any(w % 16 for w in enc.widths):
+            raise ConfigError(f"encoder.widths: multiples of 16 (IR-SE gates reduce by 16), got {enc.widths}")
+
+
+# ------------------------------------------------------------------------------------ documentation
+def _docs(cls: type, prefix: str = "") -> dict[str, str]:
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        out[key] = f.metadata.get("doc", "")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_docs(hints[f.name], key + "."))
+    return out
+
+
+def describe(task: str) -> str:
+    """Human-readable list of every field of a task's config: dotted key, type, default, documentation."""
+    cls = TASKS[task]
+    defaults = flat_dict(default_config(task))
+    lines = []
+
+    def walk(c: type, prefix: str) -> None:
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            key = f"{prefix}{f.name}"
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                lines.append(f"[{key}] {f.metadata.get('doc', '')}")
+                walk(tp, key + ".")
+            else:
+                lines.append(f"  {key} = {defaults.get(key)!r}  ({_type_name(tp)})")
+                lines.append(f"      {f.metadata.get('doc', '')}")
+
+    walk(cls, "")
+    return "\n".join(lines)
+
+
+def _yaml_scalar(raw: str) -> Any:
+    """One scalar of an override, parsed as YAML (``1e-4`` -> float, ``null`` -> None, ``a b`` -> str)."""
+    raw = raw.strip()
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {raw!r}: {exc}") from exc
+    return raw if isinstance(value, (dict, list)) else value
+
+
+def _yaml_flow(value: Any) -> str:
+    """A scalar or list as one line of YAML flow style (PyYAML does the quoting)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True).strip()
+    return text[:-4].rstrip() if text.endswith("\n...") else text.removesuffix("...").rstrip()
+
+
+def _dump_commented(data: dict, comments: dict[str, str], indent: int = 0, prefix: str = "") -> list[str]:
+    out = []
+    pad = " " * indent
+    for key, val in data.items():
+        path = f"{prefix}{key}"
+        for line in (comments.get(path) or "").splitlines():
+            out.append(f"{pad}# {line}".rstrip())
+        if isinstance(val, dict) and val:
+            out.append(f"{pad}{key}:")
+            out.extend(_dump_commented(val, comments, indent + 2, path + "."))
+        else:
+            out.append(f"{pad}{key}: {_yaml_flow(val)}")
+    return out
+
+
+def to_yaml(cfg: FSTrainConfig | PSPTrainConfig) -> str:
+    """The config as YAML with every field's documentation as a comment above it (read back by
+    :func:`load_config`)."""
+    task = "fs" if isinstance(cfg, FSTrainConfig) else "psp"
+    return "\n".join(_dump_commented(config_to_dict(cfg), _docs(TASKS[task]))) + "\n"

@@ -1,0 +1,304 @@
+"""Building the trained encoders and loading the frozen networks a training run needs.
+
+Weight files (:func:`resolve_weight_files`): every file the enabled losses need is resolved before
+anything is built, with :func:`vidinv.weights.resolve` for registry names (one
+:class:`vidinv.weights.MissingWeightsError` listing every missing file) and as explicit paths
+otherwise. A loss is never dropped silently: its file is required unless the loss is disabled in the
+config (``loss.use_id``, ``loss.use_parsing``, ``loss.use_lpips``; ``--no-*-loss`` on the command line).
+
+Encoders (:func:`build_fs_encoder`, :func:`build_psp_encoder`) are instances of the official classes
+:class:`vidinv.models.fs_encoder.FeatureStyleEncoder` and :class:`vidinv.models.psp.GradualStyleEncoder`.
+With the default (official) architecture they are built by their constructors and their
+``state_dict`` has the official layout. Other widths/depths (small encoders for tests and
+experiments) are built by giving the official module the same sub-module structure with other sizes
+(stem, stages, content layer and style heads, resp. input layer, IR-SE body, feature-pyramid laterals
+and map2style heads), so ``forward`` is the official one; such encoders cannot be read by the
+official loaders, which build the official sizes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.config import FSTrainConfig, PSPTrainConfig, WeightsConfig
+from vidinv.models.fs_encoder import FeatureStyleEncoder
+from vidinv.models.iresnet import IResNet, iresnet_stem, make_iresnet_layer
+from vidinv.models.irse import BottleneckIRSE, IRSE50Backbone
+from vidinv.models.psp import GradualStyleBlock, GradualStyleEncoder
+from vidinv.models.stylegan2 import Generator, load_generator
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OFFICIAL_WIDTHS",
+    "OFFICIAL_BLOCKS",
+    "WeightFiles",
+    "ExplicitWeightsError",
+    "resolve_weight_files",
+    "load_training_generator",
+    "latent_avg_wplus",
+    "build_fs_encoder",
+    "build_psp_encoder",
+    "is_official_arch",
+    "init_fs_encoder_from_arcface",
+    "init_psp_encoder_from_irse50",
+]
+
+OFFICIAL_WIDTHS = (64, 128, 256, 512)
+OFFICIAL_BLOCKS = (3, 4, 14, 3)
+DEFAULT_GENERATOR = {"fs": "psp_ffhq_encode.pt", "psp": "stylegan2-ffhq-config-f.pt"}
+
+
+class ExplicitWeightsError(FileNotFoundError):
+    """Weight files given as explicit paths in the config do not exist (the message lists them)."""
+
+
+@dataclass
+class WeightFiles:
+    """Resolved weight files of a run (None: not needed, or optional and absent).
+
+    Attributes:
+        generator: StyleGAN2 checkpoint (pSp, rosinality or plain layout).
+        arcface: ArcFace IResNet-50 ``backbone.pth``.
+        parsing: BiSeNet ``79999_iter.pth``.
+        irse50: IR-SE50 ``model_ir_se50.pth``.
+        lpips_alexnet: torchvision ``alexnet-owt-7be5be79.pth``.
+    """
+
+    generator: Path
+    arcface: Path | None = None
+    parsing: Path | None = None
+    irse50: Path | None = None
+    lpips_alexnet: Path | None = None
+
+
+def _is_explicit(value: str) -> bool:
+    return os.sep in value or "/" in value or Path(value).is_file()
+
+
+def _needed_roles(cfg: FSTrainConfig | PSPTrainConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """``(required, optional)``: role -> configured value."""
+    w: WeightsConfig = cfg.weights
+    task = "fs" if isinstance(cfg, FSTrainConfig) else "psp"
+    required = {"generator": w.generator or DEFAULT_GENERATOR[task]}
+    optional = {}
+    if cfg.loss.use_lpips and not w.lpips_random_backbone:
+        required["lpips_alexnet"] = w.lpips_alexnet
+    if task == "fs":
+        if cfg.loss.use_id or cfg.encoder.init_from_arcface == "always":
+            required["arcface"] = w.arcface
+        elif cfg.encoder.init_from_arcface == "auto":
+            optional["arcface"] = w.arcface
+        if cfg.loss.use_parsing:
+            required["parsing"] = w.parsing
+    else:
+        if cfg.loss.use_id or cfg.encoder.init_from_irse50 == "always":
+            required["irse50"] = w.irse50
+        elif cfg.encoder.init_from_irse50 == "auto":
+            optional["irse50"] = w.irse50
+    return required, optional
+
+
+def resolve_weight_files(cfg: FSTrainConfig | PSPTrainConfig) -> WeightFiles:
+    """Find every weight file the run needs, before building anything.
+
+    Registry names are resolved together with :func:`vidinv.weights.resolve` (``weights.weights_dir``
+    first, then the cache; downloaded when ``weights.fetch``); explicit paths must exist.
+
+    Raises:
+        ExplicitWeightsError: configured paths that do not exist (all listed).
+        vidinv.weights.MissingWeightsError: registry files missing; its message lists every one with
+            its download URL and the path to put it at.
+    """
+    from vidinv.weights import locate, resolve
+
+    required, optional = _needed_roles(cfg)
+    found: dict[str, Path] = {}
+    bad = []
+    registry: dict[str, list[str]] = {}
+    for role, value in required.items():
+        if _is_explicit(value):
+            p = Path(value).expanduser()
+            if p.is_file():
+                found[role] = p
+            else:
+                bad.append(f"  weights.{role}: {p} (no such file)")
+        else:
+            registry.setdefault(value, []).append(role)
+    if bad:
+        raise ExplicitWeightsError("weight files given as paths in the config do not exist:\n" + "\n".join(bad))
+    if registry:
+        paths = resolve(list(registry), weights_dir=cfg.weights.weights_dir, fetch=cfg.weights.fetch)
+        for name, roles in registry.items():
+            for role in roles:
+                found[role] = Path(paths[name])
+    for role, value in optional.items():
+        if _is_explicit(value):
+            p = Path(value).expanduser()
+            if p.is_file():
+                found[role] = p
+        else:
+            p = locate(value, cfg.weights.weights_dir)
+            if p is not None:
+                found[role] = Path(p)
+    return WeightFiles(**found)
+
+
+def latent_avg_wplus(latent_avg: torch.Tensor, n_latent: int) -> torch.Tensor:
+    """``latent_avg`` as an (n_latent, style_dim) W+ code ((style_dim,), (1, d), (n_latent, d) accepted).
+
+    Raises:
+        ValueError: another shape.
+    """
+    t = latent_avg.detach().float()
+    if t.ndim == 1 or (t.ndim == 2 and t.shape[0] == 1):
+        return t.reshape(1, -1).repeat(n_latent, 1)
+    if t.ndim == 2 and t.shape[0] == n_latent:
+        return t.clone()
+    raise ValueError(f"latent_avg has shape {list(t.shape)}; expected ({n_latent}, d) or (d,)")
+
+
+def load_training_generator(path: str | os.PathLike, latent_avg_samples: int = 100_000, seed: int = 0,
+                            device: torch.device | str = "cpu") -> tuple[Generator, torch.Tensor]:
+    """The frozen StyleGAN2 generator and its W+ ``latent_avg`` (n_latent, style_dim), on ``device``.
+
+    The file's ``latent_avg`` is used when present (pSp and rosinality files have one); otherwise it is
+    the mean of ``mapping(z)`` over ``latent_avg_samples`` z (pSp coach: ``mean_latent(1e5)``), drawn from
+    a CPU generator seeded by ``seed``.
+
+    Raises:
+        vidinv.checkpoints.CheckpointError: unreadable file or no generator in it.
+    """
+    G, avg = load_generator(path)
+    G.requires_grad_(False).eval().to(device)
+    if avg is None:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(int(latent_avg_samples), G.style_dim, generator=g)
+        with torch.no_grad():
+            ws = [G.mapping(chunk.to(device)) for chunk in z.split(4096)]
+        avg = torch.cat(ws).mean(0)
+    return G, latent_avg_wplus(avg, G.n_latent).to(device)
+
+
+def is_official_arch(widths, blocks) -> bool:
+    """True when the widths and blocks are the official IResNet-50 / IR-SE50 ones."""
+    return tuple(widths) == OFFICIAL_WIDTHS and tuple(blocks) == OFFICIAL_BLOCKS
+
+
+def _no_meta(module: nn.Module, what: str) -> None:
+    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if left:  # pragma: no cover - guards the sub-module replacement below
+        raise RuntimeError(f"{what}: sub-modules left unbuilt: {left[:4]}")
+
+
+def build_fs_encoder(n_styles: int, style_dim: int, feature_channels: int, widths=OFFICIAL_WIDTHS,
+                     blocks=OFFICIAL_BLOCKS, input_size: int = 256, stride: int = 2) -> FeatureStyleEncoder:
+    """A :class:`FeatureStyleEncoder` (``fs_encoder_v2``) of the given sizes.
+
+    The official encoder (``143_enc.pth``) is ``widths (64, 128, 256, 512)``, ``blocks (3, 4, 14, 3)``,
+    ``input_size 256``, ``stride 2``, ``style_dim 512``, ``feature_channels 512``; it is built by the
+    class's constructor. Other sizes keep the official structure: IResNet stem (3 -> widths[0]), four
+    IResNet stages, ``content_layer`` (BN(w3) - conv3x3 w3->C - BN - PReLU(C) - conv3x3 C->C stride -
+    BN) on stage 3, 3x3-pooled stage outputs concatenated (``sum(widths) * 9`` values) and
+    ``n_styles`` linear heads to ``style_dim``.
+
+    Args:
+        n_styles: W+ rows (the generator's n_latent).
+        style_dim: latent width (the generator's style_dim, 512 for FFHQ).
+        feature_channels: channels C of the feature code F (the generator's channels at layer K).
+        widths, blocks: stage channels and IBasicBlocks per stage.
+        input_size: encoder input side (the instance's ``enc_resolution``).
+        stride: stride of the last content conv (F side = input_size / 8 / stride).
+
+    Returns:
+        The encoder (train mode, CPU, float32). F has shape (B, C, input_size / (8 * stride), same).
+    """
+    if (is_official_arch(widths, blocks) and style_dim == 512 and feature_channels == 512
+            and input_size == FeatureStyleEncoder.enc_resolution):
+        return FeatureStyleEncoder(n_styles, stride)
+    w0, w1, w2, w3 = (int(w) for w in widths)
+    c = int(feature_channels)
+    with torch.device("meta"):
+        enc = FeatureStyleEncoder(n_styles, stride)
+    enc.conv = nn.Sequential(*iresnet_stem(3, w0))
+    enc.block_1 = make_iresnet_layer(w0, w0, int(blocks[0]), stride=2)
+    enc.block_2 = make_iresnet_layer(w0, w1, int(blocks[1]), stride=2)
+    enc.block_3 = make_iresnet_layer(w1, w2, int(blocks[2]), stride=2)
+    enc.block_4 = make_iresnet_layer(w2, w3, int(blocks[3]), stride=2)
+    enc.content_layer = nn.Sequential(
+        nn.BatchNorm2d(w2, eps=1e-5),
+        nn.Conv2d(w2, c, kernel_size=3, stride=1, padding=1, bias=False),
+        nn.BatchNorm2d(c, eps=1e-5),
+        nn.PReLU(c),
+        nn.Conv2d(c, c, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c, eps=1e-5),
+    )
+    enc.styles = nn.ModuleList(nn.Linear((w0 + w1 + w2 + w3) * 9, int(style_dim)) for _ in range(n_styles))
+    enc.enc_resolution = int(input_size)
+    _no_meta(enc, "Feature-Style encoder")
+    return enc
+
+
+def build_psp_encoder(n_styles: int, style_dim: int = 512, widths=OFFICIAL_WIDTHS,
+                      blocks=OFFICIAL_BLOCKS) -> GradualStyleEncoder:
+    """A pSp :class:`GradualStyleEncoder` (IR-SE body, feature pyramid, map2style heads) of the given sizes.
+
+    The official encoder (``psp_ffhq_encode.pt``) is IR-SE50 (``widths (64, 128, 256, 512)``,
+    ``blocks (3, 4, 14, 3)``) with 512-wide styles; it is built by the class's constructor. Other sizes
+    keep the structure: input layer (conv3x3 3->w0, BN, PReLU), IR-SE units (the first of each stage
+    with stride 2), taps c1/c2/c3 at the ends of stages 2/3/4, laterals ``latlayer1`` (w2->w3) and
+    ``latlayer2`` (w1->w3), and map2style heads ``GradualStyleBlock(w3, style_dim, 16|32|64)``.
+    The input stays (B, 3, 256, 256).
+
+    Returns:
+        The encoder (train mode, CPU, float32) producing (B, n_styles, style_dim) codes.
+    """
+    if is_official_arch(widths, blocks) and style_dim == 512:
+        return GradualStyleEncoder(50, "ir_se", n_styles=n_styles)
+    w = [int(x) for x in widths]
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles)
+    enc.input_layer = nn.Sequential(nn.Conv2d(3, w[0], (3, 3), 1, 1, bias=False), nn.BatchNorm2d(w[0]),
+                                    nn.PReLU(w[0]))
+    units, ends, in_c = [], [], w[0]
+    for depth, n in zip(w, blocks):
+        units.append(BottleneckIRSE(in_c, depth, 2))
+        units.extend(BottleneckIRSE(depth, depth, 1) for _ in range(int(n) - 1))
+        ends.append(len(units) - 1)
+        in_c = depth
+    enc.body = nn.Sequential(*units)
+    enc.tap_c1, enc.tap_c2 = ends[1], ends[2]
+    enc.styles = nn.ModuleList()
+    for i in range(n_styles):
+        spatial = 16 if i < enc.coarse_ind else 32 if i < enc.middle_ind else 64
+        enc.styles.append(GradualStyleBlock(w[3], int(style_dim), spatial))
+    enc.latlayer1 = nn.Conv2d(w[2], w[3], kernel_size=1, stride=1, padding=0)
+    enc.latlayer2 = nn.Conv2d(w[1], w[3], kernel_size=1, stride=1, padding=0)
+    _no_meta(enc, "pSp encoder")
+    return enc
+
+
+def init_fs_encoder_from_arcface(enc: FeatureStyleEncoder, arcface: IResNet) -> None:
+    """Copy ArcFace's stem and ``layer1..layer4`` into the encoder's ``conv`` and ``block_1..block_4``.
+
+    The reference ``fs_encoder_v2`` builds its backbone from ``iresnet50()`` loaded with ``backbone.pth``.
+
+    Raises:
+        RuntimeError: shapes differ (non-official widths/blocks).
+    """
+    enc.conv[0].load_state_dict(arcface.conv1.state_dict())
+    enc.conv[1].load_state_dict(arcface.bn1.state_dict())
+    enc.conv[2].load_state_dict(arcface.prelu.state_dict())
+    for i, layer in enumerate((arcface.layer1, arcface.layer2, arcface.layer3, arcface.layer4), 1):
+        getattr(enc, f"block_{i}").load_state_dict(layer.state_dict())
+
+
+def init_psp_encoder_from_irse50(enc: GradualStyleEncoder, irse: IRSE50Backbone) -> None:
+    """Copy IR-SE50's ``input_layer`` and ``body`` into the pSp encoder (pSp ``load_weights``, strict=False)."""
+    enc.input_layer.load_state_dict(irse.input_layer.state_dict())
+    enc.body.load_state_dict(irse.body.state_dict())
