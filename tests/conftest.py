@@ -5,6 +5,7 @@ skip with a clear reason where that folder is absent.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -75,3 +76,50 @@ def assert_parity(out, exp, name: str = "array") -> None:
 def _deterministic_torch():
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     yield
+
+
+# ------------------------------------------------------------------ shared dlib detection cache
+_DETECTIONS: dict = {}
+
+
+@contextlib.contextmanager
+def cached_detection():
+    """Memoise dlib landmark detection across the whole test session, keyed by frame content.
+
+    dlib detection is deterministic, so the same frame with the same detector settings always gives
+    the same faces; end-to-end tests (track, edit, invert, report) on the same shared videos then pay for
+    detection once per session instead of once per test. The first time a frame is seen the real
+    detector runs. Tests of the detector itself do not use this.
+    """
+    import copy
+    import hashlib
+
+    from vidinv.face import detect as detect_mod
+
+    real = detect_mod.DlibLandmarkDetector.detect
+
+    def cached(self, frames):
+        params = (self.upsample, self.max_side, self.adjust_threshold, self.cnn_fallback, self.cnn_max_side,
+                  self.cnn_upsample, self.blank_std)
+        keys = [(params, f.shape, hashlib.blake2b(np.ascontiguousarray(f).data, digest_size=16).digest())
+                for f in frames]
+        todo = [i for i, k in enumerate(keys) if k not in _DETECTIONS]
+        if todo:
+            found = real(self, [frames[i] for i in todo])
+            for i, faces in zip(todo, found):
+                _DETECTIONS[keys[i]] = faces
+        return [copy.deepcopy(_DETECTIONS[k]) for k in keys]
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(detect_mod.DlibLandmarkDetector, "detect", cached)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def detection_cache():
+    """Function-scoped :func:`cached_detection`."""
+    with cached_detection():
+        yield

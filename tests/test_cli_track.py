@@ -7,13 +7,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import require_shared
+from conftest import cached_detection, require_shared
 from vidinv.video import VideoWriter, probe, read_frames
 
 # frame counts of ../shared/videos/README.md
 COUNTS = {"crowd_1080p": 105, "greenscreen_frontal": 78, "interview_720p": 282, "selfie_portrait": 352,
           "talking_wink": 354}
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_detections():
+    """dlib detections are memoised by frame content for the session (conftest.cached_detection)."""
+    with cached_detection():
+        yield
 
 @pytest.fixture(scope="module")
 def cli_app():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from conftest import require_shared
+from conftest import cached_detection, require_shared
 from vidinv.face import align, blend, smoothing
 from vidinv.face.detect import Face, LandmarkDetector, get_detector
 from vidinv.face.frontend import FaceFrontEnd
@@ -72,6 +72,14 @@ class Replay(LandmarkDetector):
         assert len(out) == len(frames), "replay ran out of recorded detections"
         self.pos += len(frames)
         return out
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_detections():
+    """dlib detections are memoised by frame content for the session (conftest.cached_detection)."""
+    with cached_detection():
+        yield
 
 
 @functools.cache
