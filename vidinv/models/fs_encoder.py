@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ from vidinv.models.iresnet import iresnet_stem, make_iresnet_layer
 __all__ = [
     "FeatureStyleEncoder",
     "downscale",
+    "infer_fs_config",
     "load_fs_encoder",
     "FS_ENC_RESOLUTION",
     "FS_FEATURE_LAYER",
@@ -81,6 +83,11 @@ class FeatureStyleEncoder(nn.Module):
         n_styles: number of W+ rows (18 for a 1024 generator: ``2 * log2(1024) - 2``).
         stride: stride of the last ``content_layer`` convolution; 2 (``fs_stride`` of ``configs/001.yaml``)
             gives F at 16x16, the size of the generator's layer K = 5.
+        widths, depths, stem_width, content_channels, style_dim: channels / blocks of the four IResNet
+            stages, stem width, channels of F and W+ row size. The defaults are the official
+            ``143_enc.pth`` (IResNet-50: (64, 128, 256, 512), (3, 4, 14, 3), 64, 512, 512); smaller
+            values build tiny encoders for tests (``content_channels`` must equal the generator's
+            channels at 16x16). The heads read ``sum(widths) * 9`` pooled values.
 
     Attributes:
         enc_resolution: 256, the input size the encoder was trained at.
@@ -93,27 +100,37 @@ class FeatureStyleEncoder(nn.Module):
     enc_resolution = FS_ENC_RESOLUTION
     feature_layer = FS_FEATURE_LAYER
 
-    def __init__(self, n_styles: int = 18, stride: int = 2):
+    def __init__(self, n_styles: int = 18, stride: int = 2, *, widths: tuple[int, int, int, int] = (64, 128, 256, 512),
+                 depths: tuple[int, int, int, int] = (3, 4, 14, 3), stem_width: int = 64,
+                 content_channels: int = 512, style_dim: int = 512):
         super().__init__()
         if n_styles < 1:
             raise ValueError(f"n_styles must be >= 1, got {n_styles}")
+        widths, depths = tuple(int(c) for c in widths), tuple(int(d) for d in depths)
+        if len(widths) != 4 or len(depths) != 4 or min(widths + depths) < 1:
+            raise ValueError(f"widths and depths need 4 positive entries, got {widths} and {depths}")
         self.n_styles = n_styles
         self.stride = stride
-        self.conv = nn.Sequential(*iresnet_stem(3, 64))
-        self.block_1 = make_iresnet_layer(64, 64, 3, stride=2)
-        self.block_2 = make_iresnet_layer(64, 128, 4, stride=2)
-        self.block_3 = make_iresnet_layer(128, 256, 14, stride=2)
-        self.block_4 = make_iresnet_layer(256, 512, 3, stride=2)
+        self.widths, self.depths = widths, depths
+        self.stem_width = int(stem_width)
+        self.content_channels = int(content_channels)
+        self.style_dim = int(style_dim)
+        self.conv = nn.Sequential(*iresnet_stem(3, self.stem_width))
+        self.block_1 = make_iresnet_layer(self.stem_width, widths[0], depths[0], stride=2)
+        self.block_2 = make_iresnet_layer(widths[0], widths[1], depths[1], stride=2)
+        self.block_3 = make_iresnet_layer(widths[1], widths[2], depths[2], stride=2)
+        self.block_4 = make_iresnet_layer(widths[2], widths[3], depths[3], stride=2)
+        c = self.content_channels
         self.content_layer = nn.Sequential(
-            nn.BatchNorm2d(256, eps=1e-5),
-            nn.Conv2d(256, 512, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(512, eps=1e-5),
-            nn.PReLU(512),
-            nn.Conv2d(512, 512, kernel_size=3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(512, eps=1e-5),
+            nn.BatchNorm2d(widths[2], eps=1e-5),
+            nn.Conv2d(widths[2], c, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(c, eps=1e-5),
+            nn.PReLU(c),
+            nn.Conv2d(c, c, kernel_size=3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c, eps=1e-5),
         )
         self.avg_pool = nn.AdaptiveAvgPool2d((3, 3))
-        self.styles = nn.ModuleList(nn.Linear(960 * 9, 512) for _ in range(n_styles))
+        self.styles = nn.ModuleList(nn.Linear(sum(widths) * 9, self.style_dim) for _ in range(n_styles))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode an aligned 256x256 face.
@@ -175,24 +192,65 @@ class FeatureStyleEncoder(nn.Module):
                              f"{x.shape[-1]}")
         latents, content = self(downscale(x, times))
         latent_avg = latent_avg.to(dtype=latents.dtype, device=latents.device)
-        expected = (self.n_styles, 512)
-        if latent_avg.shape not in {(512,), expected, (1,) + expected}:
-            raise ValueError(f"latent_avg must be (512,), {expected} or (1, {expected[0]}, 512), got "
+        d = self.style_dim
+        expected = (self.n_styles, d)
+        if latent_avg.shape not in {(d,), expected, (1,) + expected}:
+            raise ValueError(f"latent_avg must be ({d},), {expected} or (1, {expected[0]}, {d}), got "
                              f"{tuple(latent_avg.shape)}")
         return latents + latent_avg, content
 
 
-def load_fs_encoder(path: str | os.PathLike, n_styles: int = 18, stride: int = 2,
+_BLOCK = re.compile(r"^block_(\d)\.(\d+)\.")
+_STYLE = re.compile(r"^styles\.(\d+)\.weight$")
+
+
+def infer_fs_config(sd: dict) -> dict:
+    """Architecture of a Feature-Style encoder state_dict, read from its keys and shapes.
+
+    Every value whose key is absent falls back to the official one, so that a damaged or foreign file
+    still builds the official network and the strict load reports the missing/unexpected keys.
+
+    Returns:
+        ``{"n_styles", "widths", "depths", "stem_width", "content_channels", "style_dim", "stride"}``
+        (stride 2: it is not stored in the file). For ``143_enc.pth``: 18, (64, 128, 256, 512),
+        (3, 4, 14, 3), 64, 512, 512.
+    """
+    def dim(key: str, default: int) -> int:
+        t = sd.get(key)
+        return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.ndim >= 1 else default
+
+    widths = tuple(dim(f"block_{i}.0.conv2.weight", d) for i, d in zip(range(1, 5), (64, 128, 256, 512)))
+    blocks: dict[int, set[int]] = {i: set() for i in range(1, 5)}
+    heads: set[int] = set()
+    for k in sd:
+        if not isinstance(k, str):
+            continue
+        if (m := _BLOCK.match(k)) and int(m.group(1)) in blocks:
+            blocks[int(m.group(1))].add(int(m.group(2)))
+        elif m := _STYLE.match(k):
+            heads.add(int(m.group(1)))
+    depths = tuple(max(blocks[i]) + 1 if blocks[i] else d for i, d in zip(range(1, 5), (3, 4, 14, 3)))
+    return {"n_styles": max(heads) + 1 if heads else 18, "widths": widths, "depths": depths,
+            "stem_width": dim("conv.0.weight", 64), "content_channels": dim("content_layer.1.weight", 512),
+            "style_dim": dim("styles.0.weight", 512), "stride": 2}
+
+
+def load_fs_encoder(path: str | os.PathLike, n_styles: int | None = None, stride: int = 2,
                     device: torch.device | str | None = None) -> FeatureStyleEncoder:
     """Read the official Feature-Style encoder ``143_enc.pth`` into a :class:`FeatureStyleEncoder`.
 
     The official file is a plain state_dict (the reference ``test.py`` does
     ``enc.load_state_dict(torch.load(path))``) with 517 entries: ``conv.0-2``, ``block_1..4``,
     ``content_layer.{0..5}``, ``styles.0..17``. It is read with ``weights_only=True`` and loaded strictly.
+    The architecture (stage widths/depths, F channels, number of heads) is inferred from the keys and
+    shapes (:func:`infer_fs_config`), so a file of the same layout at other sizes (the tiny test
+    bundle) loads too; the official file gives the official network.
 
     Args:
         path: the ``.pth`` file.
-        n_styles, stride: architecture (18 and 2 for ``143_enc.pth``).
+        n_styles: number of W+ heads (default: inferred; 18 for ``143_enc.pth``); a different value
+            makes the strict load fail.
+        stride: stride of the last content conv (2 for ``143_enc.pth``; not stored in the file).
         device: where to put the model (default: CPU).
 
     Returns:
@@ -206,5 +264,11 @@ def load_fs_encoder(path: str | os.PathLike, n_styles: int = 18, stride: int = 2
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a plain Feature-Style encoder state_dict, "
                               f"got a {type(sd).__name__}")
-    model = load_strict(FeatureStyleEncoder(n_styles, stride), sd, path, "Feature-Style encoder")
+    cfg = infer_fs_config(sd)
+    cfg["stride"] = stride
+    if n_styles is not None:
+        cfg["n_styles"] = int(n_styles)
+    n = cfg.pop("n_styles")
+    st = cfg.pop("stride")
+    model = load_strict(FeatureStyleEncoder(n, st, **cfg), sd, path, "Feature-Style encoder")
     return model.to(device).eval() if device is not None else model.eval()

@@ -1,0 +1,53 @@
+"""``vidinv invert``: invert the faces of a video into an export folder (see :mod:`vidinv.pipeline.invert`)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.edit import fail, install_signal_handlers, print_timings, progress_bar
+from cli.main import cli
+
+
+@cli.command("invert")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "dst", required=True, type=click.Path(file_okay=False), help="Export folder.")
+@click.option("--encoder", type=click.Choice(["fs", "psp"]), default="fs", show_default=True)
+@click.option("--face", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--start", type=float, default=None, help="Start of the window (seconds).")
+@click.option("--end", type=float, default=None, help="End of the window (seconds, exclusive).")
+@click.option("--weights-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--fetch/--no-fetch", default=False, show_default=True)
+@click.option("--save-crops", is_flag=True, help="Also store each aligned crop as PNG.")
+@click.option("--save-reconstructions", "save_recon", is_flag=True, help="Also store each reconstruction G(w, F).")
+@click.option("--image-size", type=int, default=256, show_default=True, help="Side of the PNGs.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")
+def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, end, weights_dir, fetch, save_crops,
+               save_recon, image_size, overwrite, quiet, verbose):
+    """Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."""
+    from vidinv.pipeline.invert import InvertOptions, run_invert
+
+    install_signal_handlers()
+    opts = InvertOptions(src=src, dst=dst, encoder=encoder, face=face, batch_size=batch_size, device=device,
+                         precision=precision, start=start, end=end, weights_dir=weights_dir, fetch=fetch,
+                         save_crops=save_crops, save_recon=save_recon, image_size=image_size, overwrite=overwrite)
+    bar, update = progress_bar(quiet, "invert")
+    try:
+        res = run_invert(opts, progress=update, quiet=quiet)
+    except KeyboardInterrupt:
+        click.echo("vidinv: interrupted; the export is left incomplete (resumable)", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        click.echo(f"{dst}: {res.records} record(s) over {res.frames} frames, {len(res.tracks)} track(s)", err=True)
+    if verbose:
+        print_timings(res.stage_s, res.frames, res.wall_s)

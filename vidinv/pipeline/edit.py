@@ -1,0 +1,341 @@
+"""The ``vidinv edit`` job: a video in, the same video with edited faces out.
+
+Stages (each a thread, joined by bounded queues; :mod:`vidinv.pipeline.stages`)::
+
+    decode -> faces (detect, landmarks, track, smooth) -> encode (align + encoder, batched)
+      [-> latent smoothing] -> render (edit + generate + resize + mask, batched) -> composite -> write
+
+With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by reading the records of a
+``vidinv invert`` export (:class:`vidinv.inversion.InversionReader`); the video is still decoded for
+the background. Frames without a tracked face are written unchanged. When no face is found in the
+whole video the output is made by :func:`vidinv.mux.passthrough` (the input, remuxed) with a warning.
+
+Order of checks: every weight and direction file is resolved first (one
+:class:`~vidinv.weights.MissingWeightsError` lists all missing files), then the models are loaded, and
+only then is the video opened.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from vidinv.pipeline.faces import (BlendSettings, FaceCode, Item, composite_stage, encode_stage, front_end_stage,
+                                   latent_smoothing_stage, render_stage)
+from vidinv.pipeline.runtime import Runtime, load_bundle, required_weights, resolve_weights
+from vidinv.pipeline.stages import StagePipeline
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EditOptions", "EditResult", "plan_edit", "run_edit", "direction_weights"]
+
+
+@dataclass
+class EditOptions:
+    """Settings of one ``vidinv edit`` run (the CLI options, see ``vidinv edit --help``).
+
+    Attributes:
+        src, dst: input and output video paths.
+        attrs: ``NAME[=S][@ROWS]`` attribute specs; strengths: one per attribute (or one for all);
+            directions: ``(path, strength)`` of ``--direction`` files with ``direction_convention``;
+            layers: default style rows for every term without ``@ROWS``.
+        encoder: ``"fs"`` or ``"psp"``; face: ``"largest"`` or ``"all"``; blend: ``"alpha"`` / ``"poisson"``;
+        mask: ``"auto"`` (BiSeNet parsing when 79999_iter.pth is present, else landmarks), ``"parsing"``,
+            ``"landmarks"``.
+        batch_size: faces per encoder / generator batch; device, precision: see :class:`Runtime`.
+        crf, codec, pix_fmt: output encoding; start, end: window in seconds (output cut to it).
+        weights_dir, fetch: where to find / whether to download weight files.
+        from_inversion: a ``vidinv invert`` export to re-render from (src may then be None: the
+            export's source path is used).
+        noise: ``"const"`` (the generator's noise buffers) or ``"random"``.
+        latent_smoothing: sigma in frames of the temporal smoothing of w and F (0 = off).
+        queue_size: items between two stages.
+    """
+
+    src: str | os.PathLike | None
+    dst: str | os.PathLike
+    attrs: Sequence[str] = ()
+    strengths: Sequence[float] = ()
+    directions: Sequence[str | os.PathLike] = ()
+    direction_convention: str = "unit"
+    layers: str | None = None
+    encoder: str = "fs"
+    face: str = "largest"
+    blend: str = "alpha"
+    mask: str = "auto"
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "fp32"
+    crf: int = 18
+    codec: str = "libx264"
+    pix_fmt: str | None = None
+    start: float | None = None
+    end: float | None = None
+    weights_dir: str | os.PathLike | None = None
+    fetch: bool = False
+    from_inversion: str | os.PathLike | None = None
+    noise: str = "const"
+    latent_smoothing: float = 0.0
+    queue_size: int = 4
+    detector: str = "dlib"
+
+
+@dataclass
+class EditResult:
+    """What a run did: frames written, frames/faces edited, tracks, whether it passed the input through,
+    per-stage busy seconds (``stage_s``), per-step seconds inside stages (``step_s``), wall time, and
+    generator layers run per edited face."""
+
+    dst: Path
+    frames: int = 0
+    frames_edited: int = 0
+    faces_edited: int = 0
+    tracks: list[int] = field(default_factory=list)
+    passthrough: bool = False
+    stage_s: dict[str, float] = field(default_factory=dict)
+    step_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    layers_per_face: float | None = None
+    edit: str = ""
+
+
+def _strength_for(i: int, strengths: Sequence[float]) -> float:
+    if not strengths:
+        return 1.0
+    if len(strengths) == 1:
+        return float(strengths[0])
+    return float(strengths[i])
+
+
+def _edit_items(opts: EditOptions) -> tuple[list[tuple], list[tuple]]:
+    """(attribute items, file items) for :func:`vidinv.edit.build_edit`.
+
+    Strength rule: ``--strength`` values pair with the ``--attr`` then ``--direction`` entries in the
+    order given; a single ``--strength`` applies to all; none means 1; ``NAME=S`` in ``--attr`` wins.
+    """
+    from vidinv.edit import DirectionError, parse_edit_spec
+
+    n = len(opts.attrs) + len(opts.directions)
+    if len(opts.strengths) > 1 and len(opts.strengths) != n:
+        raise DirectionError(f"{len(opts.strengths)} --strength values for {n} edits (--attr / --direction): give "
+                             "one per edit, in order, or a single value for all")
+    items = []
+    for i, spec in enumerate(opts.attrs):
+        name, s, rows = parse_edit_spec(spec)
+        if "=" not in spec:
+            s = _strength_for(i, opts.strengths)
+        items.append((name, s, rows if rows is not None else opts.layers))
+    files = []
+    for j, path in enumerate(opts.directions):
+        files.append((path, opts.direction_convention, _strength_for(len(opts.attrs) + j, opts.strengths),
+                      opts.layers))
+    return items, files
+
+
+def direction_weights(attrs: Sequence[str]) -> list[str]:
+    """Registry names of the direction files the ``--attr`` specs need (unknown names raise
+    :class:`vidinv.edit.DirectionError`)."""
+    from vidinv.edit import lookup, parse_edit_spec
+
+    return sorted({lookup(parse_edit_spec(a)[0]).weight for a in attrs})
+
+
+@dataclass
+class _Plan:
+    opts: EditOptions
+    paths: dict
+    edit: object
+    src: Path
+    reader: object | None
+
+
+def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
+    """Check the options and resolve every file, without loading networks or opening the video.
+
+    Raises:
+        vidinv.weights.MissingWeightsError: missing weight / direction files (all listed).
+        vidinv.edit.DirectionError: unknown attribute, bad direction file or strengths.
+        vidinv.inversion.InversionFormatError: unreadable export.
+        ValueError / FileNotFoundError: bad options, missing input.
+    """
+    from vidinv.edit import build_edit
+
+    if not opts.attrs and not opts.directions:
+        raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
+    reader = None
+    if opts.from_inversion is not None:
+        from vidinv.inversion import InversionReader
+
+        reader = InversionReader(opts.from_inversion)
+        encoder = reader.encoder["kind"]
+        need_encoder = False
+    else:
+        encoder, need_encoder = opts.encoder, True
+    names = required_weights(encoder, need_encoder=need_encoder) + direction_weights(opts.attrs)
+    paths = resolve_weights(names, opts.weights_dir, opts.fetch, mask=opts.mask, quiet=quiet)
+    items, files = _edit_items(opts)
+    edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files)
+    src = opts.src
+    if src is None:
+        if reader is None:
+            raise ValueError("no input video given")
+        src = reader.source.get("path")
+        if not src:
+            raise ValueError(f"{opts.from_inversion}: the export does not name its source video; give it as IN")
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"input video {src} does not exist")
+    if Path(opts.dst).resolve() == src.resolve():
+        raise ValueError(f"the output {opts.dst} is the input; write to another file")
+    if opts.face not in ("largest", "all"):
+        raise ValueError(f"--face must be 'largest' or 'all', got {opts.face!r}")
+    if opts.blend not in ("alpha", "poisson"):
+        raise ValueError(f"--blend must be 'alpha' or 'poisson', got {opts.blend!r}")
+    if opts.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    return _Plan(opts, paths, edit, src, reader)
+
+
+class _NoFace(Exception):
+    """Raised in the writer stage to discard the re-encoded output when no face was edited."""
+
+
+def _inversion_stage(reader, bundle):
+    """Stage: decoded frames -> items with the export's records for that frame (no detection/encoding)."""
+    dev = bundle.runtime.torch_device
+
+    def run(frames) -> Iterator[Item]:
+        recs = iter(reader)
+        nxt = next(recs, None)
+        for fr in frames:
+            while nxt is not None and nxt.frame_index < fr.index:
+                nxt = next(recs, None)
+            faces = []
+            while nxt is not None and nxt.frame_index == fr.index:
+                faces.append(FaceCode(nxt.track_id, nxt.quad, nxt.landmarks,
+                                      w=torch.from_numpy(nxt.w).to(dev, torch.float32),
+                                      F=torch.from_numpy(nxt.F.astype(np.float32)).to(dev) if nxt.F is not None
+                                      else None))
+                nxt = next(recs, None)
+            yield Item(fr, faces)
+    return run
+
+
+def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable[[int, int | None], None] | None = None,
+             quiet: bool = False, on_frame: Callable[[Item], None] | None = None) -> EditResult:
+    """Run ``vidinv edit`` (see the module doc).
+
+    Args:
+        opts: the settings.
+        plan: the result of :func:`plan_edit` when already made (the CLI makes it first to fail early).
+        progress: called as ``progress(frames_done, frames_total)`` after each written frame.
+        on_frame: called with each written :class:`~vidinv.pipeline.faces.Item` (frame, faces with
+            track id / quad / landmarks, output picture), e.g. to collect the quads.
+
+    Returns:
+        :class:`EditResult`.
+
+    Raises:
+        Everything :func:`plan_edit` raises; vidinv.checkpoints errors from the loaders; errors of the
+        stages (the first one is re-raised after every stage stopped and the temporary output file
+        was deleted).
+    """
+    from vidinv.face.frontend import FaceFrontEnd
+    from vidinv.face.tracking import Tracker
+    from vidinv.mux import EditedVideoWriter, passthrough
+    from vidinv.video import VideoReader
+
+    t_start = time.perf_counter()
+    plan = plan or plan_edit(opts, quiet=quiet)
+    runtime = Runtime(opts.device, opts.precision)
+    reader = plan.reader
+    encoder = reader.encoder["kind"] if reader is not None else opts.encoder
+    bundle = load_bundle(plan.paths, encoder, runtime, need_encoder=reader is None, mask=opts.mask)
+    if reader is not None:
+        from vidinv.inversion import InversionFormatError
+
+        gen = reader.generator
+        for k in ("size", "n_latent", "style_dim"):
+            if k in gen and int(gen[k]) != int(getattr(bundle.G, k)):
+                raise InversionFormatError(f"{opts.from_inversion}: made with a generator of {k} {gen[k]}, the "
+                                           f"loaded one has {getattr(bundle.G, k)}")
+        reader.check_models({"psp_ffhq_encode.pt": plan.paths["psp_ffhq_encode.pt"]})
+    settings = BlendSettings(mode=opts.blend)
+    result = EditResult(Path(opts.dst), edit=plan.edit.describe())
+    steps: dict[str, float] = {}
+    tracks: set[int] = set()
+    window = opts.start is not None or opts.end is not None
+
+    writer = EditedVideoWriter(plan.src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
+                               start=opts.start, end=opts.end)
+    frames = writer.frames
+    video = VideoReader(plan.src, start=frames.start, stop=frames.stop)
+    stages = []
+    if reader is None:
+        tracker = Tracker(mode=opts.face)
+        fe = FaceFrontEnd(opts.detector, tracker)
+        stages += [("faces", front_end_stage(fe)), ("encode", encode_stage(bundle, opts.batch_size,
+                                                                           timings=steps))]
+    else:
+        stages.append(("inversion", _inversion_stage(reader, bundle)))
+    if opts.latent_smoothing and opts.latent_smoothing > 0:
+        stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
+    stages += [("render", render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings,
+                                       timings=steps)),
+               ("composite", composite_stage(settings))]
+
+    def write(items):
+        edited = 0
+        try:
+            with writer:
+                for it in items:
+                    writer.write(it.frame, it.image)
+                    if it.faces:
+                        edited += 1
+                        for f in it.faces:
+                            tracks.add(f.track_id)
+                    yield it
+                if edited == 0 and not window:
+                    raise _NoFace()
+        finally:
+            video.close()
+
+    stages.append(("write", write))
+    pipe = StagePipeline(video, stages, maxsize=opts.queue_size)
+    G = bundle.G
+    G.reset_layer_count()
+    total = len(frames)
+    try:
+        for it in pipe:
+            result.frames += 1
+            if it.faces:
+                result.frames_edited += 1
+                result.faces_edited += len(it.faces)
+            if on_frame is not None:
+                on_frame(it)
+            if progress is not None:
+                progress(result.frames, total)
+    except _NoFace:
+        result.frames_edited = result.faces_edited = 0
+        log.warning("no face found in %s: the output is the input, unchanged", plan.src)
+        passthrough(plan.src, opts.dst)
+        result.passthrough = True
+    finally:
+        if not getattr(writer, "_done", True):  # the write stage never ran: drop its temporary file
+            writer.abort()
+    result.stage_s = {s.name: s.busy_s for s in pipe.stats}
+    if steps.get("generator_calls"):
+        result.layers_per_face = G.layers_run / steps["generator_calls"]
+    if result.frames_edited == 0 and window and not result.passthrough:
+        log.warning("no face found in the window [%s, %s) s of %s: frames written unchanged", opts.start, opts.end,
+                    plan.src)
+    result.tracks = sorted(tracks)
+    result.step_s = steps
+    result.wall_s = time.perf_counter() - t_start
+    return result

@@ -1,0 +1,268 @@
+"""The per-face stages shared by ``vidinv edit`` and ``vidinv invert``.
+
+Items flowing between stages are :class:`Item` s, one per video frame, in frame order; each holds the
+decoded :class:`vidinv.video.Frame` and a :class:`FaceCode` per tracked face (empty: the frame
+passes through unchanged).
+
+* :func:`front_end_stage`: decoded frames -> items with the tracked faces' quads and landmarks
+  (:class:`vidinv.face.frontend.FaceFrontEnd`).
+* :func:`encode_stage`: aligned crops (:func:`vidinv.face.align.align_crop`) encoded in batches of
+  ``batch_size`` faces -> w (n_latent, 512) and F (C, 16, 16).
+* :func:`latent_smoothing_stage`: optional temporal Gaussian smoothing of w and F per track
+  (:class:`vidinv.face.smoothing.StreamingGaussian`, look-ahead 4 sigma frames).
+* :func:`render_stage`: the latent edit and eq. 1 of the Feature-Style paper through
+  :func:`vidinv.models.stylegan2.edit_image` (one full synthesis + one coarse pass), in batches,
+  then the generator output resized to about the face size in the frame and the blend mask.
+* :func:`composite_stage`: inverse warp + blend (:func:`vidinv.face.blend.composite`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from vidinv.face import align, blend
+from vidinv.face.smoothing import StreamingGaussian
+from vidinv.video import Frame
+
+__all__ = ["FaceCode", "Item", "front_end_stage", "encode_stage", "latent_smoothing_stage", "render_stage",
+           "composite_stage", "output_size", "face_mask", "BlendSettings"]
+
+
+@dataclass
+class FaceCode:
+    """One tracked face in one frame.
+
+    Attributes:
+        track_id: face track id.
+        quad: (4, 2) float64 crop quad (frame index coordinates); landmarks: (68, 2) float64 smoothed.
+        w: (n_latent, 512) float32 tensor (W+, latent_avg included) once encoded.
+        F: (C, 16, 16) float32 tensor (values rounded to float16) or None (pSp).
+        crop: (S, S, 3) uint8 aligned crop (kept only when needed: masks from parsing, saved PNGs).
+        image: (S', S', 3) float32 edited face in [0, 255] at the output crop size S'; mask: (S', S')
+            float32 blend mask in [0, 1].
+    """
+
+    track_id: int
+    quad: np.ndarray
+    landmarks: np.ndarray
+    w: torch.Tensor | None = None
+    F: torch.Tensor | None = None
+    crop: np.ndarray | None = None
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    recon: np.ndarray | None = None
+
+
+@dataclass
+class Item:
+    """One video frame and its faces (see the module doc)."""
+
+    frame: Frame
+    faces: list[FaceCode] = field(default_factory=list)
+    image: np.ndarray | None = None  # the output picture once composited
+
+
+def front_end_stage(front_end) -> callable:
+    """Stage: frames -> :class:`Item` s with quads/landmarks from ``front_end.process``."""
+    def run(frames: Iterable[Frame]) -> Iterator[Item]:
+        for ff in front_end.process(frames):
+            yield Item(ff.frame, [FaceCode(f.track_id, np.asarray(f.quad, np.float64),
+                                           np.asarray(f.landmarks, np.float64)) for f in ff.faces])
+    return run
+
+
+def _batched(items: Iterable[Item], batch_size: int, need) -> Iterator[list[Item]]:
+    """Group consecutive items so that each group holds >= batch_size faces needing work (or the rest)."""
+    group: list[Item] = []
+    n = 0
+    for it in items:
+        group.append(it)
+        n += sum(1 for f in it.faces if need(f))
+        if n >= batch_size:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
+
+
+def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: dict | None = None):
+    """Stage: items -> items with ``w`` and ``F`` set for every face (batches of ``batch_size`` faces)."""
+    size = bundle.align_size
+
+    def run(items: Iterable[Item]) -> Iterator[Item]:
+        for group in _batched(items, batch_size, lambda f: True):
+            faces = [f for it in group for f in it.faces]
+            if faces:
+                t0 = time.perf_counter()
+                crops = np.stack([align.align_crop(it.frame.image, f.quad, size) for it in group for f in it.faces])
+                t1 = time.perf_counter()
+                w, F = bundle.encode(crops)
+                for i, f in enumerate(faces):
+                    f.w = w[i]
+                    f.F = F[i] if F is not None else None
+                    if keep_crops:
+                        f.crop = crops[i]
+                if timings is not None:
+                    timings["align"] = timings.get("align", 0.0) + t1 - t0
+                    timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t1
+            yield from group
+    return run
+
+
+def latent_smoothing_stage(sigma: float):
+    """Stage: temporal Gaussian smoothing (sigma in frames) of w and F along each track.
+
+    Streaming: a track's outputs come ``4 sigma`` frames late; when a frame arrives without a track
+    the track ends and its last outputs are flushed (reflect boundary, as
+    :func:`vidinv.face.smoothing.gaussian_smooth` of the whole track). Items leave in frame order.
+    """
+    def run(items: Iterable[Item]) -> Iterator[Item]:
+        pending: deque[tuple[Item, set]] = deque()
+        tracks: dict[int, tuple[StreamingGaussian, StreamingGaussian | None, list]] = {}
+
+        def deliver(tid: int, outs_w, outs_f) -> None:
+            faces = tracks[tid][2]
+            for k, (i, wv) in enumerate(outs_w):
+                face, waiting = faces[i]
+                face.w = torch.from_numpy(wv.astype(np.float32)).to(face.w.device)
+                if outs_f is not None:
+                    face.F = torch.from_numpy(outs_f[k][1].astype(np.float16).astype(np.float32)).to(face.F.device)
+                waiting.discard(tid)
+
+        def end(tid: int) -> None:
+            sw, sf, _ = tracks[tid]
+            deliver(tid, sw.flush(), sf.flush() if sf is not None else None)
+            del tracks[tid]
+
+        for it in items:
+            present = {f.track_id for f in it.faces}
+            for tid in [t for t in tracks if t not in present]:
+                end(tid)
+            waiting = set(present)
+            pending.append((it, waiting))
+            for f in it.faces:
+                if f.track_id not in tracks:
+                    tracks[f.track_id] = (StreamingGaussian(sigma), StreamingGaussian(sigma) if f.F is not None
+                                          else None, [])
+                sw, sf, faces = tracks[f.track_id]
+                faces.append((f, waiting))
+                deliver(f.track_id, sw.push(f.w.detach().cpu().numpy()),
+                        sf.push(f.F.detach().cpu().numpy()) if sf is not None else None)
+            while pending and not pending[0][1]:
+                yield pending.popleft()[0]
+        for tid in list(tracks):
+            end(tid)
+        while pending:
+            yield pending.popleft()[0]
+    return run
+
+
+def output_size(quad: np.ndarray, generator_size: int) -> int:
+    """Side of the edited crop handed to the inverse warp: the face's size in the frame (quad side,
+    rounded up to a multiple of 8, at least 64) capped at the generator size, so the warp never shrinks
+    a 1024 image to a 100-pixel face."""
+    q = float(np.mean(align.quad_size(quad)))
+    return int(min(generator_size, max(64, 8 * math.ceil(q / 8))))
+
+
+@dataclass
+class BlendSettings:
+    """Blend mask: from BiSeNet parsing when a parser is loaded, else from landmarks; dilated by
+    ``dilate`` and feathered over ``feather`` (fractions of the crop side); composite ``mode``."""
+
+    mode: str = "alpha"
+    dilate: float = 0.01
+    feather: float = 0.04
+
+
+def face_mask(face: FaceCode, size: int, settings: BlendSettings, labels: np.ndarray | None = None) -> np.ndarray:
+    """(size, size) float32 blend mask of ``face`` in the crop's coordinates (see :class:`BlendSettings`)."""
+    if labels is not None:
+        import cv2
+
+        m = blend.mask_from_parsing(labels)
+        if m.shape[0] != size:
+            m = (cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
+    else:
+        mat = align.crop_matrix(face.quad, size)
+        lm = np.c_[face.landmarks, np.ones(len(face.landmarks))] @ mat[:2].T
+        m = blend.mask_from_landmarks(lm, size)
+    return blend.feather_mask(m, max(0, round(settings.dilate * size)), max(1, round(settings.feather * size)))
+
+
+def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", settings: BlendSettings | None = None,
+                 timings: dict | None = None):
+    """Stage: items with (w, F) -> items whose faces carry the edited face ``image`` and ``mask``.
+
+    For ``fs``: ``image = G(w', F')`` with ``w' = w + Δw`` and ``F' = F + G^5(w') - G^5(w)``
+    (:func:`vidinv.models.stylegan2.edit_image`); for ``psp``: ``G(w')``. Generator output in
+    [-1, 1] is mapped to [0, 255] and resized (area) to :func:`output_size` on the device.
+    """
+    from vidinv.models.stylegan2 import edit_image
+
+    settings = settings or BlendSettings()
+    G = bundle.G
+    dev = bundle.runtime.torch_device
+
+    def run(items: Iterable[Item]) -> Iterator[Item]:
+        delta = None
+        for group in _batched(items, batch_size, lambda f: True):
+            faces = [f for it in group for f in it.faces]
+            if faces:
+                t0 = time.perf_counter()
+                with torch.inference_mode(), bundle.runtime.autocast():
+                    w = torch.stack([f.w for f in faces]).to(dev, torch.float32)
+                    if delta is None:
+                        delta = edit.delta(device=dev, dtype=torch.float32)
+                    w_edit = w + delta
+                    if bundle.encoder_kind == "fs":
+                        F = torch.stack([f.F for f in faces]).to(dev, torch.float32)
+                        img = edit_image(G, w, F, w_edit, bundle.feature_index, noise=noise)
+                    else:
+                        img = G.synthesis(w_edit, noise=noise)
+                    img = ((img.float().clamp(-1, 1) + 1) * 127.5)
+                    outs = []
+                    for i, f in enumerate(faces):
+                        s = output_size(f.quad, G.size)
+                        x = img[i:i + 1]
+                        if s != x.shape[-1]:
+                            x = torch.nn.functional.interpolate(x, size=(s, s), mode="area")
+                        outs.append(x[0].permute(1, 2, 0).contiguous().cpu().numpy())
+                t1 = time.perf_counter()
+                labels = [None] * len(faces)
+                if bundle.parser is not None:  # parse the source face (aligned at BiSeNet's 512)
+                    crops = np.stack([align.align_crop(it.frame.image, f.quad, 512) for it in group for f in it.faces])
+                    with torch.inference_mode():
+                        x = torch.from_numpy(crops).permute(0, 3, 1, 2)
+                        labels = list(bundle.parser.parse(x).cpu().numpy())
+                for f, o, lab in zip(faces, outs, labels):
+                    f.image = o
+                    f.mask = face_mask(f, o.shape[0], settings, lab)
+                if timings is not None:
+                    timings["generate"] = timings.get("generate", 0.0) + t1 - t0
+                    timings["generator_calls"] = timings.get("generator_calls", 0) + 1
+                    timings["mask"] = timings.get("mask", 0.0) + time.perf_counter() - t1
+            yield from group
+    return run
+
+
+def composite_stage(settings: BlendSettings | None = None):
+    """Stage: items -> items with ``image`` = the output picture (faces pasted back; frames without a
+    face keep the decoded picture itself, untouched)."""
+    settings = settings or BlendSettings()
+
+    def run(items: Iterable[Item]) -> Iterator[Item]:
+        for it in items:
+            out = it.frame.image
+            for f in it.faces:
+                out = blend.composite(out, f.image, f.quad, f.mask, mode=settings.mode)
+                f.image = f.mask = None  # free early
+            it.image = out
+            yield it
+    return run

@@ -1,0 +1,155 @@
+"""The ``vidinv invert`` job: a video in, an inversion export (:mod:`vidinv.inversion`) out.
+
+Stages: decode -> faces (detect, landmarks, track, smooth) -> encode (align + encoder, batched) ->
+[reconstruct] -> write records. Each face in each frame becomes one record (w, F, quad, landmarks,
+track id, frame index, pts, time); ``save_crops`` / ``save_recon`` also store the aligned crop and
+the encoder's reconstruction ``G(w, F)`` as PNGs (``image_size`` pixels). The export names the source
+video, so ``vidinv edit --from-inversion DIR`` can re-render without detection or encoding.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from vidinv.pipeline.faces import Item, encode_stage, front_end_stage
+from vidinv.pipeline.runtime import GENERATOR_FILE, Runtime, load_bundle, required_weights, resolve_weights
+from vidinv.pipeline.stages import StagePipeline
+
+__all__ = ["InvertOptions", "InvertResult", "run_invert"]
+
+
+@dataclass
+class InvertOptions:
+    """Settings of ``vidinv invert`` (see ``vidinv invert --help``); fields as :class:`~vidinv.pipeline.edit.EditOptions`
+    plus ``save_crops``, ``save_recon``, ``image_size`` (PNG side) and ``chunk_size`` (records per chunk)."""
+
+    src: str | os.PathLike
+    dst: str | os.PathLike
+    encoder: str = "fs"
+    face: str = "largest"
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "fp32"
+    start: float | None = None
+    end: float | None = None
+    weights_dir: str | os.PathLike | None = None
+    fetch: bool = False
+    save_crops: bool = False
+    save_recon: bool = False
+    image_size: int = 256
+    chunk_size: int = 32
+    overwrite: bool = False
+    queue_size: int = 4
+    detector: str = "dlib"
+
+
+@dataclass
+class InvertResult:
+    """Frames read, records written, tracks, per-stage busy seconds, wall time."""
+
+    dst: Path
+    frames: int = 0
+    records: int = 0
+    tracks: list[int] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if img.shape[0] == size:
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] | None = None,
+               quiet: bool = False) -> InvertResult:
+    """Run ``vidinv invert``.
+
+    Raises:
+        vidinv.weights.MissingWeightsError: before any video work.
+        FileExistsError: ``dst`` holds an export and ``overwrite`` is False.
+        Errors of the stages (the export is then left incomplete with the error recorded).
+    """
+    from vidinv.face.frontend import FaceFrontEnd
+    from vidinv.face.tracking import Tracker
+    from vidinv.inversion import InversionWriter, model_file
+    from vidinv.mux import frame_range
+    from vidinv.video import VideoReader, probe
+
+    t0 = time.perf_counter()
+    paths = resolve_weights(required_weights(opts.encoder), opts.weights_dir, opts.fetch, mask="landmarks",
+                            quiet=quiet)
+    src = Path(opts.src)
+    if not src.is_file():
+        raise FileNotFoundError(f"input video {src} does not exist")
+    runtime = Runtime(opts.device, opts.precision)
+    bundle = load_bundle(paths, opts.encoder, runtime, mask="landmarks")
+    G = bundle.G
+    models = [model_file(p, "encoder" if name != GENERATOR_FILE else "generator", name=name)
+              for name, p in paths.items()]
+    info = probe(src.resolve())
+    frames = frame_range(src, opts.start, opts.end)
+    video = VideoReader(src, start=frames.start, stop=frames.stop)
+    result = InvertResult(Path(opts.dst))
+    tracks: set[int] = set()
+    extra = {"start": opts.start, "end": opts.end, "face": opts.face, "batch_size": opts.batch_size,
+             "detector": opts.detector, "smoothing": "gaussian", "align_size": bundle.align_size}
+    writer = InversionWriter(opts.dst, encoder=opts.encoder, generator=G, models=models, source=info,
+                             feature_shape=bundle.feature_shape, chunk_size=opts.chunk_size,
+                             save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra,
+                             overwrite=opts.overwrite)
+    keep = opts.save_crops
+
+    def write(items: Iterator[Item]):
+        try:
+            with writer:
+                for it in items:
+                    recon = None
+                    if opts.save_recon and it.faces:
+                        with torch.inference_mode(), runtime.autocast():
+                            w = torch.stack([f.w for f in it.faces])
+                            if bundle.encoder_kind == "fs":
+                                F = torch.stack([f.F for f in it.faces])
+                                img = G.synthesis(w, feature=F, k=bundle.feature_index)
+                            else:
+                                img = G.synthesis(w)
+                            img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                            recon = img.permute(0, 2, 3, 1).cpu().numpy()
+                    for i, f in enumerate(it.faces):
+                        tracks.add(f.track_id)
+                        writer.add(w=f.w.cpu().numpy(), F=f.F.cpu().numpy() if f.F is not None else None,
+                                   quad=f.quad, landmarks=f.landmarks, track_id=f.track_id,
+                                   frame_index=it.frame.index, pts=it.frame.pts, time=it.frame.time,
+                                   crop=_resize(f.crop, opts.image_size) if keep else None,
+                                   recon=_resize(recon[i], opts.image_size) if recon is not None else None)
+                        f.crop = None
+                    yield it
+        finally:
+            video.close()
+
+    fe = FaceFrontEnd(opts.detector, Tracker(mode=opts.face))
+    pipe = StagePipeline(video, [("faces", front_end_stage(fe)),
+                                 ("encode", encode_stage(bundle, opts.batch_size, keep_crops=keep)),
+                                 ("write", write)], maxsize=opts.queue_size)
+    total = len(frames)
+    try:
+        for it in pipe:
+            result.frames += 1
+            result.records += len(it.faces)
+            if progress is not None:
+                progress(result.frames, total)
+    finally:
+        if not writer._closed:
+            writer.abort("stopped before the first frame")
+    result.tracks = sorted(tracks)
+    result.stage_s = {s.name: s.busy_s for s in pipe.stats}
+    result.wall_s = time.perf_counter() - t0
+    return result
