@@ -8,12 +8,12 @@ config (``loss.use_id``, ``loss.use_parsing``, ``loss.use_lpips``; ``--no-*-loss
 
 Encoders (:func:`build_fs_encoder`, :func:`build_psp_encoder`) are instances of the official classes
 :class:`vidinv.models.fs_encoder.FeatureStyleEncoder` and :class:`vidinv.models.psp.GradualStyleEncoder`.
-With the default (official) architecture they are built by their constructors and their
-``state_dict`` has the official layout. Other widths/depths (small encoders for tests and
-experiments) are built by giving the official module the same sub-module structure with other sizes
-(stem, stages, content layer and style heads, resp. input layer, IR-SE body, feature-pyramid laterals
-and map2style heads), so ``forward`` is the official one; such encoders cannot be read by the
-official loaders, which build the official sizes.
+With the default (official) architecture their ``state_dict`` has the official layout. Other
+widths/depths (small encoders for tests and experiments): the Feature-Style encoder's constructor takes
+them (and :func:`vidinv.models.fs_encoder.load_fs_encoder` infers them from a file); the pSp encoder is
+given the same sub-module structure with other sizes (input layer, IR-SE body, feature-pyramid laterals
+and map2style heads), so ``forward`` is the official one; such pSp encoders cannot be read by
+:func:`vidinv.models.psp.load_psp`, which builds IR-SE50.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from torch import nn
 
 from training.config import FSTrainConfig, PSPTrainConfig, WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
-from vidinv.models.iresnet import IResNet, iresnet_stem, make_iresnet_layer
+from vidinv.models.iresnet import IResNet
 from vidinv.models.irse import BottleneckIRSE, IRSE50Backbone
 from vidinv.models.psp import GradualStyleBlock, GradualStyleEncoder
 from vidinv.models.stylegan2 import Generator, load_generator
@@ -218,29 +218,10 @@ def build_fs_encoder(n_styles: int, style_dim: int, feature_channels: int, width
     Returns:
         The encoder (train mode, CPU, float32). F has shape (B, C, input_size / (8 * stride), same).
     """
-    if (is_official_arch(widths, blocks) and style_dim == 512 and feature_channels == 512
-            and input_size == FeatureStyleEncoder.enc_resolution):
-        return FeatureStyleEncoder(n_styles, stride)
-    w0, w1, w2, w3 = (int(w) for w in widths)
-    c = int(feature_channels)
-    with torch.device("meta"):
-        enc = FeatureStyleEncoder(n_styles, stride)
-    enc.conv = nn.Sequential(*iresnet_stem(3, w0))
-    enc.block_1 = make_iresnet_layer(w0, w0, int(blocks[0]), stride=2)
-    enc.block_2 = make_iresnet_layer(w0, w1, int(blocks[1]), stride=2)
-    enc.block_3 = make_iresnet_layer(w1, w2, int(blocks[2]), stride=2)
-    enc.block_4 = make_iresnet_layer(w2, w3, int(blocks[3]), stride=2)
-    enc.content_layer = nn.Sequential(
-        nn.BatchNorm2d(w2, eps=1e-5),
-        nn.Conv2d(w2, c, kernel_size=3, stride=1, padding=1, bias=False),
-        nn.BatchNorm2d(c, eps=1e-5),
-        nn.PReLU(c),
-        nn.Conv2d(c, c, kernel_size=3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c, eps=1e-5),
-    )
-    enc.styles = nn.ModuleList(nn.Linear((w0 + w1 + w2 + w3) * 9, int(style_dim)) for _ in range(n_styles))
+    w = tuple(int(x) for x in widths)
+    enc = FeatureStyleEncoder(n_styles, stride, widths=w, depths=tuple(int(b) for b in blocks), stem_width=w[0],
+                              content_channels=int(feature_channels), style_dim=int(style_dim))
     enc.enc_resolution = int(input_size)
-    _no_meta(enc, "Feature-Style encoder")
     return enc
 
 
