@@ -16,8 +16,6 @@ import pytest
 from conftest import REPO, require_shared
 from tiny_bundle import write_tiny_bundle
 
-#: What the README's main job should be (used when the README has no `vidinv edit YOUR_VIDEO` line yet).
-DEFAULT_MAIN_COMMAND = "vidinv edit YOUR_VIDEO.mp4 -o edited.mp4 --attr smile --strength 1"
 
 
 def _env(home: Path) -> dict:
@@ -41,7 +39,8 @@ def tiny_home(tmp_path_factory):
 def readme_main_command() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     m = re.search(r"vidinv edit YOUR_VIDEO\.mp4[^\n`]*", text)
-    return m.group(0).strip() if m else DEFAULT_MAIN_COMMAND
+    assert m, "the README's first command must run `vidinv edit YOUR_VIDEO.mp4 ...` (the main job)"
+    return m.group(0).strip()
 
 
 def _main_args(video: Path, out: Path) -> list[str]:
