@@ -1,0 +1,181 @@
+"""vidinv.report without video decoding: document, schema, plots, HTML, input expansion and pairing."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidinv.metrics.identity import cosine_similarity
+from vidinv.report import _plots, output_group, write_outputs
+from vidinv.report.compute import FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis, PER_FRAME_PIXEL
+from vidinv.report.document import build_document, jsonable, stats
+from vidinv.report.html import render_html
+from vidinv.report.inputs import InputError, expand_videos, pair_outputs
+import jsonschema
+
+from vidinv.report.schema import SchemaError, load_schema, validate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _face(tid=0):
+    return FaceRecord(track_id=tid, interpolated=False, landmarks=np.zeros((68, 2)), quad=np.zeros((4, 2)),
+                      qsize=100.0, box=np.array([0.0, 0.0, 10.0, 10.0]))
+
+
+def _video(label, role, emb, faces):
+    k = emb.shape[0]
+    return VideoAnalysis(path=Path(f"/data/{label}"), label=label, role=role,
+                         info={"width": 64, "height": 48, "fps": 25.0, "num_frames": k, "estimated_frames": k,
+                               "rotation": 0},
+                         frame_index=list(range(k)), faces=faces, embeddings={"dlib": emb.astype(np.float32)},
+                         frontend_stats={"frames": k}, timing={"total": 1.0, "identity": 0.4, "pixel": 0.1,
+                                                               "frontend": 0.5, "ms_per_frame": 1000.0 / k})
+
+
+@pytest.fixture()
+def synthetic():
+    """A source of 5 frames and an output of 4 frames (frame 2 of the output has no face)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(128)
+    src_e = np.stack([base + 0.05 * rng.standard_normal(128) for _ in range(5)])
+    out_e = np.stack([base + 0.3 * rng.standard_normal(128) for _ in range(4)])
+    out_e[2] = np.nan
+    src = _video("clip.mp4", "source", src_e, [_face() for _ in range(5)])
+    out = _video("clip_edit.mp4", "output", out_e, [_face(), _face(), None, _face()])
+    out.source = src.label
+    per = {k: np.linspace(0.1, 0.4, 4) for k in PER_FRAME_PIXEL}
+    per["crop_psnr"] = np.array([30.0, np.inf, 25.0, 20.0])
+    per["bg_psnr"] = np.array([np.inf, np.inf, np.inf, np.inf])
+    per["change_source"] = np.array([np.nan, 1.0, 2.0, 3.0])
+    per["change_output"] = np.array([np.nan, 2.0, 2.0, 5.0])
+    pair = PairAnalysis(source=src, output=out, compared=4, per_frame=per, lpips=None,
+                        lpips_reason="backbone not cached", warnings=["frame counts differ: 5 vs 4"])
+    models = {"identity": [{"key": "dlib", "network": "dlib test", "file": "/x/model.dat", "sha256": "00",
+                            "dim": 128, "alignment": "chip", "similarity": "cosine"}],
+              "primary_identity": "dlib", "lpips": {"available": False, "reason": "backbone not cached"},
+              "notes": []}
+    doc = jsonable(build_document([src, out], [pair], ReportOptions(), models,
+                                  same_person={"dlib": ("euclidean", 0.6)}))
+    return doc, src_e, out_e
+
+
+def test_jsonable_and_stats():
+    assert jsonable({"a": float("nan"), "b": float("inf"), "c": -np.inf, "d": np.float32(1.5), "e": np.int64(3),
+                     "f": np.array([1.0, np.nan]), "g": (True, np.bool_(False)), "h": Path("/x")}) == \
+        {"a": None, "b": "inf", "c": "-inf", "d": 1.5, "e": 3, "f": [1.0, None], "g": [True, False], "h": "/x"}
+    s = stats([1.0, 3.0, np.nan])
+    assert s["count"] == 2 and s["mean"] == 2.0 and s["std"] == 1.0 and s["min"] == 1.0
+    s = stats([20.0, np.inf])
+    assert s["mean"] == np.inf and s["max"] == np.inf and math.isnan(s["std"]) and s["min"] == 20.0
+    assert stats([])["count"] == 0 and math.isnan(stats([np.nan])["mean"])
+
+
+def test_document_numbers(synthetic):
+    doc, src_e, out_e = synthetic
+    json.dumps(doc, allow_nan=False)  # strict JSON: no NaN / Infinity tokens
+    c = doc["comparisons"][0]
+    ci = c["identity"]["dlib"]
+    sims = [cosine_similarity(src_e[i], out_e[i]) for i in (0, 1, 3)]
+    assert ci["similarity"]["mean"] == pytest.approx(np.mean(sims), rel=1e-5)
+    assert ci["similarity_per_frame"][2] is None
+    assert ci["frames_used"] == 3 and ci["excluded_no_face_output"] == 1 and ci["excluded_no_face_source"] == 0
+    d = [np.linalg.norm(src_e[i].astype(np.float32) - out_e[i].astype(np.float32)) for i in (0, 1, 3)]
+    assert ci["same_person"]["same_person_fraction"] == pytest.approx(np.mean(np.array(d) < 0.6))
+    assert ci["same_person"]["distance"]["mean"] == pytest.approx(np.mean(d), rel=1e-5)
+    # identity consistency on the frames valid in both: reference = frame 0, frames 1 and 3
+    ic_out = np.mean([cosine_similarity(out_e[i], out_e[0]) for i in (1, 3)])
+    assert ci["consistency_output"] == pytest.approx(ic_out, rel=1e-5)
+    assert ci["consistency_change"] == pytest.approx(ci["consistency_output"] - ci["consistency_source"])
+    assert ci["tl_id"]["pairs"] == 1 and ci["tg_id"]["pairs"] == 3
+    fc = c["face_crop"]
+    assert fc["psnr"]["mean"] == "inf" and fc["psnr"]["min"] == 20.0 and fc["per_frame"]["psnr"][1] == "inf"
+    assert fc["lpips"] == {"available": False, "reason": "backbone not cached"}
+    assert fc["per_frame"]["lpips"] is None
+    assert c["background"]["psnr"]["median"] == "inf"
+    assert c["flicker"]["value"] == pytest.approx(np.mean([2.0, 2.0, 5.0]) - np.mean([1.0, 2.0, 3.0]))
+    assert c["frames"] == {"source": 5, "output": 4, "compared": 4, "count_mismatch": True, "identity_frames": 4}
+    v_out = doc["videos"][1]
+    assert v_out["source"] == "v0" and v_out["frames"]["without_face"] == 1
+    assert v_out["frames"]["without_face_frames"] == [2] and v_out["frames"]["has_face"][2] is False
+    assert any("without a tracked face" in w for w in doc["warnings"])
+    assert "frame counts differ: 5 vs 4" in doc["warnings"]
+    vi = doc["videos"][0]["identity"]["dlib"]
+    assert vi["reference_frame"] == 0 and vi["frames_used"] == 5 and vi["similarity_to_reference"][0] == 1.0
+
+
+def test_schema_accepts_the_document_and_rejects_broken_ones(synthetic):
+    doc, _, _ = synthetic
+    schema = load_schema()
+    assert schema["$id"] == doc["schema"] == "vidinv-report/1"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validate(doc)
+    broken = []
+    d = copy.deepcopy(doc)
+    del d["comparisons"][0]["identity"]["dlib"]["tl_id"]
+    broken.append((d, "tl_id"))
+    d = copy.deepcopy(doc)
+    d["videos"][0]["role"] = "reference"
+    broken.append((d, "role"))
+    d = copy.deepcopy(doc)
+    d["comparisons"][0]["face_crop"]["psnr"]["mean"] = "infinity"
+    broken.append((d, "mean"))
+    d = copy.deepcopy(doc)
+    d["unexpected"] = 1
+    broken.append((d, "unexpected"))
+    d = copy.deepcopy(doc)
+    d["videos"][0]["frames"]["analysed"] = -1
+    broken.append((d, "analysed"))
+    for bad, what in broken:
+        with pytest.raises(SchemaError, match=what):
+            validate(bad)
+
+
+def test_plots_and_self_contained_html(synthetic, tmp_path):
+    doc, _, _ = synthetic
+    entries = _plots(tmp_path, doc)
+    kinds = sorted(e["kind"] for e in entries)
+    assert kinds == ["consistency_boxplot", "identity", "quality"]
+    for e in entries:
+        data = (tmp_path / e["file"]).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000
+    doc["plots"] = entries
+    jpath, hpath = write_outputs(tmp_path, doc)
+    assert json.loads(jpath.read_text()) == doc
+    page = hpath.read_text()
+    assert page.count("src='data:image/png;base64,") == len(entries)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "∞" in page and "n/a" in page and "backbone not cached" in page
+    assert render_html(doc, tmp_path) == page
+
+
+def test_expand_and_pair_videos(tmp_path):
+    for name in ("a.mp4", "b.MOV", "a_edit.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_videos(tmp_path)] == ["a.mp4", "a_edit.mp4", "b.MOV"]
+    assert [p.name for p in expand_videos(str(tmp_path / "a*.mp4"))] == ["a.mp4", "a_edit.mp4"]
+    assert expand_videos(tmp_path / "notes.txt")[0].name == "notes.txt"  # explicit files are taken as given
+    with pytest.raises(InputError):
+        expand_videos(tmp_path / "missing.mp4")
+    with pytest.raises(InputError):
+        expand_videos(str(tmp_path / "*.avi"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError):
+        expand_videos(tmp_path / "empty")
+    a, b = tmp_path / "a.mp4", tmp_path / "b.MOV"
+    outs = [tmp_path / "a_edit.mp4", tmp_path / "b-fs.mp4", tmp_path / "other" / "a.mp4"]
+    plan = pair_outputs([a, b], outs)
+    assert plan == [(a, [outs[0], outs[2]]), (b, [outs[1]])]
+    assert pair_outputs([a], outs) == [(a, outs)]  # one source: everything is compared with it
+    with pytest.raises(InputError, match="matches no source"):
+        pair_outputs([a, b], [tmp_path / "zz.mp4"])
+    # the longest matching stem wins
+    ab = tmp_path / "a_b.mp4"
+    assert pair_outputs([a, ab], [tmp_path / "a_b_x.mp4"])[1][1] == [tmp_path / "a_b_x.mp4"]
+    assert output_group("talk_fs.mp4", "talk.mp4") == "fs"
+    assert output_group("other.mp4", "talk.mp4") == "output"
+    assert output_group("talk.mp4", "talk.mp4") == "output"

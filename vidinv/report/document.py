@@ -1,0 +1,261 @@
+"""Turn analyses into the report document (the content of report.json; schema in ``report.schema.json``).
+
+Numbers in the document follow one convention: a metric is a JSON number, the string ``"inf"`` /
+``"-inf"`` (PSNR of identical images is infinite and is written as such), or ``null`` when it could not
+be computed (no face, no frames, LPIPS unavailable: a ``reason`` field next to it says why).
+Per-frame lists are indexed by *analysed* frame (``frames.frame_index`` gives the original indices).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from vidinv.metrics.identity import cosine_similarity
+from vidinv.metrics.temporal import (
+    adjacent_similarity,
+    flicker,
+    identity_consistency,
+    pairwise_similarity,
+    similarity_to_reference,
+    tg_id,
+    tl_id,
+)
+from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis
+
+__all__ = ["SCHEMA_ID", "jsonable", "stats", "video_entry", "comparison_entry", "build_document"]
+
+#: Value of the document's ``schema`` field (bump on incompatible changes).
+SCHEMA_ID = "vidinv-report/1"
+
+
+def jsonable(x: Any) -> Any:
+    """Recursively convert to JSON types: numpy -> Python, NaN -> None, +-inf -> "inf"/"-inf", Path -> str."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        if math.isnan(f):
+            return None
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return f
+    if x is None or isinstance(x, (int, str)):
+        return x
+    return str(x)
+
+
+def stats(values) -> dict:
+    """Aggregate per-frame values: ``count`` (non-NaN), ``mean``, ``median``, ``min``, ``max``, ``std``.
+
+    Infinite values take part (a mean over frames containing ``inf`` is ``inf``; ``std`` is then NaN).
+    All NaN (or empty) gives count 0 and NaN statistics.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        nan = float("nan")
+        return {"count": 0, "mean": nan, "median": nan, "min": nan, "max": nan, "std": nan}
+    with np.errstate(invalid="ignore"):
+        std = float(np.std(v)) if np.all(np.isfinite(v)) else float("nan")
+        return {"count": int(v.size), "mean": float(np.mean(v)), "median": float(np.median(v)),
+                "min": float(np.min(v)), "max": float(np.max(v)), "std": std}
+
+
+def _nanmean(v) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _video_identity(e: np.ndarray, frame_index: Sequence[int]) -> dict:
+    sims, r = similarity_to_reference(e)
+    pw = pairwise_similarity(e)
+    iu = np.triu_indices(e.shape[0], k=1)
+    valid = np.all(np.isfinite(e), axis=1)
+    return {
+        "consistency": identity_consistency(e),
+        "reference_frame": None if r is None else int(frame_index[r]),
+        "frames_used": int(valid.sum()),
+        "adjacent_similarity_mean": _nanmean(adjacent_similarity(e)),
+        "all_pairs_similarity_mean": _nanmean(pw[iu]) if e.shape[0] > 1 else float("nan"),
+        "similarity_to_reference": sims,
+    }
+
+
+def video_entry(v: VideoAnalysis, vid: str, source_id: str | None = None) -> dict:
+    """Document entry of one analysed video (id ``vid``; ``source_id``: id of the source of an output)."""
+    has = v.has_face
+    track = [None if f is None else f.track_id for f in v.faces]
+    interp = [False if f is None else f.interpolated for f in v.faces]
+    return {
+        "id": vid,
+        "label": v.label,
+        "path": str(v.path),
+        "role": v.role,
+        "source": source_id,
+        "info": v.info,
+        "frames": {
+            "analysed": v.num_frames,
+            "with_face": int(has.sum()),
+            "without_face": int((~has).sum()),
+            "interpolated": int(sum(interp)),
+            "without_face_frames": [int(v.frame_index[i]) for i in np.flatnonzero(~has)],
+            "frame_index": [int(k) for k in v.frame_index],
+            "has_face": has.tolist(),
+            "track_id": track,
+        },
+        "identity": {k: _video_identity(e, v.frame_index) for k, e in v.embeddings.items()},
+        "frontend": v.frontend_stats,
+        "timing": v.timing,
+        "notes": list(v.notes),
+    }
+
+
+def _comparison_identity(s: np.ndarray, o: np.ndarray, same_person: tuple[str, float] | None = None) -> dict:
+    n = min(s.shape[0], o.shape[0])
+    s, o = s[:n], o[:n]
+    vs = np.all(np.isfinite(s), axis=1)
+    vo = np.all(np.isfinite(o), axis=1)
+    both = vs & vo
+    sim = np.full(n, np.nan)
+    if both.any():
+        sim[both] = cosine_similarity(s[both], o[both])
+    s_b = np.where(both[:, None], s, np.nan)
+    o_b = np.where(both[:, None], o, np.nan)
+    ic_s = identity_consistency(s_b)
+    ic_o = identity_consistency(o_b)
+    verdict = None
+    if same_person is not None:
+        metric, thr = same_person
+        if metric != "euclidean":
+            raise ValueError(f"unsupported same-person metric {metric!r}")
+        dist = np.full(n, np.nan)
+        if both.any():
+            dist[both] = np.linalg.norm(s[both].astype(np.float64) - o[both], axis=1)
+        ok = dist[both] < thr
+        verdict = {"metric": metric, "threshold": float(thr), "distance": stats(dist),
+                   "same_person_fraction": float(ok.mean()) if ok.size else float("nan")}
+    return {
+        "similarity": stats(sim),
+        "similarity_per_frame": sim,
+        "consistency_source": ic_s,
+        "consistency_output": ic_o,
+        "consistency_change": ic_o - ic_s,
+        "source_similarity_to_reference": similarity_to_reference(s_b)[0],
+        "output_similarity_to_reference": similarity_to_reference(o_b)[0],
+        "tl_id": tl_id(o, s).as_dict(),
+        "tg_id": tg_id(o, s).as_dict(),
+        "same_person": verdict,
+        "frames_used": int(both.sum()),
+        "excluded_no_face_source": int((~vs).sum()),
+        "excluded_no_face_output": int((vs & ~vo).sum()),
+    }
+
+
+def comparison_entry(p: PairAnalysis, cid: str, source_id: str, output_id: str, crop_size: int,
+                     same_person: dict[str, tuple[str, float] | None] | None = None) -> dict:
+    """Document entry of one source/output comparison (id ``cid``); ``same_person`` maps identity keys to
+    their network's verification rule (:attr:`IdentityEmbedder.same_person`)."""
+    same_person = same_person or {}
+    pf = p.per_frame
+    ks, ko = p.source.num_frames, p.output.num_frames
+    psnr_stats = stats(pf["crop_psnr"])
+    mean_mse = _nanmean(pf["crop_mse"])
+    with np.errstate(divide="ignore"):
+        psnr_stats["from_mean_mse"] = (float("inf") if mean_mse == 0 else
+                                       (10.0 * math.log10(1.0 / mean_mse) if math.isfinite(mean_mse) else float("nan")))
+    fl = flicker(pf["change_output"], pf["change_source"])
+    fl.update({"unit": "8-bit levels (0-255), mean |frame t - frame t-1| inside the face mask",
+               "per_frame": {"source": pf["change_source"], "output": pf["change_output"]}})
+    return {
+        "id": cid,
+        "source": source_id,
+        "output": output_id,
+        "frames": {"source": ks, "output": ko, "compared": p.compared, "count_mismatch": ks != ko,
+                   "identity_frames": min(ks, ko)},
+        "identity": {k: _comparison_identity(p.source.embeddings[k], p.output.embeddings[k], same_person.get(k))
+                     for k in p.source.embeddings if k in p.output.embeddings},
+        "face_crop": {
+            "crop_size": crop_size,
+            "quad": "source front-end quad for both videos",
+            "mse": stats(pf["crop_mse"]),
+            "psnr": psnr_stats,
+            "ssim": stats(pf["crop_ssim"]),
+            "lpips": {"available": p.lpips is not None, "reason": p.lpips_reason,
+                      **(stats(pf["crop_lpips"]) if p.lpips is not None else {})},
+            "per_frame": {"mse": pf["crop_mse"], "psnr": pf["crop_psnr"], "ssim": pf["crop_ssim"],
+                          "lpips": pf["crop_lpips"] if p.lpips is not None else None},
+        },
+        "background": {
+            "psnr": stats(pf["bg_psnr"]),
+            "ssim": stats(pf["bg_ssim"]),
+            "fraction_mean": _nanmean(pf["bg_fraction"]),
+            "per_frame": {"psnr": pf["bg_psnr"], "ssim": pf["bg_ssim"]},
+        },
+        "flicker": fl,
+        "pixel_metrics_reason": p.pixel_reason,
+        "warnings": list(p.warnings),
+    }
+
+
+def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis], options: ReportOptions,
+                   models: dict, plots: Sequence[dict] = (), warnings: Sequence[str] = (),
+                   settings_extra: dict | None = None,
+                   same_person: dict[str, tuple[str, float] | None] | None = None) -> dict:
+    """The whole report document (JSON-ready after :func:`jsonable`).
+
+    Args:
+        videos: every analysed video (sources and outputs), in display order.
+        pairs: the comparisons (their source/output must be in ``videos``).
+        options: the :class:`ReportOptions` used.
+        models: ``{"identity": [describe()...], "lpips": {...}, "notes": [...]}``.
+        plots: ``[{"file", "title", "kind", "videos"}]`` written next to report.json.
+        warnings: report-level warnings.
+        settings_extra: more settings to record (front-end, device...).
+        same_person: identity key -> verification rule of its network (adds ``same_person`` blocks).
+    """
+    from vidinv import __version__
+
+    ids = {id(v): f"v{i}" for i, v in enumerate(videos)}
+    src_of = {id(p.output): ids[id(p.source)] for p in pairs}
+    vids = [video_entry(v, ids[id(v)], src_of.get(id(v))) for v in videos]
+    comps = [comparison_entry(p, f"c{i}", ids[id(p.source)], ids[id(p.output)], options.crop_size, same_person)
+             for i, p in enumerate(pairs)]
+    all_warn = list(warnings) + [w for c in comps for w in c["warnings"]]
+    for v in vids:
+        all_warn.extend(v["notes"])
+        tracks = sorted({t for t in v["frames"]["track_id"] if t is not None})
+        if len(tracks) > 1:
+            all_warn.append(f"{v['label']}: the tracked target face changed during the video (tracks {tracks}); "
+                            f"identity consistency then compares different face tracks")
+        if v["frames"]["without_face"]:
+            all_warn.append(f"{v['label']}: {v['frames']['without_face']} of {v['frames']['analysed']} frames without "
+                            f"a tracked face (excluded from identity metrics)")
+    total_frames = sum(v.num_frames for v in videos)
+    total_s = sum(v.timing.get("total", 0.0) for v in videos)
+    settings = options.as_dict()
+    settings.update(settings_extra or {})
+    return {
+        "schema": SCHEMA_ID,
+        "generator": {"name": "vidinv report", "vidinv_version": __version__,
+                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        "settings": settings,
+        "models": models,
+        "videos": vids,
+        "comparisons": comps,
+        "plots": list(plots),
+        "timing": {"frames": total_frames, "seconds": total_s,
+                   "ms_per_frame": 1000.0 * total_s / total_frames if total_frames else None},
+        "warnings": all_warn,
+    }
