@@ -435,6 +435,14 @@ def _builtin_entries() -> list[WeightFile]:
         licence="public domain (dlib-models)", licence_url="https://github.com/davisking/dlib-models",
         sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         locator="face_recognition_models", hint=frm_hint))
+    e.append(WeightFile(
+        name="dlib_face_recognition_resnet_model_v1.dat", kind="external",
+        description="dlib face-recognition ResNet (128-d identity embedding; offline default of vidinv report)",
+        needed_by="identity metrics (vidinv report)",
+        uses=("eval",), size=22_466_066, size_exact=True,
+        licence="public domain (dlib-models)", licence_url="https://github.com/davisking/dlib-models",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        locator="face_recognition_models", hint=frm_hint))
     return e
 
 
