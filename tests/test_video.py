@@ -69,6 +69,8 @@ def test_writer_round_trip(tmp_path):
     info = probe(out)
     assert (info.width, info.height, info.num_frames, info.codec, info.pix_fmt) == (w, h, n, "h264", "yuv420p")
     assert info.fps == Fraction(30000, 1001) and not info.has_audio
+    # nearest-neighbour chroma upsampling (FFmpeg's default conversion) keeps the inner pixels of each
+    # 8x8 block free of the neighbouring blocks' chroma (accurate_color=True interpolates it)
     back = [f.image for f in read_frames(out)]
     assert len(back) == n
     for a, b in zip(frames, back):
@@ -116,3 +118,19 @@ def test_rotation_is_applied(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError):
         probe("/nonexistent/video.mp4")
+
+
+def test_accurate_color_decode_is_unbiased(tmp_path):
+    """Accurate YUV->RGB conversion removes the ~1.2-level darkening of FFmpeg's fast default: a uniform
+    frame written by VideoWriter decodes to its own colour (within 1 level), the fast path does not."""
+    colours = [(200, 30, 30), (30, 200, 30), (100, 100, 100), (20, 40, 230), (128, 96, 64)]
+    out = tmp_path / "flat.mp4"
+    with VideoWriter(out, 32, 32, fps=25, crf=0, preset="ultrafast") as wr:
+        for c in colours:
+            wr.write(np.zeros((32, 32, 3), np.uint8) + np.array(c, np.uint8))
+    accurate = [f.image[16, 16].astype(int) for f in read_frames(out, accurate_color=True)]
+    fast = [f.image[16, 16].astype(int) for f in read_frames(out)]
+    err_acc = np.abs(np.array(accurate) - np.array(colours))
+    err_fast = np.array(fast) - np.array(colours)
+    assert err_acc.max() <= 1, err_acc
+    assert err_fast.mean() < -0.5  # the fast path's darkening this option exists to avoid

@@ -48,7 +48,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidinv.video import Frame, _normalise_rotation, _open, _rate
+from vidinv.video import ACCURATE_RGB, Frame, _normalise_rotation, _open, _rate
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ def frame_range(path: str | os.PathLike, start: float | None = None, end: float 
 
 def _frame_range(pts: list[int], tb: Fraction, start: float | None, end: float | None) -> range:
     times = [p * tb for p in pts]
-    i0 = 0 if start is None else sum(1 for t in times if t < Fraction(start))
-    i1 = len(times) if end is None else sum(1 for t in times if t < Fraction(end))
+    # seconds as the user wrote them: Fraction("0.4") == 2/5, whereas Fraction(0.4) is the binary float just
+    # above 2/5, which would wrongly keep a frame stamped exactly 0.4 s in [.., 0.4)
+    i0 = 0 if start is None else sum(1 for t in times if t < Fraction(repr(float(start))))
+    i1 = len(times) if end is None else sum(1 for t in times if t < Fraction(repr(float(end))))
     return range(i0, max(i0, i1))
 
 
@@ -371,7 +373,7 @@ class EditedVideoWriter:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         full = self._color_range == 2 or self.pix_fmt.startswith("yuvj")
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self._sws_colorspace,
-                         dst_color_range=2 if full else 1)
+                         dst_color_range=2 if full else 1, interpolation=ACCURATE_RGB)
         vf.pts = pts - self._offset_pts
         vf.time_base = self._tb
         for packet in self._ov.encode(vf):

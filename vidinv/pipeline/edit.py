@@ -275,7 +275,8 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     writer = EditedVideoWriter(plan.src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
                                start=opts.start, end=opts.end)
     frames = writer.frames
-    video = VideoReader(plan.src, start=frames.start, stop=frames.stop)
+    # accurate YUV->RGB: pixels passed through unchanged must survive decode + re-encode without drift
+    video = VideoReader(plan.src, start=frames.start, stop=frames.stop, accurate_color=True)
     stages = []
     if reader is None:
         tracker = Tracker(mode=opts.face)

@@ -97,7 +97,7 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
               for name, p in paths.items()]
     info = probe(src.resolve())
     frames = frame_range(src, opts.start, opts.end)
-    video = VideoReader(src, start=frames.start, stop=frames.stop)
+    video = VideoReader(src, start=frames.start, stop=frames.stop, accurate_color=True)
     result = InvertResult(Path(opts.dst))
     tracks: set[int] = set()
     extra = {"start": opts.start, "end": opts.end, "face": opts.face, "batch_size": opts.batch_size,
