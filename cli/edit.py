@@ -85,11 +85,14 @@ def fail(exc: BaseException) -> None:
 @click.option("--noise", type=click.Choice(["const", "random"]), default="const", show_default=True)
 @click.option("--latent-smoothing", type=float, default=0.0, show_default=True,
               help="Temporal Gaussian sigma (frames) on w and F per track; 0 = off.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the identity/quality report of the output against the input into this folder "
+                   "(as `vidinv report IN OUT -o DIR`).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")
 def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layers, encoder, face, blend, mask,
              batch_size, device, precision, crf, codec, pix_fmt, start, end, weights_dir, fetch, from_inversion, noise,
-             latent_smoothing, quiet, verbose):
+             latent_smoothing, report_dir, quiet, verbose):
     from vidinv.pipeline.edit import EditOptions, plan_edit, run_edit
 
     install_signal_handlers()
@@ -123,3 +126,22 @@ def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layer
                    f"{res.edit}", err=True)
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s, res.step_s)
+    if report_dir is not None:
+        _write_report(plan.src, dst, report_dir, start, end, weights_dir, device, quiet)
+
+
+def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:
+    """``vidinv edit --report``: the report of ``dst`` against the frames of ``src`` it was made from."""
+    from vidinv.mux import frame_range
+    from vidinv.report import run_report
+    from vidinv.report.compute import ReportOptions
+
+    window = frame_range(src, start, end)
+    try:
+        run_report([src], [dst], report_dir, weights_dir=weights_dir,
+                   device=None if device == "auto" else device,
+                   options=ReportOptions(progress=not quiet, source_start=window.start, source_stop=window.stop))
+    except Exception as exc:  # noqa: BLE001 - the edit itself succeeded; say why the report did not
+        fail(RuntimeError(f"{dst} was written, but the report failed: {exc}"))
+    if not quiet:
+        click.echo(f"report: {report_dir}/report.html", err=True)

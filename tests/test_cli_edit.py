@@ -107,3 +107,25 @@ def test_help_shows_strength_table():
     p = subprocess.run([sys.executable, "-m", "cli", "edit", "--help"], capture_output=True, text=True, cwd=REPO,
                        timeout=60)
     assert p.returncode == 0 and "--strength s adds s steps" in p.stdout and "--from-inversion" in p.stdout
+
+
+def test_edit_report_option_writes_the_report(tiny_home, tmp_path):
+    """``vidinv edit --report DIR`` writes the same report as ``vidinv report IN OUT -o DIR`` for its output."""
+    import json
+
+    from vidinv.report.schema import validate
+
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    out, rep = tmp_path / "edited.mp4", tmp_path / "rep"
+    cmd, kw = _vidinv(["edit", str(video), "-o", str(out), "--attr", "smile", "--strength", "2",
+                       "--start", "0", "--end", "0.4", "--report", str(rep), "-q"], tiny_home)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((rep / "report.json").read_text())
+    validate(doc)
+    assert (rep / "report.html").is_file()
+    (cmp,) = doc["comparisons"]
+    videos = {v["id"]: v for v in doc["videos"]}
+    assert Path(videos[cmp["output"]]["path"]).name == "edited.mp4"
+    assert videos[cmp["source"]]["frames"]["analysed"] == 10  # the 0.4 s window at 25 fps, not the whole clip
+    assert videos[cmp["output"]]["frames"]["analysed"] == 10
