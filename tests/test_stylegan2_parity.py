@@ -150,9 +150,8 @@ def test_case_c_feature_injection(run):
         check(out, run.expected[name], name)
 
 
+@pytest.mark.parametrize("run", [1024], indirect=True, ids=["1024"])  # case d is stored at 1024 only
 def test_case_d_edit_fast_path(run):
-    if run.size != 1024:
-        pytest.skip("case d is stored for the 1024 fixture only")
     G = run.G
     w_edit = torch.from_numpy(run.expected["w_edit"])
     G.reset_layer_count()
@@ -164,13 +163,12 @@ def test_case_d_edit_fast_path(run):
         check(out, run.expected[name], name)
 
 
+@pytest.mark.parametrize("run", [1024], indirect=True, ids=["1024"])
 def test_case_d_edit_plain_formula(run):
     """The same edit with full passes: F + feat5(w_edit) - feat5(w), then a feature-injected synthesis.
 
     Done on sample 0 only (two extra full 1024 passes); sample 1 is covered by the fast path.
     """
-    if run.size != 1024:
-        pytest.skip("case d is stored for the 1024 fixture only")
     G = run.G
     w_edit = torch.from_numpy(run.expected["w_edit"][:1])
     with torch.no_grad():
