@@ -178,3 +178,64 @@ def test_load_psp_strict_errors_name_file(tmp_path, small_psp_state):
     with pytest.raises(CheckpointMismatchError, match="bad_shape_psp.pt") as info:
         load_psp(path)
     assert "conv1.conv.weight" in str(info.value)
+
+
+def test_small_encoder_taps_and_sizes():
+    with torch.device("meta"):
+        off = GradualStyleEncoder(n_styles=8)
+        small = GradualStyleEncoder(n_styles=8, widths=(16, 24, 32, 48), blocks=(2, 1, 3, 1), style_dim=64,
+                                    head_width=16)
+    assert (off.tap_c1, off.tap_c2, len(off.body)) == (6, 20, 24)  # IR-SE50 stage ends, as the reference
+    assert (small.tap_c1, small.tap_c2, len(small.body)) == (2, 5, 7)
+    assert small.input_layer[0].weight.shape == (16, 3, 3, 3)
+    assert small.latlayer1.weight.shape == (48, 32, 1, 1) and small.latlayer2.weight.shape == (48, 24, 1, 1)
+    assert small.styles[7].convs[0].weight.shape == (16, 48, 3, 3) and small.styles[7].linear.weight.shape == (64, 16)
+    with pytest.raises(ValueError, match="16"):
+        GradualStyleEncoder(n_styles=1, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))  # SE gate would have 0 channels
+    torch.manual_seed(0)
+    enc = GradualStyleEncoder(n_styles=8, widths=(16, 24, 32, 48), blocks=(2, 1, 3, 1), style_dim=64).eval()
+    taps = {}
+    for i in (2, 5, 6):
+        enc.body[i].register_forward_hook(lambda m, a, out, i=i: taps.__setitem__(i, out.shape))
+    with torch.no_grad():
+        codes = enc(torch.rand(2, 3, 256, 256) * 2 - 1)
+    assert codes.shape == (2, 8, 64)
+    assert taps == {2: (2, 24, 64, 64), 5: (2, 32, 32, 32), 6: (2, 48, 16, 16)}
+
+
+def test_load_small_psp_encoder_infers_sizes(tmp_path):
+    torch.manual_seed(0)
+    enc = GradualStyleEncoder(n_styles=4, mode="ir", widths=(8, 12, 16, 20), blocks=(1, 2, 1, 2), style_dim=512,
+                              head_width=8).eval()
+    sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    path = _save_psp(tmp_path / "small_enc_psp.pt", sd)
+    ck = read_psp_checkpoint(path)
+    assert ck.encoder_arch == {"mode": "ir", "widths": (8, 12, 16, 20), "blocks": (1, 2, 1, 2), "style_dim": 512,
+                               "head_width": 8}
+    got, avg = load_psp_encoder(path)
+    assert (got.widths, got.blocks, got.tap_c1, got.tap_c2) == ((8, 12, 16, 20), (1, 2, 1, 2), 2, 3)
+    assert torch.equal(avg, torch.ones(4, 512))
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(got(x), enc(x))
+
+    # Adjacent stages of equal width hide a stage end: the official sizes are assumed and the strict
+    # load names the file and the differing keys.
+    enc = GradualStyleEncoder(n_styles=4, mode="ir", widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+    path = _save_psp(tmp_path / "ambiguous_psp.pt", {f"encoder.{k}": v for k, v in enc.state_dict().items()})
+    assert read_psp_checkpoint(path).encoder_arch["blocks"] is None
+    with pytest.raises(CheckpointMismatchError, match="ambiguous_psp.pt") as info:
+        load_psp_encoder(path)
+    assert "body." in str(info.value)
+
+
+def test_load_psp_reads_the_tiny_bundle(tmp_path):
+    from tiny_bundle import TINY_PSP_ENCODER, write_tiny_bundle
+
+    path = write_tiny_bundle(tmp_path, directions=False)["psp_ffhq_encode.pt"]
+    net = load_psp(path)  # small encoder and small decoder (max_channels 8, n_mlp 2), sizes read from the file
+    assert (net.encoder.widths, net.encoder.blocks) == (TINY_PSP_ENCODER["widths"], TINY_PSP_ENCODER["blocks"])
+    assert net.decoder.size == 1024 and net.encoder.n_styles == 18
+    with torch.no_grad():
+        img, w = net(torch.zeros(1, 3, 256, 256), return_latents=True)
+    assert img.shape == (1, 3, 256, 256) and w.shape == (1, 18, 512) and torch.isfinite(img).all()

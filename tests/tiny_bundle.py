@@ -6,9 +6,11 @@
 * ``psp_ffhq_encode.pt``: the pSp layout ``{"state_dict": {"decoder.<key>": ...}, "latent_avg": (18, 512),
   "opts": {...}}`` holding a StyleGAN2 generator at 1024 with ``style_dim`` 512, ``n_mlp`` 2 and every
   layer capped at ``max_channels`` (8) channels. Its W+ has the official 18 rows of 512, so every
-  shipped direction (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``) applies unchanged. The file has no
-  ``encoder.*`` entries (pSp's GradualStyleEncoder has no small configuration): ``--encoder psp``
-  cannot run on this bundle and is exercised in-process with a stand-in encoder.
+  shipped direction (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``) applies unchanged. Its ``encoder.*``
+  entries are a small pSp GradualStyleEncoder (:data:`TINY_PSP_ENCODER`: one IR-SE unit per stage of
+  widths 16/24/32/48, map2style convs 16 wide, 18 styles of 512), which
+  :func:`vidinv.models.psp.load_psp_encoder` reads (sizes inferred from the shapes), so ``--encoder psp``
+  runs end to end.
 * ``143_enc.pth``: a Feature-Style encoder state_dict in the official key layout with one block per
   stage, stage widths 8 and F channels 8 (= the generator's channels at 16x16).
 
@@ -25,6 +27,8 @@ import torch
 
 TINY_MAX_CHANNELS = 8
 TINY_ENCODER = {"widths": (8, 8, 8, 8), "depths": (1, 1, 1, 1), "stem_width": 8, "content_channels": 8}
+# Adjacent stage widths differ so that the stage ends can be read back from the file's shapes; SE gates need >= 16.
+TINY_PSP_ENCODER = {"widths": (16, 24, 32, 48), "blocks": (1, 1, 1, 1), "style_dim": 512, "head_width": 16}
 
 
 def tiny_generator(seed: int = 0):
@@ -53,6 +57,15 @@ def tiny_fs_encoder(seed: int = 1):
     return enc.eval()
 
 
+def tiny_psp_encoder(n_styles: int = 18, seed: int = 3):
+    """A :class:`~vidinv.models.psp.GradualStyleEncoder` with :data:`TINY_PSP_ENCODER` sizes, default
+    initialisation (W+ offsets of a few hundredths around latent_avg), eval mode."""
+    from vidinv.models.psp import GradualStyleEncoder
+
+    torch.manual_seed(seed)
+    return GradualStyleEncoder(n_styles=n_styles, **TINY_PSP_ENCODER).eval()
+
+
 def write_tiny_bundle(home: str | Path, directions: bool = True) -> dict[str, Path]:
     """Write the tiny bundle into ``home`` (a VIDINV_HOME); return ``{registry name: path}``."""
     home = Path(home)
@@ -62,6 +75,7 @@ def write_tiny_bundle(home: str | Path, directions: bool = True) -> dict[str, Pa
     with torch.no_grad():
         latent_avg = G.mean_latent(256, generator=torch.Generator().manual_seed(2))[0]
     sd = {f"decoder.{k}": v.clone() for k, v in G.state_dict().items()}
+    sd.update({f"encoder.{k}": v.clone() for k, v in tiny_psp_encoder(G.n_latent).state_dict().items()})
     psp = {"state_dict": sd, "latent_avg": latent_avg.repeat(18, 1).clone(),
            "opts": {"output_size": 1024, "encoder_type": "GradualStyleEncoder", "start_from_latent_avg": True,
                     "input_nc": 3, "learn_in_w": False}}

@@ -9,11 +9,9 @@ config (``loss.use_id``, ``loss.use_parsing``, ``loss.use_lpips``; ``--no-*-loss
 Encoders (:func:`build_fs_encoder`, :func:`build_psp_encoder`) are instances of the official classes
 :class:`vidinv.models.fs_encoder.FeatureStyleEncoder` and :class:`vidinv.models.psp.GradualStyleEncoder`.
 With the default (official) architecture their ``state_dict`` has the official layout. Other
-widths/depths (small encoders for tests and experiments): the Feature-Style encoder's constructor takes
-them (and :func:`vidinv.models.fs_encoder.load_fs_encoder` infers them from a file); the pSp encoder is
-given the same sub-module structure with other sizes (input layer, IR-SE body, feature-pyramid laterals
-and map2style heads), so ``forward`` is the official one; such pSp encoders cannot be read by
-:func:`vidinv.models.psp.load_psp`, which builds IR-SE50.
+widths/depths (small encoders for tests and experiments): both constructors take them, and
+:func:`vidinv.models.fs_encoder.load_fs_encoder` / :func:`vidinv.models.psp.load_psp_encoder` infer
+them from a file.
 """
 from __future__ import annotations
 
@@ -23,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from training.config import FSTrainConfig, PSPTrainConfig, WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
 from vidinv.models.iresnet import IResNet
-from vidinv.models.irse import BottleneckIRSE, IRSE50Backbone
-from vidinv.models.psp import GradualStyleBlock, GradualStyleEncoder
+from vidinv.models.irse import IRSE50Backbone
+from vidinv.models.psp import GradualStyleEncoder
 from vidinv.models.stylegan2 import Generator, load_generator
 
 log = logging.getLogger(__name__)
@@ -190,12 +187,6 @@ def is_official_arch(widths, blocks) -> bool:
     return tuple(widths) == OFFICIAL_WIDTHS and tuple(blocks) == OFFICIAL_BLOCKS
 
 
-def _no_meta(module: nn.Module, what: str) -> None:
-    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-    if left:  # pragma: no cover - guards the sub-module replacement below
-        raise RuntimeError(f"{what}: sub-modules left unbuilt: {left[:4]}")
-
-
 def build_fs_encoder(n_styles: int, style_dim: int, feature_channels: int, widths=OFFICIAL_WIDTHS,
                      blocks=OFFICIAL_BLOCKS, input_size: int = 256, stride: int = 2) -> FeatureStyleEncoder:
     """A :class:`FeatureStyleEncoder` (``fs_encoder_v2``) of the given sizes.
@@ -231,37 +222,20 @@ def build_psp_encoder(n_styles: int, style_dim: int = 512, widths=OFFICIAL_WIDTH
 
     The official encoder (``psp_ffhq_encode.pt``) is IR-SE50 (``widths (64, 128, 256, 512)``,
     ``blocks (3, 4, 14, 3)``) with 512-wide styles; it is built by the class's constructor. Other sizes
-    keep the structure: input layer (conv3x3 3->w0, BN, PReLU), IR-SE units (the first of each stage
-    with stride 2), taps c1/c2/c3 at the ends of stages 2/3/4, laterals ``latlayer1`` (w2->w3) and
-    ``latlayer2`` (w1->w3), and map2style heads ``GradualStyleBlock(w3, style_dim, 16|32|64)``.
-    The input stays (B, 3, 256, 256).
+    keep the structure (the class's ``widths``/``blocks``/``style_dim`` arguments): input layer (conv3x3
+    3->w0, BN, PReLU), IR-SE units (the first of each stage with stride 2), taps c1/c2/c3 at the ends of
+    stages 2/3/4, laterals ``latlayer1`` (w2->w3) and ``latlayer2`` (w1->w3), and map2style heads
+    ``GradualStyleBlock(w3, style_dim, 16|32|64)``. The input stays (B, 3, 256, 256). Such encoders
+    load with :func:`vidinv.models.psp.load_psp_encoder` (sizes inferred from the file) when adjacent
+    stage widths differ.
 
     Returns:
         The encoder (train mode, CPU, float32) producing (B, n_styles, style_dim) codes.
     """
     if is_official_arch(widths, blocks) and style_dim == 512:
         return GradualStyleEncoder(50, "ir_se", n_styles=n_styles)
-    w = [int(x) for x in widths]
-    with torch.device("meta"):
-        enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles)
-    enc.input_layer = nn.Sequential(nn.Conv2d(3, w[0], (3, 3), 1, 1, bias=False), nn.BatchNorm2d(w[0]),
-                                    nn.PReLU(w[0]))
-    units, ends, in_c = [], [], w[0]
-    for depth, n in zip(w, blocks):
-        units.append(BottleneckIRSE(in_c, depth, 2))
-        units.extend(BottleneckIRSE(depth, depth, 1) for _ in range(int(n) - 1))
-        ends.append(len(units) - 1)
-        in_c = depth
-    enc.body = nn.Sequential(*units)
-    enc.tap_c1, enc.tap_c2 = ends[1], ends[2]
-    enc.styles = nn.ModuleList()
-    for i in range(n_styles):
-        spatial = 16 if i < enc.coarse_ind else 32 if i < enc.middle_ind else 64
-        enc.styles.append(GradualStyleBlock(w[3], int(style_dim), spatial))
-    enc.latlayer1 = nn.Conv2d(w[2], w[3], kernel_size=1, stride=1, padding=0)
-    enc.latlayer2 = nn.Conv2d(w[1], w[3], kernel_size=1, stride=1, padding=0)
-    _no_meta(enc, "pSp encoder")
-    return enc
+    return GradualStyleEncoder(50, "ir_se", n_styles=n_styles, widths=tuple(int(x) for x in widths),
+                               blocks=tuple(int(n) for n in blocks), style_dim=int(style_dim))
 
 
 def init_fs_encoder_from_arcface(enc: FeatureStyleEncoder, arcface: IResNet) -> None:

@@ -114,42 +114,59 @@ class BottleneckIRSE(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def irse_unit_specs(num_layers: int) -> list[tuple[int, int, int]]:
-    """``(in_channel, depth, stride)`` of every unit of an IR(-SE) network of ``num_layers`` (50, 100, 152).
+def irse_unit_specs(num_layers: int = 50, *, widths=_STAGE_DEPTHS, blocks=None) -> list[tuple[int, int, int]]:
+    """``(in_channel, depth, stride)`` of every unit of an IR(-SE) network.
+
+    Args:
+        num_layers: 50, 100 or 152; picks the units per stage when ``blocks`` is None.
+        widths: channels of the 4 stages (official ``(64, 128, 256, 512)``); the stem has ``widths[0]``.
+        blocks: units per stage (4 positive ints), or None for the ``num_layers`` preset (50 → (3, 4, 14, 3)).
 
     Raises:
-        ValueError: unsupported depth.
+        ValueError: unsupported depth, or widths/blocks not 4 positive ints.
     """
-    if num_layers not in _STAGE_UNITS:
-        raise ValueError(f"IR-SE networks have 50, 100 or 152 layers, not {num_layers}")
+    if blocks is None:
+        if num_layers not in _STAGE_UNITS:
+            raise ValueError(f"IR-SE networks have 50, 100 or 152 layers, not {num_layers}")
+        blocks = _STAGE_UNITS[num_layers]
+    widths, blocks = tuple(int(w) for w in widths), tuple(int(n) for n in blocks)
+    if len(widths) != 4 or len(blocks) != 4 or min(widths) < 1 or min(blocks) < 1:
+        raise ValueError(f"IR-SE stages need 4 positive widths and 4 positive unit counts, got {widths}, {blocks}")
     specs = []
-    in_c = 64
-    for depth, n in zip(_STAGE_DEPTHS, _STAGE_UNITS[num_layers]):
+    in_c = widths[0]
+    for depth, n in zip(widths, blocks):
         specs.append((in_c, depth, 2))
         specs.extend((depth, depth, 1) for _ in range(n - 1))
         in_c = depth
     return specs
 
 
-def make_input_layer(input_nc: int = 3) -> nn.Sequential:
-    """Stem ``Sequential(Conv2d(input_nc, 64, 3x3, pad 1, no bias), BatchNorm2d(64), PReLU(64))`` (keys ``0``, ``1``, ``2``)."""
-    return nn.Sequential(nn.Conv2d(input_nc, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+def make_input_layer(input_nc: int = 3, width: int = 64) -> nn.Sequential:
+    """Stem ``Sequential(Conv2d(input_nc, width, 3x3, pad 1, no bias), BatchNorm2d(width), PReLU(width))``
+    (keys ``0``, ``1``, ``2``; official width 64)."""
+    return nn.Sequential(nn.Conv2d(input_nc, width, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(width),
+                         nn.PReLU(width))
 
 
-def make_irse_body(num_layers: int = 50, mode: str = "ir_se") -> nn.Sequential:
+def make_irse_body(num_layers: int = 50, mode: str = "ir_se", *, widths=_STAGE_DEPTHS, blocks=None) -> nn.Sequential:
     """The stack of units (keys ``<i>.*``); 50 layers → 24 units, output 512 channels at 1/16 resolution.
 
     Args:
-        num_layers: 50, 100 or 152.
+        num_layers: 50, 100 or 152 (used when ``blocks`` is None).
         mode: ``"ir_se"`` (with SE gates, all official pSp/ID-loss files) or ``"ir"``.
+        widths, blocks: stage sizes, see :func:`irse_unit_specs` (defaults: the official ones). SE gates
+            reduce by 16, so ``"ir_se"`` needs every width >= 16.
 
     Raises:
-        ValueError: unknown ``mode`` or ``num_layers``.
+        ValueError: unknown ``mode`` or ``num_layers``, bad widths/blocks.
     """
     if mode not in ("ir", "ir_se"):
         raise ValueError(f"mode must be 'ir' or 'ir_se', not {mode!r}")
     use_se = mode == "ir_se"
-    return nn.Sequential(*[BottleneckIRSE(i, d, s, use_se) for i, d, s in irse_unit_specs(num_layers)])
+    specs = irse_unit_specs(num_layers, widths=widths, blocks=blocks)
+    if use_se and min(d for _, d, _ in specs) < 16:
+        raise ValueError(f"IR-SE units reduce channels by 16 in the SE gate; widths {tuple(widths)} need to be >= 16")
+    return nn.Sequential(*[BottleneckIRSE(i, d, s, use_se) for i, d, s in specs])
 
 
 def id_loss_crop(x256: torch.Tensor) -> torch.Tensor:

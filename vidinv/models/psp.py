@@ -32,6 +32,7 @@ from torch import nn
 from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
 from vidinv.models.irse import make_input_layer, make_irse_body
 from vidinv.models.stylegan2 import EqualLinear, Generator
+from vidinv.models.stylegan2 import infer_generator_config
 
 __all__ = [
     "GradualStyleBlock",
@@ -42,6 +43,7 @@ __all__ = [
     "read_psp_checkpoint",
     "load_psp",
     "load_psp_encoder",
+    "infer_psp_encoder_arch",
     "SUPPORTED_ENCODER_TYPES",
 ]
 
@@ -70,23 +72,26 @@ class GradualStyleBlock(nn.Module):
         in_c: input channels.
         out_c: style width (512).
         spatial: input resolution s (16, 32 or 64 in pSp).
+        hidden: channels of the convs (None: ``out_c``, as the reference); ``linear`` is then
+            ``EqualLinear(hidden, out_c)``. Smaller values give small test/experiment heads.
     """
 
-    def __init__(self, in_c: int, out_c: int, spatial: int):
+    def __init__(self, in_c: int, out_c: int, spatial: int, hidden: int | None = None):
         super().__init__()
         self.out_c = out_c
+        self.hidden = out_c if hidden is None else int(hidden)
         num_pools = int(round(math.log2(spatial)))
         layers: list[nn.Module] = []
         for i in range(num_pools):
-            layers += [nn.Conv2d(in_c if i == 0 else out_c, out_c, kernel_size=3, stride=2, padding=1),
+            layers += [nn.Conv2d(in_c if i == 0 else self.hidden, self.hidden, kernel_size=3, stride=2, padding=1),
                        nn.LeakyReLU(0.01)]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_c, out_c, lr_mul=1)
+        self.linear = EqualLinear(self.hidden, out_c, lr_mul=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, in_c, spatial, spatial) → (B, out_c)."""
         x = self.convs(x)
-        return self.linear(x.reshape(x.shape[0], self.out_c))
+        return self.linear(x.reshape(x.shape[0], self.hidden))
 
 
 class GradualStyleEncoder(nn.Module):
@@ -96,38 +101,54 @@ class GradualStyleEncoder(nn.Module):
     (621 entries for 50 layers, IR-SE, 18 styles): ``input_layer.*``, ``body.<0..23>.*``,
     ``styles.<0..n_styles-1>.{convs,linear}.*``, ``latlayer1.*``, ``latlayer2.*``.
 
+    Other sizes (small encoders for tests and experiments) keep the structure: stem of ``widths[0]``
+    channels, IR(-SE) stages of ``widths`` x ``blocks`` units (first unit of each stride 2), taps c1/c2/c3
+    at the ends of stages 2/3/4, laterals ``latlayer1`` (widths[2] → widths[3]) and ``latlayer2``
+    (widths[1] → widths[3]), heads ``GradualStyleBlock(widths[3], style_dim, 16|32|64, head_width)``.
+
     Args:
-        num_layers: IR-SE depth; only 50 (every official pSp file) is defined.
+        num_layers: IR-SE depth; only 50 (every official pSp file) is defined (used when ``blocks`` is None).
         mode: ``"ir_se"`` (official) or ``"ir"`` (no SE gates).
         n_styles: number of styles, ``2*log2(output_size) - 2`` (18 for 1024, 14 for 256).
         input_nc: input channels (3 for RGB faces).
+        widths: channels of the 4 body stages (official ``(64, 128, 256, 512)``).
+        blocks: units per stage, or None for the ``num_layers`` preset (50 → ``(3, 4, 14, 3)``).
+        style_dim: width of each style (W+ row), 512 for StyleGAN2 FFHQ.
+        head_width: channels of the map2style convs (None: ``style_dim``, the official heads).
 
     Raises:
-        ValueError: ``num_layers`` other than 50, unknown ``mode``, ``n_styles < 1``.
+        ValueError: ``num_layers`` other than 50 without ``blocks``, unknown ``mode``, ``n_styles < 1``,
+            bad widths/blocks (SE gates need widths >= 16).
     """
 
     coarse_ind = 3
     middle_ind = 7
-    tap_c1 = 6  # last unit of the 128-channel stage: c1 (B, 128, 64, 64)
-    tap_c2 = 20  # last unit of the 256-channel stage: c2 (B, 256, 32, 32)
 
-    def __init__(self, num_layers: int = 50, mode: str = "ir_se", n_styles: int = 18, input_nc: int = 3):
+    def __init__(self, num_layers: int = 50, mode: str = "ir_se", n_styles: int = 18, input_nc: int = 3, *,
+                 widths=(64, 128, 256, 512), blocks=None, style_dim: int = 512, head_width: int | None = None):
         super().__init__()
         if n_styles < 1:
             raise ValueError(f"n_styles must be positive, not {n_styles}")
         self.n_styles = n_styles
         self.input_nc = input_nc
-        if num_layers != 50:
+        if blocks is None and num_layers != 50:
             # The reference taps units 6, 20 and 23, which are the stage ends only for 50 layers.
             raise ValueError(f"GradualStyleEncoder is defined for a 50-layer IR-SE body, not {num_layers}")
-        self.input_layer = make_input_layer(input_nc)
-        self.body = make_irse_body(num_layers, mode)
+        widths = tuple(int(w) for w in widths)
+        self.input_layer = make_input_layer(input_nc, widths[0])
+        self.body = make_irse_body(num_layers, mode, widths=widths, blocks=blocks)
+        self.widths = widths
+        self.blocks = tuple(int(n) for n in blocks) if blocks is not None else (3, 4, 14, 3)
+        self.style_dim = int(style_dim)
+        ends = [sum(self.blocks[:i + 1]) - 1 for i in range(4)]
+        # c1: end of stage 2 (B, w1, 64, 64); c2: end of stage 3 (B, w2, 32, 32); c3: last unit (IR-SE50: 6, 20, 23)
+        self.tap_c1, self.tap_c2 = ends[1], ends[2]
         self.styles = nn.ModuleList()
         for i in range(n_styles):
             spatial = 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64
-            self.styles.append(GradualStyleBlock(512, 512, spatial))
-        self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1, stride=1, padding=0)
-        self.latlayer2 = nn.Conv2d(128, 512, kernel_size=1, stride=1, padding=0)
+            self.styles.append(GradualStyleBlock(widths[3], self.style_dim, spatial, head_width))
+        self.latlayer1 = nn.Conv2d(widths[2], widths[3], kernel_size=1, stride=1, padding=0)
+        self.latlayer2 = nn.Conv2d(widths[1], widths[3], kernel_size=1, stride=1, padding=0)
 
     @staticmethod
     def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -141,7 +162,7 @@ class GradualStyleEncoder(nn.Module):
                 Normalize(0.5, 0.5)), any device; the module must be on the same device/dtype.
 
         Returns:
-            codes (B, n_styles, 512): W+ *before* adding latent_avg (see :class:`PSP`).
+            codes (B, n_styles, style_dim): W+ *before* adding latent_avg (see :class:`PSP`).
 
         Raises:
             ValueError: wrong input shape (the heads assume 256x256 input).
@@ -156,7 +177,7 @@ class GradualStyleEncoder(nn.Module):
                 c1 = x
             elif i == self.tap_c2:
                 c2 = x
-        c3 = x  # output of the last unit (index 23)
+        c3 = x  # output of the last unit (index 23 in IR-SE50)
         latents = [self.styles[j](c3) for j in range(min(self.coarse_ind, self.n_styles))]
         if self.n_styles > self.coarse_ind:
             p2 = self._upsample_add(c3, self.latlayer1(c2))
@@ -260,6 +281,9 @@ class PSPCheckpoint:
         n_styles: ``2*log2(output_size) - 2``.
         input_nc: encoder input channels (``opts['input_nc']``, default 3).
         start_from_latent_avg: add latent_avg to the codes.
+        encoder_arch: :class:`GradualStyleEncoder` keyword arguments inferred from the ``encoder.`` keys and
+            shapes (``mode``, ``widths``, ``blocks``, ``style_dim``, ``head_width``; see
+            :func:`infer_psp_encoder_arch`). Official file → the official IR-SE50 sizes.
     """
 
     path: str
@@ -271,6 +295,46 @@ class PSPCheckpoint:
     n_styles: int = 18
     input_nc: int = 3
     start_from_latent_avg: bool = True
+    encoder_arch: dict = field(default_factory=dict)
+
+
+def infer_psp_encoder_arch(encoder_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """:class:`GradualStyleEncoder` sizes from a pSp ``encoder.`` state_dict (prefix removed).
+
+    Read from the shapes: ``body.<i>.res_layer.1.weight`` (depth, in_channel, 3, 3) of every unit (a stage
+    starts at unit 0 and wherever in_channel != depth), SE gates from ``res_layer.5`` keys, style width
+    and head conv width from ``styles.0.linear.weight`` (style_dim, head_width). When the body does not
+    show exactly 4 stages (adjacent stages of equal width, or a damaged file) the official sizes are
+    returned, so that a strict load reports the differing keys/shapes.
+
+    Returns:
+        ``{"mode", "widths", "blocks", "style_dim", "head_width"}`` (``blocks`` None and ``head_width``
+        None for the official IR-SE50 heads).
+    """
+    arch: dict[str, Any] = {"mode": "ir_se", "widths": (64, 128, 256, 512), "blocks": None, "style_dim": 512,
+                            "head_width": None}
+    units = []
+    i = 0
+    while isinstance(encoder_state.get(f"body.{i}.res_layer.1.weight"), torch.Tensor):
+        w = encoder_state[f"body.{i}.res_layer.1.weight"]
+        if w.ndim != 4:
+            break
+        units.append((int(w.shape[1]), int(w.shape[0])))
+        i += 1
+    if units:
+        arch["mode"] = "ir_se" if any(k.startswith("body.") and ".res_layer.5." in k for k in encoder_state) else "ir"
+        starts = [0] + [j for j, (cin, depth) in enumerate(units) if j > 0 and cin != depth]
+        if len(starts) == 4:
+            widths = tuple(units[j][1] for j in starts)
+            blocks = tuple(b - a for a, b in zip(starts, starts[1:] + [len(units)]))
+            if (widths, blocks) != ((64, 128, 256, 512), (3, 4, 14, 3)):
+                arch["widths"], arch["blocks"] = widths, blocks
+    lin = encoder_state.get("styles.0.linear.weight")
+    if isinstance(lin, torch.Tensor) and lin.ndim == 2:
+        arch["style_dim"] = int(lin.shape[0])
+        if int(lin.shape[1]) != int(lin.shape[0]):
+            arch["head_width"] = int(lin.shape[1])
+    return arch
 
 
 def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
@@ -330,17 +394,21 @@ def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
     elif start:
         raise CheckpointError(f"{path}: opts say start_from_latent_avg=True but the file has no latent_avg")
     return PSPCheckpoint(str(path), encoder_state, decoder_state, latent_avg, opts, output_size, n_styles,
-                         input_nc, start)
+                         input_nc, start, infer_psp_encoder_arch(encoder_state))
 
 
-def _encoder_for_loading(n_styles: int, input_nc: int) -> GradualStyleEncoder:
+def _encoder_for_loading(n_styles: int, input_nc: int, arch: Mapping[str, Any] | None = None) -> GradualStyleEncoder:
     """An encoder with uninitialised CPU storage, to be filled by a strict load (skips ~1 GB of random init).
 
     Safe because every parameter and buffer of :class:`GradualStyleEncoder` is in its state_dict,
     so :func:`load_strict` overwrites all of them.
     """
     with torch.device("meta"):
-        enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles, input_nc=input_nc)
+        arch = dict(arch or {})
+        try:
+            enc = GradualStyleEncoder(50, arch.pop("mode", "ir_se"), n_styles=n_styles, input_nc=input_nc, **arch)
+        except ValueError:  # sizes no encoder can have (damaged file): build the official one, the strict load names the keys
+            enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles, input_nc=input_nc)
     return enc.to_empty(device="cpu")
 
 
@@ -356,7 +424,7 @@ def load_psp_encoder(path: str | os.PathLike) -> tuple[GradualStyleEncoder, torc
             name the file and the first missing/unexpected keys.
     """
     ck = read_psp_checkpoint(path)
-    enc = _encoder_for_loading(ck.n_styles, ck.input_nc)
+    enc = _encoder_for_loading(ck.n_styles, ck.input_nc, ck.encoder_arch)
     load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
     return enc.eval(), (ck.latent_avg if ck.start_from_latent_avg else None)
 
@@ -364,16 +432,23 @@ def load_psp_encoder(path: str | os.PathLike) -> tuple[GradualStyleEncoder, torc
 def load_psp(path: str | os.PathLike) -> PSP:
     """Load a full pSp network (encoder + StyleGAN2 decoder + latent_avg), strictly, in eval mode on CPU.
 
-    The decoder is ``Generator(output_size, 512, 8, channel_multiplier=2)`` as pSp builds it.
+    The decoder is ``Generator(output_size, 512, 8, channel_multiplier=2)`` as pSp builds it for the
+    official files; style_dim, n_mlp, channel multiplier and max_channels are read from the decoder keys
+    and shapes (as :func:`vidinv.models.stylegan2.load_generator` does), so small test bundles load too.
 
     Raises:
         CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; each half is loaded
             with :func:`vidinv.checkpoints.load_strict` (errors name the file and keys).
     """
     ck = read_psp_checkpoint(path)
-    enc = _encoder_for_loading(ck.n_styles, ck.input_nc)
+    enc = _encoder_for_loading(ck.n_styles, ck.input_nc, ck.encoder_arch)
     load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
-    dec = Generator(ck.output_size, 512, 8, channel_multiplier=2)
+    try:  # the decoder's sizes as vidinv.models.stylegan2.load_generator infers them (official file: 512, 8, 2)
+        cfg = infer_generator_config(ck.decoder_state, ck.path)
+    except CheckpointError:  # no usable decoder keys: the official one, the strict load names the keys
+        cfg = {"style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "max_channels": 512}
+    dec = Generator(ck.output_size, cfg["style_dim"], cfg["n_mlp"], channel_multiplier=cfg["channel_multiplier"],
+                    max_channels=cfg["max_channels"])
     load_strict(dec, ck.decoder_state, ck.path, "pSp decoder (StyleGAN2 generator)")
     net = PSP(enc, dec, ck.latent_avg, start_from_latent_avg=ck.start_from_latent_avg)
     return net.eval()

@@ -52,6 +52,7 @@ __all__ = [
     "edit_image",
     "edit_layer_count",
     "load_generator",
+    "infer_generator_config",
     "make_kernel",
 ]
 
@@ -692,8 +693,21 @@ def _generator_state_dict(ckpt: Any, source: str) -> tuple[dict[str, torch.Tenso
         f"state_dict (keys 'style.1.weight', 'conv1.conv.weight', ...); top-level keys: {list(ckpt)[:8]}")
 
 
-def _infer_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int]:
-    """Infer size, style_dim, n_mlp, channel_multiplier and max_channels from a generator state_dict."""
+def infer_generator_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int]:
+    """Infer size, style_dim, n_mlp, channel_multiplier and max_channels from a generator state_dict.
+
+    Args:
+        sd: the generator's tensors under the official key names (``style.*``, ``conv1.*``, ``convs.*``,
+            ``to_rgbs.*``, ``noises.*``).
+        source: the file, named in errors.
+
+    Returns:
+        The :class:`Generator` constructor arguments (``size``, ``style_dim``, ``n_mlp``,
+        ``channel_multiplier``, ``max_channels``).
+
+    Raises:
+        CheckpointError: ``sd`` is not a StyleGAN2 generator state_dict.
+    """
     rgb = [int(m.group(1)) for k in sd if (m := _TORGB.match(k))]
     if "conv1.conv.weight" not in sd or "input.input" not in sd:
         raise CheckpointError(f"{source}: not a StyleGAN2 generator state_dict (no 'conv1.conv.weight' / "
@@ -761,7 +775,7 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
     source = str(path)
     ckpt = read_checkpoint(path, allow_pickle=allow_pickle)
     sd, latent_avg = _generator_state_dict(ckpt, source)
-    cfg = _infer_config(sd, source)
+    cfg = infer_generator_config(sd, source)
     for name, val in (("size", size), ("channel_multiplier", channel_multiplier), ("style_dim", style_dim),
                       ("n_mlp", n_mlp), ("max_channels", max_channels)):
         if val is not None:
