@@ -5,9 +5,9 @@
   file with an HTTP ``Range: bytes=N-`` request (a server that ignores ``Range`` and answers 200 makes
   the download restart from zero; one that answers 416 for a ``.part`` already complete is taken as
   done). Interruptions in the middle of the body are retried (``retries``) from where they stopped.
-* Google Drive files are downloaded with ``gdown`` when it is installed (extra ``gdrive``), which
-  handles Drive's confirm token for large files. Without gdown, or when Drive refuses, the error says
-  how to download the file in a browser.
+* Google Drive files are downloaded with ``gdown`` (a dependency of vidinv), which handles Drive's
+  confirm token for large files. When gdown is missing from the environment, or when Drive refuses
+  (quota, permission), the error says how to download the file in a browser.
 * A complete download is checked before it is moved to its final name: sha256 where known (a
   mismatch moves it aside to ``<final>.rejected`` and raises :class:`ChecksumError`), then the
   entry's structure check (its strict loader; a failure also moves it aside and raises
@@ -252,11 +252,11 @@ def _manual_instructions(entry: WeightFile, final: Path) -> str:
 
 def _gdrive_download(entry: WeightFile, staging: Path, final: Path, quiet: bool) -> Path:
     try:
-        import gdown  # optional dependency (extra `gdrive`)
+        import gdown  # a dependency of vidinv (pyproject.toml); imported lazily
     except ImportError as exc:
         raise FetchError(
-            f"{entry.name} is on Google Drive and gdown is not installed (pip install 'vidinv[gdrive]').\n"
-            + _manual_instructions(entry, final)) from exc
+            f"{entry.name} is on Google Drive and gdown, a vidinv dependency, is missing from this environment "
+            "(pip install gdown, or reinstall vidinv).\n" + _manual_instructions(entry, final)) from exc
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         out = gdown.download(id=entry.gdrive_id, output=str(staging), quiet=quiet or not _progress_enabled(False),
