@@ -20,6 +20,12 @@ container's overhead; they are good to a few percent. The Google Drive ids and f
 the papers' READMEs and download scripts (Feature-Style encoder ``download_models.sh``, pSp and e4e
 READMEs); direction URLs are raw files of the public GitHub repositories.
 
+Licences: every entry carries a short ``licence`` label (the LICENCE column of ``vidinv weights
+list``), a longer ``licence_note`` quoting or summarising the source's own licence file, and a
+``terms`` category (:data:`TERMS`) from which :attr:`WeightFile.restricted` follows; the restricted-use
+count of ``vidinv weights list`` is computed from it. vidinv's own code is MIT (the repository's
+``LICENSE``); none of the files below is covered by it.
+
 Registry access: :func:`get`, :func:`all_files`, :func:`names`, :func:`files_for`, :data:`USES`;
 :func:`register` / :func:`unregister` / :func:`registered` add entries (tests, plug-ins).
 """
@@ -35,6 +41,8 @@ __all__ = [
     "WeightFile",
     "UnknownWeightError",
     "USES",
+    "TERMS",
+    "RESTRICTED_TERMS",
     "GDRIVE_VIEW",
     "GDRIVE_DOWNLOAD",
     "get",
@@ -50,6 +58,7 @@ __all__ = [
 ]
 
 Kind = Literal["weights", "direction", "external"]
+Terms = Literal["permissive", "non-commercial", "research-only", "check-terms", "unknown"]
 Checker = Union[str, Callable[..., object], None]
 
 #: Browser URL of a Google Drive file (what a person opens to download it by hand).
@@ -69,6 +78,19 @@ USES: dict[str, str] = {
     "super-resolution": "pSp super-resolution model (CelebA-HQ)",
     "frontalization": "pSp face frontalization model (FFHQ)",
 }
+
+
+#: The ``terms`` categories of :class:`WeightFile` and what each means.
+TERMS: dict[str, str] = {
+    "permissive": "the source's licence allows commercial use (MIT, BSD, public domain)",
+    "non-commercial": "the licence, or the stated terms of the data the file derives from, excludes commercial use",
+    "research-only": "the licence allows research use only",
+    "check-terms": "the file's own licence is permissive, but its training data or the weights' terms are "
+                   "stated elsewhere: read the note and the source",
+    "unknown": "no licence information recorded",
+}
+#: ``terms`` values that restrict use (counted by ``vidinv weights list``).
+RESTRICTED_TERMS: frozenset[str] = frozenset({"non-commercial", "research-only"})
 
 
 class UnknownWeightError(KeyError):
@@ -92,7 +114,8 @@ class WeightFile:
         size: size in bytes; approximate unless ``size_exact``; None when unknown.
         size_exact: True when ``size`` is the exact byte count of the official file.
         licence: short licence / terms of use (a column of ``vidinv weights list``).
-        licence_note: longer note (who grants it, dataset terms).
+        licence_note: longer note (who grants it, dataset terms), from the source's own licence file.
+        terms: category of the terms of use, a key of :data:`TERMS`; :attr:`restricted` follows from it.
         licence_file: name of the licence file shipped with the source (for directions, the
             ``LICENSE-*`` files of the test data), or None.
         licence_url: where that licence text is published, or None.
@@ -120,6 +143,7 @@ class WeightFile:
     size_exact: bool
     licence: str
     licence_note: str = ""
+    terms: Terms = "unknown"
     licence_file: str | None = None
     licence_url: str | None = None
     url: str | None = None
@@ -141,9 +165,16 @@ class WeightFile:
             object.__setattr__(self, "sha256", self.sha256.lower())
             if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
                 raise ValueError(f"{self.name}: sha256 must be 64 hex digits")
+        if self.terms not in TERMS:
+            raise ValueError(f"{self.name}: terms must be one of {sorted(TERMS)}, not {self.terms!r}")
         unknown = [u for u in self.uses if u not in USES]
         if unknown:
             raise ValueError(f"{self.name}: unknown use tag(s) {unknown}; known: {sorted(USES)}")
+
+    @property
+    def restricted(self) -> bool:
+        """True when the terms restrict use (``terms`` is ``"non-commercial"`` or ``"research-only"``)."""
+        return self.terms in RESTRICTED_TERMS
 
     @property
     def fetchable(self) -> bool:
@@ -187,24 +218,52 @@ def format_size(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Licence texts (short form for the table; notes for `vidinv weights list --long`)
+# Licence texts (short form for the table; notes for `vidinv weights list --long`). Every statement comes
+# from the source's own licence file or README, named in the note; where only the source can tell, the
+# note says "see <url>".
 
-_NC_FFHQ = "non-commercial (NVIDIA SCL-NC; FFHQ CC BY-NC-SA 4.0)"
-_NC_FFHQ_NOTE = ("Derived from NVIDIA's StyleGAN2 FFHQ model (NVIDIA Source Code License-NC: non-commercial "
-                 "research/evaluation only) trained on FFHQ (CC BY-NC-SA 4.0). The pSp code itself is MIT.")
-_FS_LICENCE = "research-only (InterDigital evaluation licence)"
-_FS_NOTE = ("InterDigital's Limited Software Evaluation License covers the Feature-Style encoder code and its "
-            "models: evaluation / non-commercial research use only. Its encoder is also trained on FFHQ "
-            "(CC BY-NC-SA 4.0) with an FFHQ StyleGAN2 decoder (NVIDIA Source Code License-NC).")
 _FS_REPO = "https://github.com/InterDigitalInc/FeatureStyleEncoder"
 _PSP_REPO = "https://github.com/eladrich/pixel2style2pixel"
+_STYLEGAN2_LICENCE = "https://nvlabs.github.io/stylegan2/license.html"
+_FFHQ_REPO = "https://github.com/NVlabs/ffhq-dataset"
 
-# Default branches: confirmed from the repositories' own links (STIT and e4e: `main`; FeatureStyleEncoder:
-# `main` in external references to its files, while its README's Colab badge says `master`).
+_NC_FFHQ = "non-commercial (NVIDIA SCL-NC; FFHQ CC BY-NC-SA 4.0)"
+_NC_DECODER_NOTE = ("The StyleGAN2 decoder inside is the FFHQ StyleGAN2 that pSp's README points to (rosinality's "
+                    "conversion of NVIDIA's stylegan2-ffhq-config-f, see stylegan2-ffhq-config-f.pt). NVIDIA's "
+                    "StyleGAN2 is made available under the Nvidia Source Code License-NC, whose use limitation says "
+                    "the Work and any derivative works thereof only may be used non-commercially, "
+                    "\"non-commercially\" meaning for research or evaluation purposes only "
+                    f"({_STYLEGAN2_LICENCE}).")
+_NC_FFHQ_NOTE = _NC_DECODER_NOTE + (" The pSp README says the model is trained with the FFHQ dataset, which NVIDIA "
+                                    f"makes available under CC BY-NC-SA 4.0 ({_FFHQ_REPO}). pSp's own code is MIT.")
+_FS_LICENCE = "InterDigital evaluation licence: fundamental research only"
+_FS_NOTE = ("InterDigital's Limited Software Evaluation License of the FeatureStyleEncoder repository, which "
+            "distributes this file: (1) use only for fundamental research (the \"Authorized Purpose\"), "
+            "excluding any commercial use; (2) commercial use includes any use in a product offered, free or for "
+            "a price, to any third party, any use to provide a service to a third party, any fee-bearing "
+            "sublicence and any use to create a competing product; (3) no correcting, adapting, modifying, "
+            "reverse engineering or otherwise transforming the Software; (4) any publication must state "
+            "'\"FeatureStyleEncoder\" is an InterDigital product' and cite Yao, Newson, Gousseau, Hellier, "
+            "\"A Style-Based GAN Encoder for High Fidelity Reconstruction of Images and Videos\", ECCV 2022 "
+            "(arXiv 2202.02183). Copies must carry the licence. Read the whole licence: "
+            f"{_FS_REPO}/blob/main/LICENSE.md")
+_STIT_LICENCE = "CC BY-NC 4.0 (Yandex LLC, stylegan2-distillation)"
+_STIT_REPO = "https://github.com/EvgenyKashin/stylegan2-distillation"
+_STIT_NOTE = ("Byte-identical (same sha256) to EvgenyKashin/stylegan2-distillation stylegan2directions/<name>.npy, "
+              "whose LICENSE is Creative Commons Attribution-NonCommercial 4.0 International, Copyright (c) 2019 "
+              "Yandex LLC: sharing and adapting for NonCommercial purposes only, with attribution "
+              f"({_STIT_REPO}). Stitch it in Time (rotemtzaban/STIT), from which vidinv downloads them, took them "
+              "unchanged; STIT's MIT licence covers STIT's code only.")
+
+
+# Default branches: confirmed from the repositories' own links (STIT and e4e: `main`; pSp: `master`, its README's
+# Colab badge; FeatureStyleEncoder: `main` in external references to its files, while its README's Colab badge
+# says `master`).
 _RAW = "https://raw.githubusercontent.com/{repo}/{branch}/{path}"
 _FS_RAW = ("InterDigitalInc/FeatureStyleEncoder", "main")
 _STIT_RAW = ("rotemtzaban/STIT", "main")
 _E4E_RAW = ("omertov/encoder4editing", "main")
+_PSP_RAW = ("eladrich/pixel2style2pixel", "master")
 
 
 def _raw(repo_branch: tuple[str, str], path: str) -> str:
@@ -219,7 +278,7 @@ def _builtin_entries() -> list[WeightFile]:
         description="Feature-Style encoder (Yao et al., ECCV 2022), fs_encoder_v2 / IResNet-50, plain state_dict",
         needed_by="vidinv edit (Feature-Style encoder: W+ latent and feature code F)",
         uses=("edit",), size=456_000_000, size_exact=False,
-        licence=_FS_LICENCE, licence_note=_FS_NOTE, licence_file="LICENSE.md",
+        licence=_FS_LICENCE, licence_note=_FS_NOTE, terms="research-only", licence_file="LICENSE.md",
         licence_url=_raw(_FS_RAW, "LICENSE.md"),
         gdrive_id="1RnnBL77j_Can0dY1KOiXHvG224MxjvzC",
         check="vidinv.models.fs_encoder:load_fs_encoder"))
@@ -230,7 +289,7 @@ def _builtin_entries() -> list[WeightFile]:
         needed_by="vidinv edit (its StyleGAN2 1024 decoder and latent_avg are the Feature-Style encoder's "
                   "generator; --encoder psp uses its encoder)",
         uses=("edit", "edit-psp", "train"), size=1_201_400_000, size_exact=False,
-        licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE, licence_url=_PSP_REPO,
+        licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE, terms="non-commercial", licence_url=_PSP_REPO,
         gdrive_id="1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0",
         check="vidinv.models.psp:load_psp"))
     e.append(WeightFile(
@@ -239,9 +298,12 @@ def _builtin_entries() -> list[WeightFile]:
                     "plain state_dict",
         needed_by="vidinv edit (face parsing for the blend mask); Feature-Style training",
         uses=("edit", "train"), size=53_300_000, size_exact=False,
-        licence="non-commercial (CelebAMask-HQ terms)",
-        licence_note=("The face-parsing.PyTorch code is MIT; the model is trained on CelebAMask-HQ, whose terms "
-                      "allow non-commercial research and educational use only."),
+        licence="non-commercial (CelebAMask-HQ dataset agreement)", terms="non-commercial",
+        licence_note=("face-parsing.PyTorch's README: the model is trained on the CelebAMask-HQ dataset, whose "
+                      "Dataset Agreement makes it available for non-commercial research purposes only and forbids "
+                      "exploiting \"any portion of derived data\" for any commercial purposes "
+                      "(https://github.com/switchablenorms/CelebAMask-HQ). For the licence of the code and of the "
+                      "file itself see https://github.com/zllrunning/face-parsing.PyTorch."),
         licence_url="https://github.com/zllrunning/face-parsing.PyTorch",
         gdrive_id="154JgKpzCPW82qINcVieuPH3fZ2e0P812",
         check="vidinv.models.bisenet:load_bisenet"))
@@ -250,10 +312,12 @@ def _builtin_entries() -> list[WeightFile]:
         description="ArcFace IResNet-50 (insightface arcface_torch r50), plain state_dict",
         needed_by="Feature-Style training (multi-layer ID loss); identity similarity metrics",
         uses=("train", "eval"), size=174_600_000, size_exact=False,
-        licence="non-commercial research (insightface)",
-        licence_note=("insightface code is MIT; its released recognition models and training data are for "
-                      "non-commercial research purposes only. Distributed by the Feature-Style encoder authors."),
-        licence_url="https://github.com/deepinsight/insightface",
+        licence="non-commercial research (insightface model zoo)", terms="non-commercial",
+        licence_note=("An insightface arcface_torch r50 model, distributed by the Feature-Style encoder authors "
+                      "(their download_models.sh). insightface's model zoo README: \"ALL models are available for "
+                      "non-commercial research purposes only.\" See "
+                      "https://github.com/deepinsight/insightface/tree/master/model_zoo."),
+        licence_url="https://github.com/deepinsight/insightface/tree/master/model_zoo",
         gdrive_id="1coFTz-Kkgvoc_gRT8JFzqCgeC3lAFWQp",
         check="vidinv.models.iresnet:load_arcface"))
     e.append(WeightFile(
@@ -261,10 +325,13 @@ def _builtin_entries() -> list[WeightFile]:
         description="IR-SE50 face recognition backbone (TreB1eN InsightFace_Pytorch), plain state_dict",
         needed_by="pSp / e4e ID loss; identity similarity metrics",
         uses=("train-psp", "eval"), size=175_400_000, size_exact=False,
-        licence="non-commercial research (MS-Celeb-1M)",
-        licence_note=("InsightFace_Pytorch code is MIT; the model is trained on MS-Celeb-1M-derived data released "
-                      "for non-commercial research only. Distributed by the pSp / e4e authors."),
-        licence_url=_PSP_REPO,
+        licence="MIT (TreB1eN/InsightFace_Pytorch); trained on MS1M-derived data", terms="check-terms",
+        licence_note=("pSp's README: \"Pretrained IR-SE50 model taken from TreB1eN\" (InsightFace_Pytorch); pSp "
+                      "credits it with TreB1eN's MIT licence, licenses/LICENSE_TreB1eN (Copyright (c) 2018 "
+                      "TreB1eN). The model is trained on MS1M-derived data (InsightFace_Pytorch's README trains on "
+                      "the refined MS1M / emore data); the data's own terms are not part of that licence: see "
+                      "https://github.com/TreB1eN/InsightFace_Pytorch."),
+        licence_file="LICENSE_TreB1eN", licence_url=_raw(_PSP_RAW, "licenses/LICENSE_TreB1eN"),
         gdrive_id="1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn",
         check="vidinv.models.irse:load_irse50"))
     e.append(WeightFile(
@@ -272,10 +339,14 @@ def _builtin_entries() -> list[WeightFile]:
         description="StyleGAN2 FFHQ 1024 config-f (rosinality conversion): {g_ema, g, d, latent_avg}",
         needed_by="StyleGAN2 sampling and encoder training (the g_ema generator)",
         uses=("train",), size=381_000_000, size_exact=False,
-        licence=_NC_FFHQ,
-        licence_note=("NVIDIA's StyleGAN2 FFHQ weights converted by rosinality: NVIDIA Source Code License-NC "
-                      "(non-commercial); trained on FFHQ (CC BY-NC-SA 4.0)."),
-        licence_url="https://github.com/rosinality/stylegan2-pytorch",
+        licence=_NC_FFHQ, terms="non-commercial",
+        licence_note=("pSp's README: \"StyleGAN model pretrained on FFHQ taken from rosinality\", i.e. NVIDIA's "
+                      "stylegan2-ffhq-config-f converted with rosinality's convert_weight.py. NVIDIA's StyleGAN2 is "
+                      "made available under the Nvidia Source Code License-NC: the Work and any derivative works "
+                      "thereof only may be used non-commercially, meaning for research or evaluation purposes only "
+                      f"({_STYLEGAN2_LICENCE}). Trained on FFHQ, which NVIDIA makes available under CC BY-NC-SA 4.0 "
+                      f"({_FFHQ_REPO})."),
+        licence_url=_STYLEGAN2_LICENCE,
         gdrive_id="1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT",
         check="vidinv.models.stylegan2:load_generator"))
     e.append(WeightFile(
@@ -283,7 +354,10 @@ def _builtin_entries() -> list[WeightFile]:
         description="pSp super-resolution (CelebA-HQ): {state_dict: encoder.* + decoder.*, latent_avg, opts}",
         needed_by="pSp super-resolution",
         uses=("super-resolution",), size=1_201_400_000, size_exact=False,
-        licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE + " Fine-tuned on CelebA-HQ (non-commercial research only).",
+        licence=_NC_FFHQ, terms="non-commercial",
+        licence_note=_NC_DECODER_NOTE + (" The pSp README says this model is trained with the CelebA-HQ dataset, "
+                                         "collected from CelebA (for CelebA's terms see "
+                                         "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html). pSp's own code is MIT."),
         licence_url=_PSP_REPO,
         gdrive_id="1ZpmSXBpJ9pFEov6-jjQstAlfYbkebECu",
         check="vidinv.models.psp:load_psp"))
@@ -292,7 +366,7 @@ def _builtin_entries() -> list[WeightFile]:
         description="pSp face frontalization (FFHQ): {state_dict: encoder.* + decoder.*, latent_avg, opts}",
         needed_by="pSp face frontalization",
         uses=("frontalization",), size=1_201_400_000, size_exact=False,
-        licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE, licence_url=_PSP_REPO,
+        licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE, terms="non-commercial", licence_url=_PSP_REPO,
         gdrive_id="1_S4THAzXb-97DbpXmanjHtXRyKxqjARv",
         check="vidinv.models.psp:load_psp"))
 
@@ -309,7 +383,7 @@ def _builtin_entries() -> list[WeightFile]:
                         "applied as w' = w + 15*alpha*d",
             needed_by="vidinv edit (Feature-Style directions)",
             uses=("edit",), size=36_992, size_exact=True,
-            licence=_FS_LICENCE, licence_note=_FS_NOTE,
+            licence=_FS_LICENCE, licence_note=_FS_NOTE, terms="research-only",
             licence_file="LICENSE-FeatureStyleEncoder.md", licence_url=_raw(_FS_RAW, "LICENSE.md"),
             url=_raw(_FS_RAW, f"boundaries_ours/{fname}"), sha256=digest,
             subdir="directions/featurestyle"))
@@ -338,8 +412,8 @@ def _builtin_entries() -> list[WeightFile]:
                         "applied as w' = w + strength*d",
             needed_by="vidinv edit (STIT directions)",
             uses=("edit",), size=73_856, size_exact=True,
-            licence="MIT (STIT)", licence_file="LICENSE-STIT",
-            licence_url=_raw(_STIT_RAW, "LICENSE"),
+            licence=_STIT_LICENCE, licence_note=_STIT_NOTE.replace("<name>", stem), terms="non-commercial",
+            licence_file="LICENSE-stylegan2-distillation", licence_url=_STIT_REPO,
             url=_raw(_STIT_RAW, f"editings/w_directions/{stem}.npy"), sha256=digest,
             subdir="directions/stit_w"))
     e4e = [
@@ -362,12 +436,19 @@ def _builtin_entries() -> list[WeightFile]:
             description=desc + "; applied as w' = w + factor*d",
             needed_by="vidinv edit (e4e InterFaceGAN / GANSpace directions)",
             uses=("edit",), size=size, size_exact=True,
-            licence="MIT (e4e)", licence_file="LICENSE-e4e",
+            licence="MIT (e4e)", terms="permissive", licence_file="LICENSE-e4e",
+            licence_note="encoder4editing's LICENSE: MIT License, Copyright (c) 2021 omertov.",
             licence_url=_raw(_E4E_RAW, "LICENSE"),
             url=_raw(_E4E_RAW, f"editings/{upstream}"), sha256=digest,
             subdir="directions/e4e"))
 
     # --------------------------------------------------------------------------------------- external
+    _TV_LICENCE = "BSD-3-Clause code (torchvision); weights: see torchvision"
+    _TV_NOTE = ("torchvision's code is BSD-3-Clause. Its README (Pre-trained Model License): \"The pre-trained models "
+                "provided in this library may have their own licenses or terms and conditions derived from the "
+                "dataset used for training. It is your responsibility to determine whether you have permission to "
+                "use the models for your use case.\" These are ImageNet classifiers.")
+    _TV_URL = "https://github.com/pytorch/vision#pre-trained-model-license"
     tv_hint = ("torchvision downloads it into torch.hub's checkpoints folder the first time the LPIPS "
                "backbone is built (needs internet); or download it by hand to the path shown.")
     e.append(WeightFile(
@@ -375,8 +456,7 @@ def _builtin_entries() -> list[WeightFile]:
         description="torchvision AlexNet ImageNet weights (LPIPS net='alex' backbone)",
         needed_by="LPIPS (alex) reconstruction metric / loss",
         uses=("eval", "train"), size=244_400_000, size_exact=False,
-        licence="BSD-3-Clause (torchvision)",
-        licence_note="torchvision code is BSD-3-Clause; pre-trained weights follow the ImageNet dataset's terms.",
+        licence=_TV_LICENCE, terms="check-terms", licence_note=_TV_NOTE, licence_url=_TV_URL,
         url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79",
         locator="torch_hub", hint=tv_hint))
     e.append(WeightFile(
@@ -384,10 +464,11 @@ def _builtin_entries() -> list[WeightFile]:
         description="torchvision VGG16 ImageNet weights (LPIPS net='vgg' backbone)",
         needed_by="LPIPS (vgg) loss",
         uses=("train",), size=553_400_000, size_exact=False,
-        licence="BSD-3-Clause (torchvision)",
-        licence_note="torchvision code is BSD-3-Clause; pre-trained weights follow the ImageNet dataset's terms.",
+        licence=_TV_LICENCE, terms="check-terms", licence_note=_TV_NOTE, licence_url=_TV_URL,
         url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af",
         locator="torch_hub", hint=tv_hint))
+    _FAN_NOTE = ("face-alignment's LICENSE is BSD 3-Clause (Copyright (c) Adrian Bulat); for the terms of the "
+                 "models it downloads and of their training data see https://github.com/1adrianb/face-alignment.")
     fan_hint = ("face-alignment (pip install 'vidinv[fan]') downloads it into torch.hub's checkpoints folder "
                 "on first use (needs internet); or download it by hand to the path shown.")
     e.append(WeightFile(
@@ -395,7 +476,8 @@ def _builtin_entries() -> list[WeightFile]:
         description="face-alignment S3FD face detector state_dict",
         needed_by="--landmarks fan (face detection)",
         uses=("align-fan",), size=89_800_000, size_exact=False,
-        licence="BSD-3-Clause (face-alignment)",
+        licence="BSD-3-Clause code (face-alignment); weights: see source", terms="check-terms",
+        licence_note=_FAN_NOTE, licence_url="https://github.com/1adrianb/face-alignment",
         url="https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth", sha256_prefix="619a316812",
         locator="torch_hub", hint=fan_hint))
     e.append(WeightFile(
@@ -403,9 +485,12 @@ def _builtin_entries() -> list[WeightFile]:
         description="face-alignment 2D FAN-4 68-landmark network (TorchScript archive)",
         needed_by="--landmarks fan (68 landmarks)",
         uses=("align-fan",), size=95_000_000, size_exact=False,
-        licence="BSD-3-Clause (face-alignment)",
+        licence="BSD-3-Clause code (face-alignment); weights: see source", terms="check-terms",
+        licence_note=_FAN_NOTE, licence_url="https://github.com/1adrianb/face-alignment",
         url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip", sha256_prefix="cd938726ad",
         locator="torch_hub", hint=fan_hint))
+    _DLIB_PD = ("dlib-models README (Davis King): \"anyone can do whatever they want with these model files as I've "
+                "released them into the public domain.\"")
     frm_hint = ("shipped inside the face_recognition_models package (a vidinv dependency): "
                 "pip install face_recognition_models")
     e.append(WeightFile(
@@ -413,9 +498,10 @@ def _builtin_entries() -> list[WeightFile]:
         description="dlib 68-point landmark shape predictor (iBUG 300-W)",
         needed_by="face alignment (FFHQ quad from 68 landmarks)",
         uses=("align", "edit"), size=99_693_937, size_exact=True,
-        licence="non-commercial (iBUG 300-W terms)",
-        licence_note=("Trained on iBUG 300-W, whose licence excludes commercial use (dlib-models README); "
-                      "the model cannot be used in a commercial product without permission."),
+        licence="non-commercial (iBUG 300-W terms)", terms="non-commercial",
+        licence_note=("dlib-models README: trained on the iBUG 300-W dataset, whose licence \"excludes commercial "
+                      "use\"; one of its creators asked for a note \"that the trained model therefore can't be used "
+                      "in a commerical product\" (ask Imperial College London for commercial use)."),
         licence_url="https://github.com/davisking/dlib-models",
         sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
         locator="face_recognition_models", hint=frm_hint))
@@ -424,7 +510,8 @@ def _builtin_entries() -> list[WeightFile]:
         description="dlib CNN (MMOD) face detector",
         needed_by="face detection with the CNN detector option",
         uses=("align",), size=729_940, size_exact=True,
-        licence="public domain (dlib-models)", licence_url="https://github.com/davisking/dlib-models",
+        licence="public domain (dlib-models)", terms="permissive", licence_note=_DLIB_PD,
+        licence_url="https://github.com/davisking/dlib-models",
         sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
         locator="face_recognition_models", hint=frm_hint))
     e.append(WeightFile(
@@ -432,7 +519,8 @@ def _builtin_entries() -> list[WeightFile]:
         description="dlib 5-point landmark shape predictor",
         needed_by="fast face detection checks (5 landmarks)",
         uses=("align",), size=9_150_489, size_exact=True,
-        licence="public domain (dlib-models)", licence_url="https://github.com/davisking/dlib-models",
+        licence="public domain (dlib-models)", terms="permissive", licence_note=_DLIB_PD,
+        licence_url="https://github.com/davisking/dlib-models",
         sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         locator="face_recognition_models", hint=frm_hint))
     e.append(WeightFile(
@@ -440,7 +528,8 @@ def _builtin_entries() -> list[WeightFile]:
         description="dlib face-recognition ResNet (128-d identity embedding; offline default of vidinv report)",
         needed_by="identity metrics (vidinv report)",
         uses=("eval",), size=22_466_066, size_exact=True,
-        licence="public domain (dlib-models)", licence_url="https://github.com/davisking/dlib-models",
+        licence="public domain (dlib-models)", terms="permissive", licence_note=_DLIB_PD,
+        licence_url="https://github.com/davisking/dlib-models",
         sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         locator="face_recognition_models", hint=frm_hint))
     return e
