@@ -74,7 +74,7 @@ def list_cmd(weights_dir: Path | None, source: str | None) -> None:
 def info_cmd(name: str, convention: str | None, layers: str | None, strength: float, weights_dir: Path | None,
              fetch: bool) -> None:
     """Shape, convention and size of the W+ step of NAME (an attribute, or a FILE with --convention)."""
-    from vidinv.weights import MissingWeightsError
+    from vidinv.weights import MissingWeightsError, WeightHashMismatchError
 
     try:
         if convention is not None:
@@ -86,6 +86,8 @@ def info_cmd(name: str, convention: str | None, layers: str | None, strength: fl
         _fail(f"Error: {exc}")
     except MissingWeightsError as exc:
         _fail(str(exc))
+    except WeightHashMismatchError as exc:  # a --weights-dir file that differs from the registry
+        _fail(f"vidinv: error: {exc}")
     click.echo(f"{d.name}: {d.description}")
     click.echo(f"  file:        {d.path}")
     click.echo(f"  stored:      {tuple(d.vector.shape)} ({'one vector per style row' if d.per_row else 'one W vector, every row'})")

@@ -9,8 +9,8 @@ import click
 
 from cli.main import cli
 from vidinv.weights import cache, fetch as fetch_mod, registry
-from vidinv.weights.cache import MissingWeightsError
-from vidinv.weights.registry import USES, UnknownWeightError, WeightFile
+from vidinv.weights.cache import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
+from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
 
 _KINDS = ("weights", "direction", "external")
 
@@ -20,17 +20,27 @@ weights_dir_option = click.option(
          "DIR/<folder>/<file>).")
 
 
+#: Where vidinv's own licence is (none of the weight files is covered by it).
+OWN_LICENCE = ("vidinv's own code is MIT: see the LICENSE file of the vidinv repository; the files above are not "
+               "covered by it.")
+
+
 def _fail(message: str) -> NoReturn:
     """Print ``message`` to stderr and exit with status 1."""
     click.echo(message, err=True)
     sys.exit(1)
 
 
+def _error(message: str) -> NoReturn:
+    """One-line user error: ``vidinv: error: <message>`` on stderr, exit status 1."""
+    _fail(f"vidinv: error: {message}")
+
+
 def _expand(names: tuple[str, ...]) -> list[str]:
     try:
         return registry.expand_names(names)
     except UnknownWeightError as exc:
-        _fail(f"Error: {exc}")
+        _error(str(exc))
 
 
 @cli.group("weights")
@@ -41,8 +51,10 @@ def weights() -> None:
     directions/<folder>/<file>. Set $VIDINV_MIRROR to a base URL to download from a mirror laid out
     like the cache.
 
-    Licences: the Feature-Style encoder (143_enc.pth) and its boundaries are under InterDigital's
-    research-only evaluation licence; FFHQ-derived models (StyleGAN2 FFHQ, pSp) are non-commercial.
+    Licences: every file keeps its source's licence (`vidinv weights list` shows them; --long quotes
+    them). The Feature-Style encoder (143_enc.pth) and its boundaries are under InterDigital's evaluation
+    licence (fundamental research only); the STIT directions are CC BY-NC 4.0 (Yandex LLC); the
+    FFHQ-derived models (StyleGAN2 FFHQ, pSp) are non-commercial. vidinv's own code is MIT (LICENSE).
     """
 
 
@@ -68,12 +80,9 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
     home = cache.vidinv_home()
     click.echo(f"cache: {home}" + (f"   weights-dir: {weights_dir}" if weights_dir else ""))
     rows = []
-    restricted = []
     for e in entries:
         st, path = cache.status(e, weights_dir)
         rows.append([e.name, st, e.size_text, e.licence, ", ".join(e.uses), str(path) if path else "-"])
-        if any(w in e.licence for w in ("non-commercial", "research")):
-            restricted.append(e.name)
         if long_:
             click.echo("")
             click.echo(f"{e.name}  [{e.kind}]  {st}")
@@ -82,6 +91,7 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
             click.echo(f"  size:       {e.size_text}" + ("" if e.size_exact or e.size is None
                                                           else " (approximate)"))
             click.echo(f"  licence:    {e.licence}")
+            click.echo(f"  terms:      {e.terms}{' (restricted)' if e.restricted else ''}: {TERMS[e.terms]}")
             if e.licence_note:
                 click.echo(f"              {e.licence_note}")
             if e.licence_file or e.licence_url:
@@ -111,9 +121,24 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
         for k, v in USES.items():
             if k in shown:
                 click.echo(f"  {k:<16} {v}")
+    click.echo(licence_summary(entries))
+
+
+def licence_summary(entries: list[WeightFile]) -> str:
+    """The licence lines under `vidinv weights list`: how many of ``entries`` are restricted
+    (``entry.restricted``: terms in :data:`vidinv.weights.registry.RESTRICTED_TERMS`), how many have
+    terms to check, and where vidinv's own licence is."""
+    restricted = [e for e in entries if e.restricted]
+    check = [e for e in entries if e.terms == "check-terms"]
+    lines = []
     if restricted:
-        click.echo(f"{len(restricted)} file(s) are research-only or non-commercial (see LICENCE; "
-                   "`vidinv weights list --long` for details).")
+        lines.append(f"{len(restricted)} of {len(entries)} file(s) are {' or '.join(sorted(RESTRICTED_TERMS))} "
+                     "(LICENCE column; `vidinv weights list --long` quotes each licence).")
+    if check:
+        lines.append(f"{len(check)} more have a permissive code licence but training-data or weight terms of their "
+                     "own: read their notes (--long) and sources.")
+    lines.append(OWN_LICENCE)
+    return "\n".join(lines)
 
 
 @weights.command("fetch")
@@ -157,11 +182,15 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
     failures: list[cache.MissingFile] = []
     for n in wanted:
         e = registry.get(n)
-        if weights_dir is not None and not force:
+        if weights_dir is not None:
             st, path = cache.status(e, weights_dir)
-            if st == "present" and path is not None and path != cache.cache_path(e):
+            by_hand = path is not None and path != cache.cache_path(e)
+            if st == "present" and by_hand and not force:
                 click.echo(f"present  {n}  {path}")
                 continue
+            if st == "bad" and by_hand:
+                click.echo(f"bad      {n}  {path}: differs from the registry's size or sha256; it is left as is "
+                           "and will be refused (`vidinv weights verify` shows both hashes)", err=True)
         try:
             path = fetch_mod.fetch(e, mirror=mirror, quiet=quiet, force=force, retries=retries,
                                    structure=not no_check)
@@ -215,7 +244,7 @@ def verify_cmd(names: tuple[str, ...], weights_dir: Path | None, no_structure: b
                 for line in m.splitlines()[1:]:
                     click.echo(f"         {line}", err=True)
     if bad:
-        _fail(f"Error: {bad} file(s) failed verification or are missing")
+        _error(f"{bad} file(s) failed verification or are missing")
     if not checked:
         click.echo("no files present to verify (see `vidinv weights list`)")
 
@@ -223,13 +252,22 @@ def verify_cmd(names: tuple[str, ...], weights_dir: Path | None, no_structure: b
 @weights.command("path")
 @click.argument("name")
 @weights_dir_option
-def path_cmd(name: str, weights_dir: Path | None) -> None:
-    """Print the path of NAME (exit status 1, with where to get it, when it is missing)."""
+@click.option("--allow-hash-mismatch", is_flag=True, default=False,
+              help=f"Accept a --weights-dir file whose size or sha256 differs from the registry's (with a warning); "
+                   f"also ${ENV_ALLOW_HASH_MISMATCH}=1.")
+def path_cmd(name: str, weights_dir: Path | None, allow_hash_mismatch: bool) -> None:
+    """Print the path of NAME (exit status 1, with where to get it, when it is missing).
+
+    A file in --weights-dir that differs from the registry's size or sha256 is an error naming both
+    hashes (not replaced by the cached copy) unless --allow-hash-mismatch.
+    """
     try:
         entry = registry.get(name)
-        paths = cache.resolve([entry.name], weights_dir=weights_dir)
+        paths = cache.resolve([entry.name], weights_dir=weights_dir, allow_hash_mismatch=allow_hash_mismatch or None)
     except UnknownWeightError as exc:
-        _fail(f"Error: {exc}")
+        _error(str(exc))
+    except WeightHashMismatchError as exc:
+        _error(str(exc))
     except MissingWeightsError as exc:
         _fail(str(exc))
     click.echo(str(paths[entry.name]))

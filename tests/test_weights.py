@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import require_shared
+from conftest import SHARED, require_shared
 from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
 from vidinv.weights import cache, fetch as fetch_mod, registry
-from vidinv.weights.cache import MissingWeightsError, resolve
+from vidinv.weights.cache import MissingWeightsError, WeightHashMismatchError, resolve
 from vidinv.weights.fetch import ChecksumError, DownloadInterrupted, FetchError, StructureError
 from vidinv.weights.registry import WeightFile
 
@@ -133,6 +133,7 @@ def home(tmp_path, monkeypatch):
     h = tmp_path / "vidinv_home"
     monkeypatch.setenv("VIDINV_HOME", str(h))
     monkeypatch.delenv("VIDINV_MIRROR", raising=False)
+    monkeypatch.delenv("VIDINV_ALLOW_HASH_MISMATCH", raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
     monkeypatch.setenv("no_proxy", "*")
     return h
@@ -160,9 +161,9 @@ def test_registry_official_entries():
         assert e.source_url == f"https://drive.google.com/file/d/{e.gdrive_id}/view"
         assert not e.size_exact and e.size > 10_000_000  # approximate sizes, said so
         assert e.size_text.startswith("~")
-    assert "research-only" in w["143_enc.pth"].licence
+    assert "fundamental research only" in w["143_enc.pth"].licence and w["143_enc.pth"].terms == "research-only"
     for n in ("psp_ffhq_encode.pt", "stylegan2-ffhq-config-f.pt"):
-        assert "non-commercial" in w[n].licence and "NC" in w[n].licence
+        assert "non-commercial" in w[n].licence and "NC" in w[n].licence and w[n].terms == "non-commercial"
     assert {"143_enc.pth", "psp_ffhq_encode.pt", "79999_iter.pth"} <= {e.name for e in registry.files_for("edit")}
 
 
@@ -391,15 +392,11 @@ def test_weights_dir_lookup(tmp_path, home):
     with registry.registered(e):
         assert resolve(["wd.pt"], weights_dir=by_hand) == {"wd.pt": by_hand / "wd.pt"}  # searched first
         assert resolve(["wd.pt"]) == {"wd.pt": cached}
-        # a wrong file placed by hand is skipped in favour of a good cached one ...
-        bad = bytearray(data)
-        bad[100] ^= 0x01
-        (by_hand / "wd.pt").write_bytes(bytes(bad))
-        assert resolve(["wd.pt"], weights_dir=by_hand)["wd.pt"] == cached
-        # ... and reported when it is the only one
-        cached.unlink()
+        # a wrong file in the cache counts as missing (fetch=True downloads it again)
+        cached.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
         with pytest.raises(MissingWeightsError, match="does not match the official"):
-            resolve(["wd.pt"], weights_dir=by_hand)
+            resolve(["wd.pt"])
+        assert resolve(["wd.pt"], weights_dir=by_hand) == {"wd.pt": by_hand / "wd.pt"}
 
 
 def test_cached_file_with_wrong_hash_is_downloaded_again(server, home):
@@ -432,7 +429,8 @@ def test_gdrive_without_gdown_gives_manual_instructions(home, monkeypatch):
         with pytest.raises(FetchError) as info:
             fetch_mod.fetch("gd.pt", quiet=True)
     msg = str(info.value)
-    assert "gdown is not installed" in msg.splitlines()[0]
+    assert "gdown, a vidinv dependency, is missing" in msg.splitlines()[0] and "pip install gdown" in msg
+    assert "vidinv[gdrive]" not in msg
     assert "https://drive.google.com/file/d/GDID/view" in msg and str(home / "weights" / "gd.pt") in msg
 
 
@@ -478,3 +476,179 @@ def test_registry_structure_checks_resolve_where_their_modules_exist():
         registry.load_checker(WeightFile(name="x.pt", kind="weights", description="", needed_by="", uses=(),
                                          size=None, size_exact=False, licence="",
                                          check="vidinv.models.no_such_module:load"))
+
+
+# --------------------------------------------------------------------------------------------------
+# --weights-dir files that differ from the registry: an error, never replaced by the cached copy
+
+
+def _flip(data: bytes, at: int = 100) -> bytes:
+    bad = bytearray(data)
+    bad[at] ^= 0x01
+    return bytes(bad)
+
+
+def test_weights_dir_mismatch_is_an_error_naming_both_hashes(tmp_path, home, monkeypatch, caplog):
+    data = make_checkpoint(11)
+    e = make_entry("wd.pt", data)
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    bad = _flip(data)
+    (by_hand / "wd.pt").write_bytes(bad)
+    cached = home / "weights" / "wd.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(data)  # a good cached copy must not be used in its place
+    got, want = hashlib.sha256(bad).hexdigest(), hashlib.sha256(data).hexdigest()
+    with registry.registered(e):
+        for fetch in (False, True):
+            with pytest.raises(WeightHashMismatchError) as info:
+                resolve(["wd.pt"], weights_dir=by_hand, fetch=fetch)
+            msg = str(info.value)
+            assert "\n" not in msg
+            assert str(by_hand / "wd.pt") in msg and got in msg and want in msg
+            assert "--allow-hash-mismatch" in msg and "VIDINV_ALLOW_HASH_MISMATCH=1" in msg
+            err = info.value
+            assert (err.path, err.sha256, err.expected_sha256) == (by_hand / "wd.pt", got, want)
+        assert cache.status("wd.pt", by_hand) == ("bad", by_hand / "wd.pt")
+        assert cache.status("wd.pt") == ("present", cached)
+        # explicit opt-outs: the keyword, then the environment variable; both warn with both hashes
+        with caplog.at_level("WARNING", logger="vidinv.weights.cache"):
+            assert resolve(["wd.pt"], weights_dir=by_hand, allow_hash_mismatch=True) == {"wd.pt": by_hand / "wd.pt"}
+        assert got in caplog.text and want in caplog.text
+        monkeypatch.setenv("VIDINV_ALLOW_HASH_MISMATCH", "1")
+        assert resolve(["wd.pt"], weights_dir=by_hand) == {"wd.pt": by_hand / "wd.pt"}
+        with pytest.raises(WeightHashMismatchError):  # the keyword wins over the environment
+            resolve(["wd.pt"], weights_dir=by_hand, allow_hash_mismatch=False)
+        monkeypatch.setenv("VIDINV_ALLOW_HASH_MISMATCH", "0")
+        with pytest.raises(WeightHashMismatchError):
+            resolve(["wd.pt"], weights_dir=by_hand)
+        # an empty file placed by hand for a file of known hash is a mismatch too
+        (by_hand / "wd.pt").write_bytes(b"")
+        with pytest.raises(WeightHashMismatchError, match=hashlib.sha256(b"").hexdigest()):
+            resolve(["wd.pt"], weights_dir=by_hand)
+        # the cache folder itself given as --weights-dir is still the cache (a bad copy there is refetchable)
+        assert resolve(["wd.pt"], weights_dir=home / "weights") == {"wd.pt": cached}
+
+
+def test_weights_dir_mismatch_of_a_registered_direction(tmp_path, home):
+    """The real registry: a copy of ../shared/directions with one STIT direction altered."""
+    shared = require_shared("directions")
+    wd = tmp_path / "dirs"
+    (wd / "stit_w").mkdir(parents=True)
+    good = (shared / "stit_w" / "age.npy").read_bytes()
+    (wd / "stit_w" / "age.npy").write_bytes(_flip(good, 200))
+    e = registry.get("stit_w/age.npy")
+    with pytest.raises(WeightHashMismatchError) as info:
+        resolve(["stit_w/age.npy"], weights_dir=wd)
+    assert e.sha256 in str(info.value) and hashlib.sha256(_flip(good, 200)).hexdigest() in str(info.value)
+    # a file of the wrong size is reported with its sha256 and the registry's
+    (wd / "stit_w" / "age.npy").write_bytes(good + b"x")
+    with pytest.raises(WeightHashMismatchError, match=e.sha256):
+        resolve(["stit_w/age.npy"], weights_dir=wd)
+    (wd / "stit_w" / "age.npy").write_bytes(good)
+    assert resolve(["stit_w/age.npy"], weights_dir=wd) == {"stit_w/age.npy": wd / "stit_w" / "age.npy"}
+
+
+# --------------------------------------------------------------------------------------------------
+# licences: from the sources' own licence files; the restricted count follows from the table
+
+
+def test_stit_directions_are_cc_by_nc_yandex():
+    stit = [e for e in registry.all_files("direction") if e.name.startswith("stit_w/")]
+    assert len(stit) == 16
+    for e in stit:
+        assert e.licence == "CC BY-NC 4.0 (Yandex LLC, stylegan2-distillation)"
+        assert "MIT" not in e.licence
+        assert e.licence_file == "LICENSE-stylegan2-distillation" and e.terms == "non-commercial" and e.restricted
+        assert "EvgenyKashin/stylegan2-distillation" in e.licence_note
+        assert "STIT's MIT licence covers STIT's code only" in e.licence_note
+    shared = SHARED / "directions" / "stit_w"
+    if shared.is_dir():  # the claim matches the licence file itself
+        text = (shared / "LICENSE-stylegan2-distillation").read_text()
+        assert "Yandex LLC" in text and "Attribution-NonCommercial 4.0 International" in text
+
+
+def test_feature_style_licence_summarises_the_four_points():
+    fs = [registry.get("143_enc.pth")] + [e for e in registry.all_files("direction")
+                                          if e.name.startswith("featurestyle/")]
+    assert len(fs) == 4
+    for e in fs:
+        assert e.terms == "research-only" and e.restricted
+        assert "InterDigital" in e.licence and "fundamental research only" in e.licence
+        assert e.licence_url.endswith("/LICENSE.md") and "InterDigitalInc/FeatureStyleEncoder" in e.licence_url
+        note = e.licence_note
+        assert "Limited Software Evaluation License" in note
+        assert "fundamental research" in note                                    # (1)
+        assert "free or for a price" in note and "service to a third party" in note  # (2)
+        assert "modifying" in note and "transforming" in note                    # (3)
+        assert '"FeatureStyleEncoder" is an InterDigital product' in note and "ECCV 2022" in note  # (4)
+    lic = SHARED / "directions" / "featurestyle" / "LICENSE-FeatureStyleEncoder.md"
+    if lic.is_file():  # each summarised point is in the licence's own wording
+        text = lic.read_text(encoding="utf-8-sig")
+        for phrase in ("fundamental research work with the exclusion of any commercial use",
+                       "offered (either free or for a price) to any third party",
+                       "to provide a service to a third party",
+                       "modify, reverse engineer", "transformation of the Software",
+                       "\u201cFeatureStyleEncoder\u201d is an InterDigital product",
+                       "A Style-Based GAN Encoder for High Fidelity Reconstruction of Images and Videos"):
+            assert phrase in text, phrase
+
+
+def test_ir_se50_is_mit_trained_on_ms1m_data():
+    e = registry.get("model_ir_se50.pth")
+    assert e.licence.startswith("MIT (TreB1eN/InsightFace_Pytorch)") and "MS1M" in e.licence
+    assert "non-commercial" not in e.licence.lower()
+    assert e.terms == "check-terms" and not e.restricted
+    assert e.licence_file == "LICENSE_TreB1eN" and e.licence_url.endswith("/licenses/LICENSE_TreB1eN")
+    assert "pSp" in e.licence_note and "MS1M" in e.licence_note
+
+
+def test_restricted_follows_terms_not_the_label():
+    base = dict(kind="weights", description="", needed_by="", uses=(), size=None, size_exact=False)
+    loud = WeightFile(name="a.pt", licence="sounds non-commercial research", terms="permissive", **base)
+    quiet = WeightFile(name="b.pt", licence="custom", terms="research-only", **base)
+    assert not loud.restricted and quiet.restricted
+    assert WeightFile(name="c.pt", licence="", **base).terms == "unknown"
+    with pytest.raises(ValueError, match="terms must be one of"):
+        WeightFile(name="d.pt", licence="", terms="free-ish", **base)
+    assert registry.RESTRICTED_TERMS <= set(registry.TERMS)
+    assert {e.terms for e in registry.all_files()} <= set(registry.TERMS) - {"unknown"}  # every entry classified
+
+
+def test_readme_licence_section_matches_the_registry():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Model weights and their licences", 1)[1].split("\n## ", 1)[0]
+    for label in sorted({e.licence for e in registry.all_files()}):
+        assert f"| {label} |" in section, label
+    assert "[`LICENSE`](LICENSE)" in section and "--allow-hash-mismatch" in section
+
+
+def test_vidinv_licence_file_is_mit():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the vidinv authors\n")
+    assert "Permission is hereby granted, free of charge" in text
+    import tomllib
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"].startswith("MIT")
+
+
+# --------------------------------------------------------------------------------------------------
+# gdown is a default dependency (the main job's weights are on Google Drive)
+
+
+def test_gdown_is_a_default_dependency():
+    import importlib.util
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert any(re.match(r"gdown\b", d) for d in project["dependencies"])
+    assert project["optional-dependencies"].get("gdrive", []) == []  # an empty alias at most
+    assert importlib.util.find_spec("gdown") is not None
+    drive = {e.name for e in registry.files_for("edit") if e.gdrive_id}
+    assert {"143_enc.pth", "psp_ffhq_encode.pt", "79999_iter.pth"} <= drive
+    for folder in ("vidinv", "cli", "training"):  # no message tells users to install an extra
+        for f in (root / folder).rglob("*.py"):
+            assert "vidinv[gdrive]" not in f.read_text(), f

@@ -13,10 +13,12 @@ Drive through gdown, mirrors via ``$VIDINV_MIRROR``; its :func:`~vidinv.weights.
 re-exported here as ``fetch_file`` so that ``vidinv.weights.fetch`` remains the module).
 """
 from vidinv.weights.cache import (
+    ENV_ALLOW_HASH_MISMATCH,
     ENV_HOME,
     MissingFile,
     MissingWeightsError,
     VerifyReport,
+    WeightHashMismatchError,
     cache_path,
     candidate_paths,
     locate,
@@ -50,8 +52,9 @@ from vidinv.weights.registry import (
 )
 
 __all__ = [
-    "ENV_HOME", "ENV_MIRROR", "USES",
-    "WeightFile", "UnknownWeightError", "MissingFile", "MissingWeightsError", "VerifyReport",
+    "ENV_HOME", "ENV_MIRROR", "ENV_ALLOW_HASH_MISMATCH", "USES",
+    "WeightFile", "UnknownWeightError", "MissingFile", "MissingWeightsError", "WeightHashMismatchError",
+    "VerifyReport",
     "FetchError", "DownloadInterrupted", "ChecksumError", "StructureError",
     "get", "all_files", "names", "files_for", "expand_names", "register", "unregister", "registered",
     "vidinv_home", "cache_path", "candidate_paths", "locate", "status", "sha256_file", "verify",

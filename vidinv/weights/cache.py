@@ -11,6 +11,13 @@ is searched first: ``DIR/<file>`` for weights; ``DIR/<subdir>/<file>`` or
 ``DIR/directions/<subdir>/<file>`` for directions (so a copy of the ``directions`` folder, or of a
 whole ``$VIDINV_HOME``, works as is).
 
+A file found in ``weights_dir`` whose size or sha256 differs from the registry's is an error
+(:class:`WeightHashMismatchError`, naming the path and both hashes), never silently passed over for the
+cached copy: the user put it there on purpose. The opt-out is explicit: ``resolve(...,
+allow_hash_mismatch=True)`` (the commands' ``--allow-hash-mismatch``) or ``$VIDINV_ALLOW_HASH_MISMATCH=1``,
+which use that file anyway with a warning. Files in the cache that fail the check are reported as missing
+(and downloaded again by ``fetch=True``).
+
 External files (torchvision, face-alignment, dlib) are looked up where their owners keep them:
 ``torch.hub.get_dir()/checkpoints/<file>`` and the ``models`` folder of the installed
 ``face_recognition_models`` package (located with ``importlib.util.find_spec``, not imported: its
@@ -31,6 +38,9 @@ from vidinv.weights.registry import WeightFile
 
 __all__ = [
     "ENV_HOME",
+    "ENV_ALLOW_HASH_MISMATCH",
+    "allow_hash_mismatch_from_env",
+    "WeightHashMismatchError",
     "vidinv_home",
     "cache_path",
     "candidate_paths",
@@ -50,6 +60,14 @@ log = logging.getLogger(__name__)
 
 #: Environment variable naming the cache folder.
 ENV_HOME = "VIDINV_HOME"
+#: Environment variable that, set to 1 / true / yes, lets a ``weights_dir`` file whose size or sha256 differs
+#: from the registry's be used anyway (with a warning) instead of raising :class:`WeightHashMismatchError`.
+ENV_ALLOW_HASH_MISMATCH = "VIDINV_ALLOW_HASH_MISMATCH"
+
+
+def allow_hash_mismatch_from_env() -> bool:
+    """True when ``$VIDINV_ALLOW_HASH_MISMATCH`` is ``1``, ``true``, ``yes`` or ``on`` (any case)."""
+    return os.environ.get(ENV_ALLOW_HASH_MISMATCH, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def vidinv_home(home: str | os.PathLike | None = None) -> Path:
@@ -250,6 +268,75 @@ def verify(entry: WeightFile | str, path: str | os.PathLike, structure: bool = T
     return VerifyReport(entry.name, path, digest, sha_status, st, msgs)
 
 
+class WeightHashMismatchError(ValueError):
+    """A file in ``weights_dir`` (``--weights-dir``) differs from the registry's size or sha256.
+
+    The message is one line: the path, the file's sha256, the registry's sha256 (or sizes when only
+    the size is known), and how to opt out (``--allow-hash-mismatch`` or ``$VIDINV_ALLOW_HASH_MISMATCH=1``).
+
+    Attributes:
+        name: registry name.
+        path: the file in ``weights_dir``.
+        sha256: the file's sha256 (hex).
+        expected_sha256: the registry's sha256, or None when only the exact size is known.
+        size: the file's size in bytes.
+        expected_size: the registry's exact size, or None.
+    """
+
+    def __init__(self, name: str, path: Path, sha256: str, expected_sha256: str | None, size: int,
+                 expected_size: int | None):
+        self.name, self.path, self.sha256, self.expected_sha256 = name, Path(path), sha256, expected_sha256
+        self.size, self.expected_size = size, expected_size
+        if expected_sha256 is not None:
+            what = f"has sha256 {sha256}, the registry's {name} has sha256 {expected_sha256}"
+        else:
+            what = f"has {size} bytes (sha256 {sha256}), the registry's {name} has {expected_size} bytes"
+        super().__init__(
+            f"{path} {what}; a file in --weights-dir is not replaced by another copy: put the official file there "
+            f"(or remove this one), or pass --allow-hash-mismatch (or set {ENV_ALLOW_HASH_MISMATCH}=1) to use it "
+            "anyway")
+
+
+def _weights_dir_file(entry: WeightFile, weights_dir, home, max_hash_bytes: int | None = None
+                      ) -> tuple[Path, str | None] | None:
+    """The first file for ``entry`` in ``weights_dir`` (a candidate other than the cache path) and its
+    problem (None when it passes the size / sha256 check); None when ``weights_dir`` holds none.
+
+    An empty file counts as present only when the registry knows the size or sha256 (it is then a
+    mismatch); otherwise it is skipped, as before."""
+    if weights_dir is None:
+        return None
+    target = cache_path(entry, home)
+    for p in candidate_paths(entry, weights_dir, home):
+        if p == target or not p.is_file():
+            continue
+        if p.stat().st_size == 0:
+            if entry.sha256 or (entry.size_exact and entry.size is not None):
+                return p, "empty file"
+            continue
+        return p, _hash_problem(entry, p, max_hash_bytes, prefix=False)
+    return None
+
+
+def _check_weights_dir(entry: WeightFile, weights_dir, home, allow_mismatch: bool) -> Path | None:
+    """The ``weights_dir`` file of ``entry`` when there is one: returned when it matches the registry, or
+    when ``allow_mismatch`` (with a warning); otherwise :class:`WeightHashMismatchError` is raised."""
+    found = _weights_dir_file(entry, weights_dir, home)
+    if found is None:
+        return None
+    path, problem = found
+    if problem is None:
+        return path
+    digest = sha256_file(path)
+    err = WeightHashMismatchError(entry.name, path, digest, entry.sha256, path.stat().st_size,
+                                  entry.size if entry.size_exact else None)
+    if not allow_mismatch:
+        raise err
+    log.warning("%s: using %s although it differs from the registry (sha256 %s, registry %s; "
+                "hash mismatch allowed)", entry.name, path, digest, entry.sha256 or f"{entry.size} bytes")
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # resolve
 
@@ -313,7 +400,7 @@ class MissingWeightsError(RuntimeError):
         if fetchable:
             lines.append("Fetch them with internet access:  vidinv weights fetch " + " ".join(fetchable))
             if any(m.entry.gdrive_id for m in self.missing):
-                lines.append("(Google Drive files need gdown: pip install 'vidinv[gdrive]'; "
+                lines.append("(Google Drive files are downloaded with gdown, a vidinv dependency; "
                              "if Drive refuses, download them in a browser.)")
         lines.append("Files placed by hand elsewhere are found with --weights-dir DIR (DIR/<file>; "
                      "directions as DIR/<folder>/<file>).")
@@ -352,13 +439,15 @@ def _find_valid(entry: WeightFile, weights_dir, home, max_hash_bytes: int | None
 
 def resolve(names: str | Iterable[str], weights_dir: str | os.PathLike | None = None, fetch: bool = False, *,
             home: str | os.PathLike | None = None, mirror: str | Mapping[str, str] | None = None,
-            quiet: bool = False) -> dict[str, Path]:
+            quiet: bool = False, allow_hash_mismatch: bool | None = None) -> dict[str, Path]:
     """Find (and optionally fetch) the files ``names``; return ``{name: path}``.
 
     Lookup order: ``weights_dir`` (files placed by hand), then the cache (see the module doc).
     A found file must match the official size and sha256 where those are known (the small
-    direction files; the big checkpoints have no published hash, their structure is checked by the
-    loader when loaded, and by ``vidinv weights verify``).
+    direction files and dlib's models; the big checkpoints have no published hash, their structure is
+    checked by the loader when loaded, and by ``vidinv weights verify``). A mismatching file in
+    ``weights_dir`` is an error, not passed over for the cached copy; a mismatching cached file counts
+    as missing (``fetch`` downloads it again).
 
     Args:
         names: registry names (a single string is one name); bare direction file names and
@@ -369,15 +458,21 @@ def resolve(names: str | Iterable[str], weights_dir: str | os.PathLike | None = 
         mirror: base URL or ``{name: url}`` to download from instead of the official sources
             (default ``$VIDINV_MIRROR``).
         quiet: no progress bars.
+        allow_hash_mismatch: use a ``weights_dir`` file whose size or sha256 differs from the registry's
+            (with a warning) instead of raising; None (default) reads ``$VIDINV_ALLOW_HASH_MISMATCH``.
 
     Returns:
         ``{name: Path}`` for every requested name (registry names as keys).
 
     Raises:
+        WeightHashMismatchError: a file in ``weights_dir`` differs from the registry's size or sha256
+            (one line: path, both hashes, the opt-out), unless ``allow_hash_mismatch``.
         MissingWeightsError: one error listing every file that is still missing, with its URL and
             the exact path to put it at.
         vidinv.weights.registry.UnknownWeightError: a name is not in the registry.
     """
+    if allow_hash_mismatch is None:
+        allow_hash_mismatch = allow_hash_mismatch_from_env()
     if isinstance(names, str):
         names = [names]
     wanted = registry.expand_names(names)
@@ -385,6 +480,10 @@ def resolve(names: str | Iterable[str], weights_dir: str | os.PathLike | None = 
     missing: list[MissingFile] = []
     for name in wanted:
         entry = registry.get(name)
+        by_hand = _check_weights_dir(entry, weights_dir, home, allow_hash_mismatch)
+        if by_hand is not None:
+            found[name] = by_hand
+            continue
         path, problems = _find_valid(entry, weights_dir, home)
         if path is not None:
             found[name] = path
@@ -413,8 +512,12 @@ def status(entry: WeightFile | str, weights_dir: str | os.PathLike | None = None
            home: str | os.PathLike | None = None) -> tuple[str, Path | None]:
     """Cheap status for listings: ``("present", path)``, ``("bad", path)`` (wrong size or sha256)
     or ``("missing", None)``. Hashes only files of at most 32 MB whose sha256 is known (the
-    directions); larger ones get the exact-size check only."""
+    directions); larger ones get the exact-size check only. A bad file in ``weights_dir`` is
+    ``("bad", that path)`` even when the cache holds a good copy (:func:`resolve` refuses it)."""
     entry = registry.get(entry)
+    by_hand = _weights_dir_file(entry, weights_dir, home, max_hash_bytes=32_000_000)
+    if by_hand is not None:
+        return ("present" if by_hand[1] is None else "bad"), by_hand[0]
     path, problems = _find_valid(entry, weights_dir, home, max_hash_bytes=32_000_000)
     if path is not None:
         return "present", path
