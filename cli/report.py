@@ -37,11 +37,18 @@ from cli.main import cli
 @click.option("--detect-size", type=click.IntRange(160), default=None,
               help="dlib detector: longest side of the image its face scan runs at (default 960). 640 is about "
                    "twice as fast but misses faces smaller than ~120 px in 1080p video.")
+@click.option("--cnn-fallback/--no-cnn-fallback", default=False, show_default=True,
+              help="dlib detector: run dlib's CNN face detector on frames where HOG finds no face. Off by "
+                   "default because a report often measures outputs that lost their face, where the CNN would "
+                   "run on every frame at 2-4 s/frame on CPU (HOG: ~0.1 s); the summary says how many frames "
+                   "HOG missed, so turn it on for footage with turned or dark faces. The summary and "
+                   "report.json (videos[].detection) count the frames it ran on.")
 @click.option("--device", default=None, help="Torch device for ArcFace / LPIPS (default cpu).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tuple[str, ...], weights_dir: Path | None,
            lpips: bool | None, crop_size: int, stride: int, max_frames: int | None, source_start: int,
-           source_end: int | None, detector: str, detect_size: int | None, device: str | None, quiet: bool) -> None:
+           source_end: int | None, detector: str, detect_size: int | None, cnn_fallback: bool, device: str | None,
+           quiet: bool) -> None:
     """Measure whether edited videos kept the person recognisable and stable.
 
     SOURCE is the original video (or a folder of videos, or a quoted glob such as "clips/*.mp4");
@@ -49,37 +56,30 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     its source (with several sources, outputs are matched by name: SRC.mp4 <- SRC_anything.mp4).
 
     Per frame and per video: identity similarity source vs output, identity consistency (Feature-Style
-    eq. 9) of source and output, TL-ID / TG-ID (Stitch it in Time), MSE / PSNR / SSIM / LPIPS of the aligned
-    face crops, PSNR / SSIM of the background outside the blend mask, and face-region flicker. Frames
-    without a face are excluded from identity metrics and counted. Writes DIR/report.json,
-    DIR/report.html (self-contained) and PNG plots; prints the time per frame.
+    eq. 9) of source and output, TL-ID / TG-ID (Stitch it in Time's definition: mean over frame pairs of
+    the output's similarity divided by the source's), MSE / PSNR / SSIM / LPIPS of the aligned face crops,
+    PSNR / SSIM of the background outside the blend mask, and face-region flicker. Frames without a face
+    are excluded from identity metrics and listed. Writes DIR/report.json, DIR/report.html
+    (self-contained) and PNG plots; prints the time per frame.
+
+    \b
+    TL-ID / TG-ID here come from the identity network named in the summary on aligned face crops; STIT
+    used insightface on full frames, so they are not directly the paper's numbers.
     """
     from vidinv.face.detect import DetectorUnavailableError
     from vidinv.metrics.identity import EmbedderUnavailable
     from vidinv.metrics.image import LPIPSUnavailable
-    from vidinv.report import InputError, ReportOptions, run_report
+    from vidinv.report import InputError, ReportOptions, run_report, summary_lines
 
     opts = ReportOptions(crop_size=crop_size, stride=stride, max_frames=max_frames, progress=not quiet,
                          source_start=source_start, source_stop=source_end)
     try:
         doc = run_report([source], list(outputs), out_dir, embedder_keys=embedders, weights_dir=weights_dir,
                          device=device, options=opts, lpips=lpips, detector=detector, detect_size=detect_size,
-                         echo=lambda m: click.echo(m, err=True))
+                         cnn_fallback=cnn_fallback, echo=lambda m: click.echo(m, err=True))
     except (InputError, EmbedderUnavailable, LPIPSUnavailable, DetectorUnavailableError, FileNotFoundError,
             ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
-    vids = {v["id"]: v for v in doc["videos"]}
-    key = doc["models"]["primary_identity"]
-    for v in doc["videos"]:
-        ic = v["identity"].get(key, {}).get("consistency")
-        click.echo(f"{v['label']:<32} {v['role']:<7} frames {v['frames']['analysed']:>5} "
-                   f"(no face {v['frames']['without_face']:>4})  identity consistency [{key}] "
-                   f"{ic if isinstance(ic, str) or ic is None else f'{ic:.4f}'}")
-    for c in doc["comparisons"]:
-        ci = c["identity"].get(key)
-        if ci is None:
-            continue
-        sim = ci["similarity"]["mean"]
-        click.echo(f"{vids[c['output']]['label']} vs {vids[c['source']]['label']}: identity similarity "
-                   f"[{key}] {'n/a' if sim is None else f'{sim:.4f}'}")
+    for line in summary_lines(doc):
+        click.echo(line)

@@ -214,6 +214,8 @@ def test_dlib_embedder_chip_and_identity():
     assert np.linalg.norm(e[0] - e[1]) > 0.6  # dlib's own verdict: different persons
     info = emb.describe()
     assert info["key"] == "dlib" and info["dim"] == 128 and "get_face_chip" in info["alignment"]
+    assert info["summary"] == "dlib face-recognition ResNet-29 on aligned 150×150 chips"
+    assert "150×150" in info["crops"]
     assert len(info["sha256"]) == 16
     assert emb.embed_chips([]).shape == (0, 128)
 
@@ -251,6 +253,8 @@ def test_arcface_embedder_alignment_is_fs_idloss(arcface_dir):
     assert cosine_similarity(e[0], e[1]) == pytest.approx(1.0, abs=1e-5)
     info = emb.describe()
     assert info["key"] == "arcface" and "nearest" in info["alignment"] and info["file"].endswith("backbone.pth")
+    assert info["summary"] == "ArcFace IResNet-50 on 112×112 FFHQ-aligned crops"
+    assert "1024×1024" in info["crops"] and "nearest" in info["crops"]
 
 
 def test_arcface_missing_weights(monkeypatch, tmp_path):
@@ -312,18 +316,58 @@ def test_tl_id_tg_id_by_hand():
     tl = tp.tl_id(out, src)
     assert tl.pairs == 2 and tl.source_mean == pytest.approx(1.0)
     assert tl.output_mean == pytest.approx(s) and tl.value == pytest.approx(s)
-    tg = tp.tg_id(out, src)  # pairs (0,1)=s, (0,2)=1, (1,2)=s
-    assert tg.pairs == 3 and tg.value == pytest.approx((2 * s + 1) / 3)
+    tg = tp.tg_id(out, src)  # ordered pairs (0,1)=(1,0)=s, (0,2)=(2,0)=1, (1,2)=(2,1)=s
+    assert tg.pairs == 6 and tg.value == pytest.approx((2 * s + 1) / 3)
+    assert tg.skipped_frames == [] and tg.undefined_pairs == 0
     same = tp.tg_id(src, src)
     assert same.value == pytest.approx(1.0)
-    # frames without a face in either video drop the pairs that touch them
+    # frames without a face in either video drop the pairs that touch them, and are listed
     out_valid = np.array([True, False, True])
     tl2 = tp.tl_id(out, src, output_valid=out_valid)
-    assert tl2.pairs == 0 and math.isnan(tl2.value)
+    assert tl2.pairs == 0 and math.isnan(tl2.value) and math.isnan(tl2.ratio_of_means)
+    assert tl2.skipped_frames == [1]
     tg2 = tp.tg_id(out, src, output_valid=out_valid)
-    assert tg2.pairs == 1 and tg2.value == pytest.approx(1.0)
+    assert tg2.pairs == 2 and tg2.value == pytest.approx(1.0) and tg2.skipped_frames == [1]
+    src_nan = src.copy()
+    src_nan[2] = np.nan  # no face in the source's last frame
+    assert tp.tl_id(out, src_nan).skipped_frames == [2] and tp.tl_id(out, src_nan).pairs == 1
     # different lengths: the common frames count
     assert tp.tl_id(out[:2], src).pairs == 1
+
+
+def _unit(deg, length=1.0):
+    t = math.radians(deg)
+    return [length * math.cos(t), length * math.sin(t)]
+
+
+def test_tl_id_tg_id_are_means_of_ratios_not_ratios_of_means():
+    """STIT: R = S_edit / S_src per pair, TL-ID = mean of R over (i, i+1), TG-ID = mean over i != j.
+
+    Source at angles 0, 60, 60 degrees (a head turn: S_src(0,1) = 0.5, S_src(1,2) = 1, S_src(0,2) = 0.5),
+    output constant (S_edit = 1 everywhere); lengths differ to check the L2 normalisation.
+    """
+    src = np.array([_unit(0, 2.0), _unit(60, 0.5), _unit(60, 3.0)])
+    out = np.array([_unit(0), _unit(0, 4.0), _unit(0, 0.25)])
+    r, s_edit, s_src, both = tp.ratio_matrix(out, src)
+    assert both.all()
+    np.testing.assert_allclose(s_src, [[1, 0.5, 0.5], [0.5, 1, 1], [0.5, 1, 1]], atol=1e-12)
+    np.testing.assert_allclose(s_edit, np.ones((3, 3)), atol=1e-12)
+    np.testing.assert_allclose(r, [[1, 2, 2], [2, 1, 1], [2, 1, 1]], atol=1e-12)
+    tl = tp.tl_id(out, src)
+    assert tl.value == pytest.approx((1 / 0.5 + 1 / 1) / 2)  # 1.5: mean of ratios (STIT)
+    assert tl.ratio_of_means == pytest.approx(1 / 0.75)  # 1.333...: ratio of means (not STIT)
+    assert tl.source_mean == pytest.approx(0.75) and tl.output_mean == pytest.approx(1.0)
+    tg = tp.tg_id(out, src)
+    assert tg.value == pytest.approx((2 + 2 + 1) / 3)  # 5/3 over the 6 ordered pairs
+    assert tg.ratio_of_means == pytest.approx(1 / (2 / 3))  # 1.5
+    assert tg.pairs == 6
+    # swapping the roles gives the reciprocal ratios: means 0.75 (TL) and 2/3 (TG)
+    assert tp.tl_id(src, out).value == pytest.approx(0.75)
+    assert tp.tg_id(src, out).value == pytest.approx((0.5 + 0.5 + 1) / 3)
+    # a pair with S_src = 0 has no ratio: counted apart, not in the mean
+    src0 = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # exactly orthogonal: S_src(0, 1) = 0
+    tl0 = tp.tl_id(out, src0)
+    assert tl0.undefined_pairs == 1 and tl0.pairs == 1 and tl0.value == pytest.approx(1.0)
 
 
 def test_frame_change_and_flicker_by_hand():

@@ -37,6 +37,14 @@ def _video(label, role, emb, faces):
                                                                "frontend": 0.5, "ms_per_frame": 1000.0 / k})
 
 
+def _models():
+    return {"identity": [{"key": "dlib", "network": "dlib test", "file": "/x/model.dat", "sha256": "00",
+                          "dim": 128, "alignment": "chip", "crops": "150×150 chips",
+                          "summary": "dlib test net on 150×150 chips", "similarity": "cosine"}],
+            "primary_identity": "dlib", "lpips": {"available": False, "reason": "backbone not cached"},
+            "notes": []}
+
+
 @pytest.fixture()
 def synthetic():
     """A source of 5 frames and an output of 4 frames (frame 2 of the output has no face)."""
@@ -55,11 +63,7 @@ def synthetic():
     per["change_output"] = np.array([np.nan, 2.0, 2.0, 5.0])
     pair = PairAnalysis(source=src, output=out, compared=4, per_frame=per, lpips=None,
                         lpips_reason="backbone not cached", warnings=["frame counts differ: 5 vs 4"])
-    models = {"identity": [{"key": "dlib", "network": "dlib test", "file": "/x/model.dat", "sha256": "00",
-                            "dim": 128, "alignment": "chip", "similarity": "cosine"}],
-              "primary_identity": "dlib", "lpips": {"available": False, "reason": "backbone not cached"},
-              "notes": []}
-    doc = jsonable(build_document([src, out], [pair], ReportOptions(), models,
+    doc = jsonable(build_document([src, out], [pair], ReportOptions(), _models(),
                                   same_person={"dlib": ("euclidean", 0.6)}))
     return doc, src_e, out_e
 
@@ -91,7 +95,8 @@ def test_document_numbers(synthetic):
     ic_out = np.mean([cosine_similarity(out_e[i], out_e[0]) for i in (1, 3)])
     assert ci["consistency_output"] == pytest.approx(ic_out, rel=1e-5)
     assert ci["consistency_change"] == pytest.approx(ci["consistency_output"] - ci["consistency_source"])
-    assert ci["tl_id"]["pairs"] == 1 and ci["tg_id"]["pairs"] == 3
+    assert ci["tl_id"]["pairs"] == 1 and ci["tg_id"]["pairs"] == 6  # (0,1) adjacent; ordered pairs of 0, 1, 3
+    assert ci["skipped_frames"] == [2]
     fc = c["face_crop"]
     assert fc["psnr"]["mean"] == "inf" and fc["psnr"]["min"] == 20.0 and fc["per_frame"]["psnr"][1] == "inf"
     assert fc["lpips"] == {"available": False, "reason": "backbone not cached"}
@@ -111,13 +116,28 @@ def test_document_numbers(synthetic):
 def test_schema_accepts_the_document_and_rejects_broken_ones(synthetic):
     doc, _, _ = synthetic
     schema = load_schema()
-    assert schema["$id"] == doc["schema"] == "vidinv-report/1"
+    assert schema["$id"] == doc["schema"] == "vidinv-report/2"
     jsonschema.Draft202012Validator.check_schema(schema)
     validate(doc)
     broken = []
     d = copy.deepcopy(doc)
     del d["comparisons"][0]["identity"]["dlib"]["tl_id"]
     broken.append((d, "tl_id"))
+    d = copy.deepcopy(doc)
+    d["comparisons"][0]["identity"]["dlib"]["tl_id"]["ratio_of_means"] = 1.0  # only under its own name
+    broken.append((d, "ratio_of_means"))
+    d = copy.deepcopy(doc)
+    del d["comparisons"][0]["identity"]["dlib"]["skipped_frames"]
+    broken.append((d, "skipped_frames"))
+    d = copy.deepcopy(doc)
+    del d["models"]["temporal_identity"]
+    broken.append((d, "temporal_identity"))
+    d = copy.deepcopy(doc)
+    del d["models"]["identity"][0]["crops"]
+    broken.append((d, "crops"))
+    d = copy.deepcopy(doc)
+    d["videos"][1]["detection"]["cnn_frames"] = -1
+    broken.append((d, "cnn_frames"))
     d = copy.deepcopy(doc)
     d["videos"][0]["role"] = "reference"
     broken.append((d, "role"))
@@ -133,6 +153,69 @@ def test_schema_accepts_the_document_and_rejects_broken_ones(synthetic):
     for bad, what in broken:
         with pytest.raises(SchemaError, match=what):
             validate(bad)
+
+
+def _unit(deg):
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+@pytest.fixture()
+def head_turn():
+    """Source frames 10..13 at angles 0, 60, 60, 30 deg (a head turn), output constant at 0 deg with no face
+    in its last frame: STIT's mean of ratios and the ratio of means differ."""
+    src_e = np.array([_unit(0), _unit(60), _unit(60), _unit(30)])
+    out_e = np.array([_unit(0), _unit(0), _unit(0), [np.nan, np.nan]])
+    src = _video("turn.mp4", "source", src_e, [_face() for _ in range(4)])
+    src.frame_index = [10, 11, 12, 13]
+    src.detection = {"detector": "dlib", "cnn_fallback": True, "cnn_frames": 2, "cnn_face_frames": 1,
+                     "cnn_frame_index": [11, 12], "hog_missed": 2, "blank_frames": 0}
+    out = _video("turn_edit.mp4", "output", out_e, [_face(), _face(), _face(), None])
+    out.detection = {"detector": "dlib", "cnn_fallback": True, "cnn_frames": 0, "cnn_face_frames": 0,
+                     "cnn_frame_index": [], "hog_missed": 0, "blank_frames": 1}
+    per = {k: np.full(4, np.nan) for k in PER_FRAME_PIXEL}
+    pair = PairAnalysis(source=src, output=out, compared=4, per_frame=per, lpips=None, lpips_reason="off")
+    return jsonable(build_document([src, out], [pair], ReportOptions(), _models()))
+
+
+def test_report_tl_id_tg_id_are_stit_mean_of_ratios(head_turn):
+    doc = head_turn
+    validate(doc)
+    ci = doc["comparisons"][0]["identity"]["dlib"]
+    # frames 10, 11, 12 count (13 has no output face): S_src(10,11) = 0.5, S_src(11,12) = 1, S_src(10,12) = 0.5;
+    # S_edit = 1 everywhere -> R = 2, 1, 2
+    assert ci["tl_id"]["value"] == pytest.approx((2 + 1) / 2)  # mean of ratios over (10,11), (11,12)
+    assert ci["tl_id_ratio_of_means"] == pytest.approx(1 / 0.75)  # not STIT's: 1.333
+    assert ci["tg_id"]["value"] == pytest.approx((2 + 1 + 2) / 3)  # over the 6 ordered pairs
+    assert ci["tg_id_ratio_of_means"] == pytest.approx(1.5)
+    assert ci["tl_id"]["pairs"] == 2 and ci["tg_id"]["pairs"] == 6
+    assert ci["tl_id"]["source_mean"] == pytest.approx(0.75) and ci["tl_id"]["output_mean"] == pytest.approx(1.0)
+    assert ci["skipped_frames"] == [13] and ci["tl_id"]["undefined_pairs"] == 0
+    ti = doc["models"]["temporal_identity"]
+    assert ti["embeddings"] == {"dlib": "dlib test net on 150×150 chips"}
+    assert "mean of R over adjacent pairs" in ti["definition"] and "insightface on full frames" in ti["comparability"]
+    assert "not STIT" in ti["ratio_of_means"]
+    assert doc["videos"][0]["detection"]["cnn_frame_index"] == [11, 12]
+    assert any("CNN fallback ran on 2 of 4 frames" in w and "found one in 1" in w for w in doc["warnings"])
+
+
+def test_summary_and_html_state_the_stit_numbers_and_the_network(head_turn, tmp_path):
+    from vidinv.report import summary_lines
+
+    lines = summary_lines(head_turn)
+    text = "\n".join(lines)
+    assert "turn_edit.mp4 vs turn.mp4: identity similarity [dlib]" in text
+    assert "TL-ID [dlib] 1.5000 (2 adjacent pairs)  TG-ID [dlib] 1.6667 (6 ordered pairs)  skipped frames: 1 [13]" \
+        in text
+    assert "ratio of means (not STIT's TL-ID/TG-ID) [dlib]: 1.3333 / 1.5000" in text
+    assert "from dlib = dlib test net on 150×150 chips" in text and "insightface on full frames" in text
+    src_line = next(x for x in lines if x.startswith("turn.mp4 "))
+    assert "CNN fallback on 2 frame(s), found a face in 1" in src_line
+    page = render_html(head_turn, tmp_path)
+    assert "TL-ID (STIT)" in page and "TL-ID ratio of means (not STIT)" in page
+    cells = "".join(f'<td class="">{v}</td>' for v in ("1.500", "1.667", "1.333", "1.500"))
+    assert cells in page  # TL-ID, TG-ID (STIT), then the two ratios of means
+    assert "150×150 chips" in page and "insightface on full frames" in page
+    assert "2 frames (1 with a face)" in page
 
 
 def test_plots_and_self_contained_html(synthetic, tmp_path):

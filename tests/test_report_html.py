@@ -56,6 +56,13 @@ def test_cli_writes_a_valid_report(cli_report):
     doc = json.loads((out / "report.json").read_text())
     validate(doc)
     c = doc["comparisons"][0]
+    # TL-ID / TG-ID printed as in report.json (STIT's mean of ratios), with the network and crops behind them
+    ci = c["identity"]["dlib"]
+    assert (f"TL-ID [dlib] {ci['tl_id']['value']:.4f} ({FRAMES - 1} adjacent pairs)  TG-ID [dlib] "
+            f"{ci['tg_id']['value']:.4f} ({FRAMES * (FRAMES - 1)} ordered pairs)  skipped frames: 0") in text
+    assert "from dlib = dlib face-recognition ResNet-29 on aligned 150×150 chips" in text
+    assert "insightface on full frames" in text
+    assert "CNN fallback off (HOG found no face in 0 frame(s))" in text
     assert c["frames"]["compared"] == FRAMES and c["identity"]["dlib"]["frames_used"] == FRAMES
     assert c["identity"]["dlib"]["similarity"]["mean"] > 0.97
     assert 30 < c["face_crop"]["psnr"]["mean"] < 60 and 0.8 < c["face_crop"]["ssim"]["mean"] <= 1.0
@@ -114,3 +121,24 @@ def test_report_html_shows_the_plots_in_chromium(cli_report, tmp_path):
     shot_bare = _screenshot(browser, bare, tmp_path / "bare.png", tmp_path / "profile2")
     assert _colour_pixels(shot_bare, SOURCE_COLOUR) < 20 and _colour_pixels(shot_bare, OUTPUT_COLOURS[0]) < 20
     assert shot_bare.std() > 5  # the tables are still there
+
+
+def test_cli_cnn_fallback_switch(tmp_path):
+    """`vidinv report --cnn-fallback` on a face-free clip: the summary says on how many frames the CNN ran;
+    without the flag it did not run and the summary counts the frames HOG missed."""
+    from cli.main import _register, cli
+    from vidinv.video import VideoWriter
+
+    rng = np.random.default_rng(17)
+    clip = tmp_path / "noise.mp4"
+    with VideoWriter(clip, 128, 96, fps=25, crf=18) as w:
+        for _ in range(2):
+            w.write(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    _register()
+    base = ["report", str(clip), "--embedder", "dlib", "--quiet", "--no-lpips"]
+    off = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "off")], catch_exceptions=False)
+    on = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "on"), "--cnn-fallback"], catch_exceptions=False)
+    assert off.exit_code == 0 and on.exit_code == 0, off.output + on.output
+    assert "CNN fallback off (HOG found no face in 2 frame(s))" in off.output
+    assert "CNN fallback on 2 frame(s), found a face in 0" in on.output
+    assert json.loads((tmp_path / "on" / "report.json").read_text())["videos"][0]["detection"]["cnn_frames"] == 2

@@ -236,3 +236,47 @@ def test_output_of_a_source_window(tmp_path):
     assert c_al["face_crop"]["psnr"]["mean"] > 35
     assert c_al["face_crop"]["psnr"]["mean"] > c_sh["face_crop"]["psnr"]["mean"] + 3
     validate(aligned)
+
+
+def _noise_clip(path, seed, n=3):
+    """A face-free, non-blank clip: ``n`` frames of uniform noise, 128x96."""
+    rng = np.random.default_rng(seed)
+    _write(path, [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(n)], 25)
+    return path
+
+
+def test_cnn_fallback_is_a_switch_and_counted(tmp_path, monkeypatch):
+    """On a clip without a face, dlib's CNN fallback never runs by default (the frames HOG missed are
+    counted); switched on, it runs on every frame and report.json and the timing line say so."""
+    from vidinv.face import detect as dm
+
+    clip = _noise_clip(tmp_path / "noise.mp4", seed=91)
+    ran: list[int] = []
+    real = dm.DlibLandmarkDetector._cnn_faces
+
+    def counting(self, frames):
+        ran.append(len(frames))
+        return real(self, frames)
+
+    monkeypatch.setattr(dm.DlibLandmarkDetector, "_cnn_faces", counting)
+    msgs: list[str] = []
+    off = run_report([clip], [], tmp_path / "off", embedder_keys=["dlib"], options=ReportOptions(progress=False),
+                     echo=msgs.append)
+    assert ran == []
+    validate(off)
+    assert off["settings"]["frontend"]["cnn_fallback"] is False
+    assert off["videos"][0]["detection"] == {"detector": "dlib", "cnn_fallback": False, "cnn_frames": 0,
+                                             "cnn_face_frames": 0, "cnn_frame_index": [], "hog_missed": 3,
+                                             "blank_frames": 0}
+    assert any("HOG found no face in 3 frame(s), CNN fallback off" in m for m in msgs)
+    assert any("CNN fallback was off (--cnn-fallback" in w for w in off["warnings"])
+    msgs.clear()
+    on = run_report([clip], [], tmp_path / "on", embedder_keys=["dlib"], options=ReportOptions(progress=False),
+                    cnn_fallback=True, echo=msgs.append)
+    assert sum(ran) == 3  # the CNN really ran, once per frame
+    validate(on)
+    det = on["videos"][0]["detection"]
+    assert det["cnn_fallback"] is True and det["cnn_frames"] == 3 and det["cnn_frame_index"] == [0, 1, 2]
+    assert det["cnn_face_frames"] == 0 and on["videos"][0]["frames"]["without_face"] == 3
+    assert any("CNN fallback on 3 frame(s)" in m for m in msgs)
+    assert any("CNN fallback ran on 3 of 3 frames" in w for w in on["warnings"])

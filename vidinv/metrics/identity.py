@@ -94,7 +94,9 @@ class IdentityEmbedder(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """JSON-able identifiers of the network: ``key``, ``network``, ``file``, ``sha256`` (prefix),
-        ``dim``, ``alignment`` (how faces are aligned), ``similarity`` (how embeddings are compared)."""
+        ``dim``, ``alignment`` (how faces are aligned), ``crops`` (the network's input, short),
+        ``summary`` (one line: network on crops, for printed summaries), ``similarity`` (how embeddings
+        are compared)."""
 
     @abstractmethod
     def align(self, frame: np.ndarray, face) -> np.ndarray:
@@ -183,6 +185,8 @@ class DlibEmbedder(IdentityEmbedder):
             "dim": self.dim,
             "alignment": (f"dlib 5-point shape predictor ({self.PREDICTOR_FILE}) on the face box, then "
                           f"dlib.get_face_chip(size={self.chip_size}, padding={self.padding})"),
+            "crops": f"aligned {self.chip_size}×{self.chip_size} chips (dlib get_face_chip, 5-point alignment)",
+            "summary": f"dlib face-recognition ResNet-29 on aligned {self.chip_size}×{self.chip_size} chips",
             "num_jitters": self.num_jitters,
             "similarity": "cosine similarity of the 128-D descriptors",
             "same_person": "Euclidean descriptor distance < 0.6 (dlib's verification threshold)",
@@ -277,6 +281,9 @@ class ArcFaceEmbedder(IdentityEmbedder):
             "dim": self.dim,
             "alignment": (f"FFHQ aligned crop {self.crop_size}x{self.crop_size} (front-end quad), RGB in [-1, 1], "
                           f"F.interpolate to 112x112 mode={self.resize!r} (Feature-Style trainer.IDloss)"),
+            "crops": (f"112×112 crops resized ({self.resize}) from the FFHQ-aligned "
+                      f"{self.crop_size}×{self.crop_size} face"),
+            "summary": "ArcFace IResNet-50 on 112×112 FFHQ-aligned crops",
             "similarity": "cosine similarity of the 512-D features output",
         }
 

@@ -10,18 +10,29 @@ Definitions (``cos`` = cosine similarity, ``e_i`` = embedding of frame i):
   ``IC = mean_{i != r} cos(e_i, e_r)`` with r the first valid frame ("frame 0"). We leave out the
   reference frame itself (its term is always 1); including it would give ``(1 + (n-1) IC) / n``.
   Computed on the source and on the output separately, so the difference shows what the edit did.
-* **TL-ID / TG-ID** (Stitch it in Time, Tzaban et al. SIGGRAPH Asia 2022, sec. 5): temporally-local
-  identity compares each pair of *adjacent* frames, temporally-global identity *all* pairs of frames;
-  each is the mean pair similarity of the edited video divided by the same mean on the source video, so
-  1 means "as consistent as the source" (values slightly above 1 are possible). A pair counts when both of
-  its frames have a face in both videos.
+* **TL-ID / TG-ID** (Stitch it in Time, Tzaban et al. SIGGRAPH Asia 2022, sec. 5, as its evaluation code
+  computes them): from the L2-normalised embeddings ``E`` of the source and of the edited video, the
+  similarity matrices ``S_src = E_src E_src^T`` and ``S_edit = E_edit E_edit^T`` and the per-pair ratio
+  ``R = S_edit / S_src`` (elementwise);
+
+  - ``TL-ID = mean of R[i, i+1]`` over the adjacent pairs (temporally local),
+  - ``TG-ID = mean of R[i, j]`` over all ordered pairs ``i != j`` (temporally global; ``S`` is symmetric,
+    so this equals the mean over ``i < j``).
+
+  This is a *mean of ratios*: 1 means "as consistent as the source", values slightly above 1 are
+  possible. A pair counts only when both of its frames have a face in both videos; pairs whose source
+  similarity is exactly 0 have no ratio and are counted apart (``undefined_pairs``). The *ratio of means*
+  ``mean(S_edit) / mean(S_src)`` over the same pairs is also returned (``ratio_of_means``) for comparison;
+  it is **not** STIT's TL-ID / TG-ID and differs from it whenever the source similarities vary (head
+  turns, blinks). The numbers depend on the identity network and its face crops: STIT used insightface
+  on full frames, so values computed with another network or alignment are not the paper's numbers.
 * **Flicker** of the face region: mean absolute frame-to-frame change of the output's aligned face
   minus that of the source (:func:`frame_change`, :func:`flicker`); > 0 means the output changes more
   from frame to frame than the source (jitter, texture flicker), 0 means as stable as the source.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +44,7 @@ __all__ = [
     "identity_consistency",
     "adjacent_similarity",
     "pairwise_similarity",
+    "ratio_matrix",
     "TemporalIdentity",
     "tl_id",
     "tg_id",
@@ -108,7 +120,8 @@ def adjacent_similarity(embeddings, valid=None) -> np.ndarray:
 
 
 def pairwise_similarity(embeddings, valid=None) -> np.ndarray:
-    """``(N, N)`` float64 matrix of ``cos(e_i, e_j)``; NaN in rows/columns of invalid frames."""
+    """``(N, N)`` float64 matrix of ``cos(e_i, e_j)``, i.e. ``S = E E^T`` of the L2-normalised embeddings
+    (STIT's similarity matrix); NaN in rows/columns of invalid frames."""
     e, ok = valid_rows(embeddings, valid)
     n = e.shape[0]
     out = np.full((n, n), np.nan)
@@ -121,33 +134,89 @@ def pairwise_similarity(embeddings, valid=None) -> np.ndarray:
 
 @dataclass
 class TemporalIdentity:
-    """Result of :func:`tl_id` / :func:`tg_id`.
+    """Result of :func:`tl_id` / :func:`tg_id` (Stitch it in Time's definition, see the module docstring).
 
     Attributes:
-        value: output mean pair similarity / source mean pair similarity (NaN when no pair counts).
-        output_mean: mean ``cos`` over the counted pairs of the output, in [-1, 1].
-        source_mean: the same on the source.
-        pairs: number of pairs counted.
+        value: TL-ID / TG-ID = mean over the counted pairs of ``S_edit[i, j] / S_src[i, j]`` (mean of
+            ratios; NaN when no pair counts).
+        pairs: number of pairs counted (adjacent pairs ``(i, i+1)`` for TL-ID; ordered pairs ``(i, j)``,
+            ``i != j``, for TG-ID, so each unordered pair counts twice).
+        output_mean: mean ``S_edit`` over the counted pairs, in [-1, 1].
+        source_mean: mean ``S_src`` over the counted pairs.
+        ratio_of_means: ``output_mean / source_mean`` -- *not* STIT's metric (kept for comparison with
+            earlier vidinv reports); NaN when ``source_mean`` is 0 or no pair counts.
+        skipped_frames: positions (0-based, among the compared frames) of frames left out because one of
+            the two videos has no face (no embedding) there.
+        undefined_pairs: pairs with faces in all four frames but ``S_src == 0`` (no ratio; not counted).
     """
 
     value: float
+    pairs: int
     output_mean: float
     source_mean: float
-    pairs: int
+    ratio_of_means: float
+    skipped_frames: list[int] = field(default_factory=list)
+    undefined_pairs: int = 0
 
     def as_dict(self) -> dict:
-        return {"value": self.value, "output_mean": self.output_mean, "source_mean": self.source_mean,
-                "pairs": self.pairs}
+        """All attributes as a JSON-ready dict (floats may be NaN)."""
+        return {"value": self.value, "pairs": self.pairs, "output_mean": self.output_mean,
+                "source_mean": self.source_mean, "ratio_of_means": self.ratio_of_means,
+                "skipped_frames": list(self.skipped_frames), "undefined_pairs": self.undefined_pairs}
 
 
-def _ratio(out_vals: np.ndarray, src_vals: np.ndarray) -> TemporalIdentity:
-    keep = np.isfinite(out_vals) & np.isfinite(src_vals)
-    n = int(keep.sum())
-    if n == 0:
-        return TemporalIdentity(float("nan"), float("nan"), float("nan"), 0)
-    mo, ms = float(out_vals[keep].mean()), float(src_vals[keep].mean())
-    value = mo / ms if ms != 0 else float("nan")
-    return TemporalIdentity(value, mo, ms, n)
+def ratio_matrix(output_embeddings, source_embeddings, output_valid=None, source_valid=None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """STIT's per-pair ratio ``R = S_edit / S_src`` over the common frames.
+
+    Args:
+        output_embeddings, source_embeddings: ``(N, D)`` and ``(M, D)`` embeddings of the same identity
+            network (any length; they are L2-normalised here); frames are paired by index over the first
+            ``n = min(N, M)``.
+        output_valid, source_valid: optional ``(N,)`` / ``(M,)`` bool masks of frames with a face (rows of
+            NaN count as invalid too).
+
+    Returns:
+        ``(R, S_edit, S_src, both)``: three ``(n, n)`` float64 matrices and the ``(n,)`` bool mask of frames
+        with a face in both videos. ``S_edit`` and ``S_src`` are NaN in rows/columns of frames not in
+        ``both``; ``R`` is NaN there and where ``S_src == 0``.
+    """
+    eo, vo, es, vs = _align_lengths(output_embeddings, source_embeddings, output_valid, source_valid)
+    both = vo & vs
+    s_edit = pairwise_similarity(eo, both)
+    s_src = pairwise_similarity(es, both)
+    r = np.full_like(s_src, np.nan)
+    ok = np.isfinite(s_edit) & np.isfinite(s_src) & (s_src != 0)
+    r[ok] = s_edit[ok] / s_src[ok]
+    return r, s_edit, s_src, both
+
+
+def _temporal(output_embeddings, source_embeddings, output_valid, source_valid, pair_mask) -> TemporalIdentity:
+    r, s_edit, s_src, both = ratio_matrix(output_embeddings, source_embeddings, output_valid, source_valid)
+    n = both.shape[0]
+    pm = pair_mask(n) & both[:, None] & both[None, :]
+    counted = pm & np.isfinite(r)
+    k = int(counted.sum())
+    undefined = int((pm & ~np.isfinite(r)).sum())
+    skipped = [int(i) for i in np.flatnonzero(~both)]
+    nan = float("nan")
+    if k == 0:
+        return TemporalIdentity(nan, 0, nan, nan, nan, skipped, undefined)
+    mo, ms = float(s_edit[counted].mean()), float(s_src[counted].mean())
+    rom = mo / ms if ms != 0 else nan
+    return TemporalIdentity(float(r[counted].mean()), k, mo, ms, rom, skipped, undefined)
+
+
+def _adjacent_pairs(n: int) -> np.ndarray:
+    m = np.zeros((n, n), dtype=bool)
+    if n > 1:
+        i = np.arange(n - 1)
+        m[i, i + 1] = True
+    return m
+
+
+def _ordered_pairs(n: int) -> np.ndarray:
+    return ~np.eye(n, dtype=bool)
 
 
 def _align_lengths(out_e, src_e, out_valid, src_valid):
@@ -158,7 +227,7 @@ def _align_lengths(out_e, src_e, out_valid, src_valid):
 
 
 def tl_id(output_embeddings, source_embeddings, output_valid=None, source_valid=None) -> TemporalIdentity:
-    """Temporally-local identity (STIT): adjacent-pair similarity of the output over that of the source.
+    """Temporally-local identity (STIT): mean over adjacent pairs ``(i, i+1)`` of ``S_edit / S_src``.
 
     Args:
         output_embeddings, source_embeddings: ``(N, D)`` and ``(M, D)`` per-frame embeddings of the same
@@ -166,22 +235,21 @@ def tl_id(output_embeddings, source_embeddings, output_valid=None, source_valid=
         output_valid, source_valid: optional ``(N,)`` / ``(M,)`` bool masks of frames with a face.
 
     Returns:
-        :class:`TemporalIdentity` over the adjacent pairs (i, i+1) valid in both videos.
+        :class:`TemporalIdentity` over the adjacent pairs whose two frames have a face in both videos.
+
+    Raises:
+        ValueError: embeddings not 2-D or a mask of the wrong length.
     """
-    eo, vo, es, vs = _align_lengths(output_embeddings, source_embeddings, output_valid, source_valid)
-    both = vo & vs
-    return _ratio(adjacent_similarity(eo, both), adjacent_similarity(es, both))
+    return _temporal(output_embeddings, source_embeddings, output_valid, source_valid, _adjacent_pairs)
 
 
 def tg_id(output_embeddings, source_embeddings, output_valid=None, source_valid=None) -> TemporalIdentity:
-    """Temporally-global identity (STIT): all-pairs similarity of the output over that of the source.
+    """Temporally-global identity (STIT): mean over all ordered pairs ``i != j`` of ``S_edit / S_src``.
 
-    Arguments as :func:`tl_id`; pairs are all (i, j), i < j, valid in both videos.
+    Arguments, return value and errors as :func:`tl_id`; ``pairs`` counts ordered pairs (each unordered
+    pair twice), the mean equals the mean over ``i < j`` because ``S`` is symmetric.
     """
-    eo, vo, es, vs = _align_lengths(output_embeddings, source_embeddings, output_valid, source_valid)
-    both = vo & vs
-    iu = np.triu_indices(eo.shape[0], k=1)
-    return _ratio(pairwise_similarity(eo, both)[iu], pairwise_similarity(es, both)[iu])
+    return _temporal(output_embeddings, source_embeddings, output_valid, source_valid, _ordered_pairs)
 
 
 def frame_change(previous, current, mask=None) -> float:

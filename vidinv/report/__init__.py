@@ -13,6 +13,10 @@ them, and writes into an output folder:
 The per-frame work is in :mod:`vidinv.report.compute`, the document in :mod:`vidinv.report.document`,
 the metric definitions in :mod:`vidinv.metrics`.
 
+TL-ID / TG-ID are Stitch it in Time's mean of per-pair ratios (:mod:`vidinv.metrics.temporal`); the
+document names the identity network and crops behind them. dlib's CNN detector fallback is off unless
+``cnn_fallback=True`` (``--cnn-fallback``); each video's ``detection`` entry counts the frames it ran on.
+
 ``vidinv edit --report DIR`` should call ``run_report([source], [output], DIR)`` after writing its output
 (with ``options=ReportOptions(source_start=first_frame, source_stop=stop_frame)`` when the output was cut to
 a window of the source).
@@ -32,7 +36,7 @@ from vidinv.report.inputs import InputError, expand_videos, pair_outputs
 from vidinv.report.schema import SchemaError, validate
 
 __all__ = ["run_report", "ReportOptions", "VideoAnalysis", "PairAnalysis", "InputError", "SchemaError",
-           "SCHEMA_ID", "validate", "write_outputs", "output_group"]
+           "SCHEMA_ID", "validate", "write_outputs", "output_group", "summary_lines"]
 
 
 def output_group(output: Path | str, source: Path | str) -> str:
@@ -53,9 +57,15 @@ def _echo_timing(echo: Callable[[str], None], v: VideoAnalysis) -> None:
         echo(f"{v.role} {v.label}: no frames decoded")
         return
     per = 1000.0 / n
+    det = v.detection or {}
+    cnn = ""
+    if det.get("cnn_fallback"):
+        cnn = f"; CNN fallback on {det['cnn_frames']} frame(s)"
+    elif det.get("cnn_fallback") is False and det.get("hog_missed"):
+        cnn = f"; HOG found no face in {det['hog_missed']} frame(s), CNN fallback off"
     echo(f"{v.role} {v.label}: {n} frames in {t['total']:.1f} s = {t['ms_per_frame']:.0f} ms/frame "
          f"(front-end {t['frontend'] * per:.0f}, identity {t['identity'] * per:.0f}, pixel metrics "
-         f"{t['pixel'] * per:.0f} ms/frame); {int(v.has_face.sum())} with a face")
+         f"{t['pixel'] * per:.0f} ms/frame); {int(v.has_face.sum())} with a face{cnn}")
 
 
 def _arr(values) -> np.ndarray:
@@ -149,6 +159,59 @@ def _plots(out_dir: Path, doc: dict) -> list[dict]:
     return entries
 
 
+def _f(x, nd: int = 4) -> str:
+    """A document metric for the summary: number with ``nd`` decimals, "inf"/"-inf" as is, null as n/a."""
+    if x is None:
+        return "n/a"
+    return x if isinstance(x, str) else f"{x:.{nd}f}"
+
+
+def _detection_text(det: dict) -> str:
+    if det.get("cnn_fallback") is None:
+        return ""
+    if det["cnn_fallback"]:
+        return f"  CNN fallback on {det['cnn_frames']} frame(s), found a face in {det['cnn_face_frames']}"
+    return f"  CNN fallback off (HOG found no face in {det['hog_missed']} frame(s))"
+
+
+def summary_lines(doc: dict) -> list[str]:
+    """The printed summary of a report document (JSON form): per video frames, faces, identity
+    consistency and the CNN-fallback count; per comparison identity similarity, TL-ID / TG-ID (STIT's
+    definition) with their pairs and skipped frames, the ratio of means under its own name; and which
+    identity network / crops produced TL-ID / TG-ID."""
+    lines: list[str] = []
+    vids = {v["id"]: v for v in doc["videos"]}
+    key = doc["models"]["primary_identity"]
+    for v in doc["videos"]:
+        ic = v["identity"].get(key, {}).get("consistency")
+        lines.append(f"{v['label']:<32} {v['role']:<7} frames {v['frames']['analysed']:>5} "
+                     f"(no face {v['frames']['without_face']:>4})  identity consistency [{key}] {_f(ic)}"
+                     f"{_detection_text(v['detection'])}")
+    keys = [m["key"] for m in doc["models"]["identity"]]
+    keys = [key] + [k for k in keys if k != key]
+    for c in doc["comparisons"]:
+        name = f"{vids[c['output']]['label']} vs {vids[c['source']]['label']}"
+        for k in keys:
+            ci = c["identity"].get(k)
+            if ci is None:
+                continue
+            lines.append(f"{name}: identity similarity [{k}] {_f(ci['similarity']['mean'])}")
+            tl, tg = ci["tl_id"], ci["tg_id"]
+            skipped = ci["skipped_frames"]
+            shown = ", ".join(str(i) for i in skipped[:12]) + (", ..." if len(skipped) > 12 else "")
+            lines.append(f"  TL-ID [{k}] {_f(tl['value'])} ({tl['pairs']} adjacent pairs)  TG-ID [{k}] "
+                         f"{_f(tg['value'])} ({tg['pairs']} ordered pairs)  skipped frames: {len(skipped)}"
+                         + (f" [{shown}]" if skipped else ""))
+            lines.append(f"  ratio of means (not STIT's TL-ID/TG-ID) [{k}]: {_f(ci['tl_id_ratio_of_means'])} / "
+                         f"{_f(ci['tg_id_ratio_of_means'])}")
+    if doc["comparisons"]:
+        ti = doc["models"]["temporal_identity"]
+        nets = "; ".join(f"{k} = {ti['embeddings'][k]}" for k in keys if k in ti["embeddings"])
+        lines.append(f"TL-ID/TG-ID (STIT: mean over frame pairs of S_edit/S_src) from {nets}. "
+                     f"{ti['comparability']}")
+    return lines
+
+
 def write_outputs(out_dir: Path, doc: dict) -> tuple[Path, Path]:
     """Validate ``doc`` (JSON form) and write ``report.json`` and ``report.html`` into ``out_dir``
     (where its plots already are). Returns both paths.
@@ -171,7 +234,7 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
                embedder_keys: Sequence[str] = ("auto",), weights_dir: str | os.PathLike | None = None,
                device: str | None = None, options: ReportOptions | None = None, lpips: bool | None = None,
                lpips_net: str = "alex", frontend=None, detector: str = "dlib", detect_size: int | None = None,
-               echo: Callable[[str], None] | None = None) -> dict:
+               cnn_fallback: bool = False, echo: Callable[[str], None] | None = None) -> dict:
     """Analyse videos and write report.json, the PNG plots and report.html into ``out_dir``.
 
     Args:
@@ -194,6 +257,10 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
         detector: landmark detector of the default front-end (``"dlib"`` or ``"fan"``).
         detect_size: for the dlib detector, the longest image side its HOG scan runs at (default: the
             detector's own, 960); 640 roughly halves detection time but misses faces under ~120 px in 1080p.
+        cnn_fallback: for the dlib detector, run dlib's CNN MMOD detector on non-blank frames where HOG finds
+            no face. Off by default: on an output that lost its face it would run on every frame (2-4 s per
+            frame on CPU instead of ~0.1 s); the report counts the frames HOG missed either way
+            (``videos[].detection``) and how many went to the CNN when it is on.
         echo: progress/timing messages (default: print to stderr).
 
     Returns:
@@ -249,10 +316,13 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
 
     if frontend is not None:
         fe = frontend
-    elif detect_size is not None and detector == "dlib":
+    elif detector == "dlib":
         from vidinv.face.detect import DlibLandmarkDetector
 
-        fe = FaceFrontEnd(detector=DlibLandmarkDetector(max_side=int(detect_size)))
+        kw = {"cnn_fallback": bool(cnn_fallback)}
+        if detect_size is not None:
+            kw["max_side"] = int(detect_size)
+        fe = FaceFrontEnd(detector=DlibLandmarkDetector(**kw))
     else:
         fe = FaceFrontEnd(detector=detector)
     out_dir = Path(out_dir)
@@ -279,6 +349,7 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
               "notes": notes}
     fe_settings = {"frontend": {"detector": getattr(fe.detector, "name", str(fe.detector)),
                                 "detect_max_side": getattr(fe.detector, "max_side", None),
+                                "cnn_fallback": getattr(fe.detector, "cnn_fallback", None),
                                 "smoothing": getattr(fe, "smoothing", None), "sigma": getattr(fe, "sigma", None),
                                 "variant": getattr(fe, "variant", None)},
                    "device": str(device or "cpu")}

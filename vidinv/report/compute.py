@@ -3,7 +3,9 @@
 :func:`analyse_video` runs the face front-end (:class:`vidinv.face.frontend.FaceFrontEnd`) over one
 video, keeps the tracked target face of every frame (landmarks, smoothed quad, box) and embeds it with
 every identity network (:mod:`vidinv.metrics.identity`), each with its own alignment. Frames without a
-tracked face get NaN embeddings and are left out of the identity metrics (and counted).
+tracked face get NaN embeddings and are left out of the identity metrics (and counted). It also records,
+per frame, which stage of the dlib detector produced the detections (HOG, or the slow CNN fallback when
+the detector has it switched on; see :func:`detection_summary`).
 
 :func:`compare_videos` analyses an output video the same way and, in the same pass, decodes the source
 again in lockstep (frame i of the output against frame i of the source) to measure, per frame:
@@ -42,7 +44,7 @@ from vidinv.video import Frame, VideoReader, probe
 log = logging.getLogger(__name__)
 
 __all__ = ["ReportOptions", "FaceRecord", "VideoAnalysis", "PairAnalysis", "analyse_video", "compare_videos",
-           "iter_frames", "face_mask_aligned", "blend_region"]
+           "iter_frames", "face_mask_aligned", "blend_region", "DETECTION_STATUS", "detection_summary"]
 
 
 @dataclass
@@ -113,6 +115,7 @@ class VideoAnalysis:
             comparison), ``frontend`` (decoding + detection + tracking, the rest); ``ms_per_frame``.
         notes: things the report should say (decode errors ...).
         source: for outputs, the label of their source.
+        detection: :func:`detection_summary` of the frames (how many went to the CNN fallback ...).
     """
 
     path: Path
@@ -126,6 +129,7 @@ class VideoAnalysis:
     timing: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source: str | None = None
+    detection: dict = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -212,6 +216,79 @@ def _record(face) -> FaceRecord:
                       qsize=float(face.qsize), box=np.asarray(face.box, np.float64))
 
 
+#: Per-frame detection outcome recorded by :func:`analyse_video`: ``"hog"`` (dlib's HOG found the face),
+#: ``"cnn_face"`` / ``"cnn_none"`` (HOG found nothing, the CNN fallback ran and found a face / nothing),
+#: ``"missed"`` (HOG found nothing and the fallback is off), ``"blank"`` (uniform frame, no detector run),
+#: ``"other"`` (a detector without HOG/CNN stages, e.g. FAN).
+DETECTION_STATUS = ("hog", "cnn_face", "cnn_none", "missed", "blank", "other")
+
+
+def _detection_status(frame: np.ndarray, faces, detector) -> str:
+    from vidinv.face.detect import is_blank
+
+    fallback = getattr(detector, "cnn_fallback", None)
+    if any(getattr(f, "detector", None) == "dlib_hog" for f in faces):
+        return "hog"
+    if fallback is None:
+        return "other"
+    if is_blank(frame, getattr(detector, "blank_std", 2.0)):
+        return "blank"
+    if fallback:
+        return "cnn_face" if faces else "cnn_none"
+    return "missed"
+
+
+class _DetectionLog:
+    """Stands in for a front-end's detector during one video: forwards ``detect`` and records, per frame
+    in call order, a :data:`DETECTION_STATUS` (derived from the detections, so it also holds for detectors
+    whose results are memoised)."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.status: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+    def detect(self, frames):
+        found = self.detector.detect(frames)
+        for frame, faces in zip(frames, found):
+            self.status.append(_detection_status(np.asarray(frame), faces, self.detector))
+        return found
+
+    __call__ = detect
+
+
+def detection_summary(status: Sequence[str], frame_index: Sequence[int], detector) -> dict:
+    """What the detector did on one video.
+
+    Args:
+        status: per analysed frame, a :data:`DETECTION_STATUS` value.
+        frame_index: original index of each analysed frame.
+        detector: the front-end's detector (its ``name`` and ``cnn_fallback`` are recorded), or None
+            when unknown.
+
+    Returns:
+        ``detector`` (name or None), ``cnn_fallback`` (bool; None for detectors without one), ``cnn_frames``
+        (frames the CNN fallback ran on), ``cnn_face_frames`` (of those, frames where it found a face),
+        ``cnn_frame_index`` (original indices of ``cnn_frames``), ``hog_missed`` (non-blank frames where
+        HOG found no face, whether or not the CNN then ran), ``blank_frames``.
+    """
+    st = list(status)
+    fi = list(frame_index)
+    cnn = [int(fi[j]) for j, x in enumerate(st[:len(fi)]) if x in ("cnn_face", "cnn_none")]
+    return {
+        "detector": None if detector is None else getattr(detector, "name", type(detector).__name__),
+        "cnn_fallback": (None if getattr(detector, "cnn_fallback", None) is None
+                         else bool(detector.cnn_fallback)),
+        "cnn_frames": len(cnn),
+        "cnn_face_frames": sum(x == "cnn_face" for x in st),
+        "cnn_frame_index": cnn,
+        "hog_missed": sum(x in ("cnn_face", "cnn_none", "missed") for x in st),
+        "blank_frames": sum(x == "blank" for x in st),
+    }
+
+
 class _Embedding:
     """Batched alignment + embedding of one identity network over a stream of frames."""
 
@@ -291,6 +368,10 @@ def analyse_video(path: str | os.PathLike, embedders: Sequence[IdentityEmbedder]
 
     t0 = time.perf_counter()
     pixel_s = 0.0
+    real_detector = getattr(frontend, "detector", None)
+    dlog = _DetectionLog(real_detector) if real_detector is not None else None
+    if dlog is not None:
+        frontend.detector = dlog
     bar = tqdm(total=total, desc=f"{role} {res.label}", unit="frame", disable=not opts.progress, leave=False,
                dynamic_ncols=True)
     try:
@@ -307,8 +388,12 @@ def analyse_video(path: str | os.PathLike, embedders: Sequence[IdentityEmbedder]
             bar.update(1)
     finally:
         bar.close()
+        if dlog is not None:
+            frontend.detector = real_detector
     n = len(res.faces)
     res.frame_index = orig_index[:n]
+    if dlog is not None:
+        res.detection = detection_summary(dlog.status[:n], res.frame_index, real_detector)
     for e in embeds:
         res.embeddings[e.embedder.key] = e.matrix(n)
     total_s = time.perf_counter() - t0

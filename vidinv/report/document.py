@@ -4,6 +4,11 @@ Numbers in the document follow one convention: a metric is a JSON number, the st
 ``"-inf"`` (PSNR of identical images is infinite and is written as such), or ``null`` when it could not
 be computed (no face, no frames, LPIPS unavailable: a ``reason`` field next to it says why).
 Per-frame lists are indexed by *analysed* frame (``frames.frame_index`` gives the original indices).
+
+TL-ID / TG-ID follow Stitch it in Time's definition (mean over frame pairs of ``S_edit / S_src``, see
+:mod:`vidinv.metrics.temporal`); the ratio of means is reported next to them under another name
+(``tl_id_ratio_of_means``), and ``models.temporal_identity`` says which network and crops produced the
+numbers and why they are not the paper's.
 """
 from __future__ import annotations
 
@@ -23,12 +28,26 @@ from vidinv.metrics.temporal import (
     tg_id,
     tl_id,
 )
-from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis
+from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, detection_summary
 
-__all__ = ["SCHEMA_ID", "jsonable", "stats", "video_entry", "comparison_entry", "build_document"]
+__all__ = ["SCHEMA_ID", "TEMPORAL_IDENTITY_DEFINITION", "TEMPORAL_IDENTITY_COMPARABILITY", "jsonable", "stats",
+           "video_entry", "comparison_entry", "build_document"]
 
-#: Value of the document's ``schema`` field (bump on incompatible changes).
-SCHEMA_ID = "vidinv-report/1"
+#: Value of the document's ``schema`` field (bump on incompatible changes). 2: TL-ID / TG-ID are STIT's
+#: mean of per-pair ratios (1 had the ratio of means under that name); per-video ``detection``.
+SCHEMA_ID = "vidinv-report/2"
+
+#: What TL-ID / TG-ID mean and how far they compare with the paper (``models.temporal_identity``).
+TEMPORAL_IDENTITY_DEFINITION = (
+    "Stitch it in Time (Tzaban et al. 2022): with E the L2-normalised identity embeddings, S_src = E_src E_src^T, "
+    "S_edit = E_edit E_edit^T and R = S_edit / S_src per pair; TL-ID = mean of R over adjacent pairs (i, i+1), "
+    "TG-ID = mean of R over all ordered pairs i != j (mean of ratios). A pair counts only when both frames have a "
+    "face in both videos; frames without one are listed in skipped_frames.")
+TEMPORAL_IDENTITY_COMPARABILITY = (
+    "STIT computed these with insightface on full frames; vidinv embeds aligned face crops with the network "
+    "named here, so the values are not directly comparable with the paper's tables.")
+RATIO_OF_MEANS_NOTE = ("tl_id_ratio_of_means / tg_id_ratio_of_means = mean(S_edit) / mean(S_src) over the same "
+                       "pairs: not STIT's definition (differs when the source similarities vary, e.g. head turns)")
 
 
 def jsonable(x: Any) -> Any:
@@ -116,13 +135,20 @@ def video_entry(v: VideoAnalysis, vid: str, source_id: str | None = None) -> dic
             "track_id": track,
         },
         "identity": {k: _video_identity(e, v.frame_index) for k, e in v.embeddings.items()},
+        "detection": v.detection or detection_summary([], [], None),
         "frontend": v.frontend_stats,
         "timing": v.timing,
         "notes": list(v.notes),
     }
 
 
-def _comparison_identity(s: np.ndarray, o: np.ndarray, same_person: tuple[str, float] | None = None) -> dict:
+def _temporal_entry(t) -> dict:
+    return {"value": t.value, "pairs": t.pairs, "output_mean": t.output_mean, "source_mean": t.source_mean,
+            "undefined_pairs": t.undefined_pairs}
+
+
+def _comparison_identity(s: np.ndarray, o: np.ndarray, same_person: tuple[str, float] | None = None,
+                         frame_index: Sequence[int] | None = None) -> dict:
     n = min(s.shape[0], o.shape[0])
     s, o = s[:n], o[:n]
     vs = np.all(np.isfinite(s), axis=1)
@@ -135,6 +161,8 @@ def _comparison_identity(s: np.ndarray, o: np.ndarray, same_person: tuple[str, f
     o_b = np.where(both[:, None], o, np.nan)
     ic_s = identity_consistency(s_b)
     ic_o = identity_consistency(o_b)
+    tl, tg = tl_id(o, s), tg_id(o, s)
+    fi = list(frame_index) if frame_index is not None else list(range(n))
     verdict = None
     if same_person is not None:
         metric, thr = same_person
@@ -154,8 +182,11 @@ def _comparison_identity(s: np.ndarray, o: np.ndarray, same_person: tuple[str, f
         "consistency_change": ic_o - ic_s,
         "source_similarity_to_reference": similarity_to_reference(s_b)[0],
         "output_similarity_to_reference": similarity_to_reference(o_b)[0],
-        "tl_id": tl_id(o, s).as_dict(),
-        "tg_id": tg_id(o, s).as_dict(),
+        "tl_id": _temporal_entry(tl),
+        "tg_id": _temporal_entry(tg),
+        "tl_id_ratio_of_means": tl.ratio_of_means,
+        "tg_id_ratio_of_means": tg.ratio_of_means,
+        "skipped_frames": [int(fi[i]) for i in tl.skipped_frames],
         "same_person": verdict,
         "frames_used": int(both.sum()),
         "excluded_no_face_source": int((~vs).sum()),
@@ -184,7 +215,8 @@ def comparison_entry(p: PairAnalysis, cid: str, source_id: str, output_id: str, 
         "output": output_id,
         "frames": {"source": ks, "output": ko, "compared": p.compared, "count_mismatch": ks != ko,
                    "identity_frames": min(ks, ko)},
-        "identity": {k: _comparison_identity(p.source.embeddings[k], p.output.embeddings[k], same_person.get(k))
+        "identity": {k: _comparison_identity(p.source.embeddings[k], p.output.embeddings[k], same_person.get(k),
+                                             p.source.frame_index)
                      for k in p.source.embeddings if k in p.output.embeddings},
         "face_crop": {
             "crop_size": crop_size,
@@ -242,10 +274,26 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
         if v["frames"]["without_face"]:
             all_warn.append(f"{v['label']}: {v['frames']['without_face']} of {v['frames']['analysed']} frames without "
                             f"a tracked face (excluded from identity metrics)")
+        det = v["detection"]
+        if det["cnn_frames"]:
+            all_warn.append(f"{v['label']}: dlib's CNN fallback ran on {det['cnn_frames']} of "
+                            f"{v['frames']['analysed']} frames (HOG found no face; it found one in "
+                            f"{det['cnn_face_frames']})")
+        elif det["cnn_fallback"] is False and det["hog_missed"]:
+            all_warn.append(f"{v['label']}: HOG found no face in {det['hog_missed']} of {v['frames']['analysed']} "
+                            f"frames and the CNN fallback was off (--cnn-fallback tries dlib's CNN detector on "
+                            f"them, about 2-4 s per frame on CPU)")
     total_frames = sum(v.num_frames for v in videos)
     total_s = sum(v.timing.get("total", 0.0) for v in videos)
     settings = options.as_dict()
     settings.update(settings_extra or {})
+    models = dict(models)
+    models["temporal_identity"] = {
+        "definition": TEMPORAL_IDENTITY_DEFINITION,
+        "embeddings": {m["key"]: m.get("summary", m["network"]) for m in models["identity"]},
+        "comparability": TEMPORAL_IDENTITY_COMPARABILITY,
+        "ratio_of_means": RATIO_OF_MEANS_NOTE,
+    }
     return {
         "schema": SCHEMA_ID,
         "generator": {"name": "vidinv report", "vidinv_version": __version__,

@@ -51,6 +51,21 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _cnn_cell(det: dict) -> str:
+    if det.get("cnn_fallback") is None:
+        return "n/a"
+    if det["cnn_fallback"]:
+        return f"{det['cnn_frames']} frames ({det['cnn_face_frames']} with a face)"
+    return f"off (HOG missed {det['hog_missed']})"
+
+
+def _skipped_cell(frames: list) -> str:
+    if not frames:
+        return "0"
+    shown = ", ".join(str(i) for i in frames[:20]) + (", …" if len(frames) > 20 else "")
+    return f"{len(frames)} <span class='muted'>({shown})</span>"
+
+
 def render_html(doc: dict, plot_dir: Path) -> str:
     """The HTML page of a report document (``jsonable`` form); plots are read from ``plot_dir`` and
     embedded as base64 ``data:image/png`` URIs."""
@@ -66,9 +81,10 @@ def render_html(doc: dict, plot_dir: Path) -> str:
 
     # models
     out.append("<h2>Networks</h2>")
-    rows = [[_e(m["key"]), _e(m["network"]), _e(m["alignment"]), f"<code>{_e(Path(m['file']).name)}</code>",
-             _e(m.get("sha256"))] for m in doc["models"]["identity"]]
-    out.append(_table(["key", "identity network", "face alignment", "file", "sha256 (prefix)"], rows, left=5))
+    rows = [[_e(m["key"]), _e(m["network"]), _e(m["crops"]), _e(m["alignment"]),
+             f"<code>{_e(Path(m['file']).name)}</code>", _e(m.get("sha256"))] for m in doc["models"]["identity"]]
+    out.append(_table(["key", "identity network", "input crops", "face alignment", "file", "sha256 (prefix)"], rows,
+                      left=6))
     lp = doc["models"]["lpips"]
     if lp["available"]:
         out.append(f"<p>LPIPS: <code>{_e(lp.get('net'))}</code>, lpips {_e(lp.get('package_version'))}, backbone "
@@ -86,10 +102,11 @@ def render_html(doc: dict, plot_dir: Path) -> str:
         src = vids[v["source"]]["label"] if v["source"] else ""
         r = [_e(v["label"]), _e(v["role"]), _e(src), str(f["analysed"]), str(f["with_face"]), str(f["without_face"])]
         r += [fmt(v["identity"].get(k, {}).get("consistency")) for k in keys]
-        r += [fmt(v["timing"].get("ms_per_frame"), 0)]
+        r += [_cnn_cell(v["detection"]), fmt(v["timing"].get("ms_per_frame"), 0)]
         rows.append(r)
     out.append(_table(["video", "role", "source", "frames", "with face", "without face"]
-                      + [f"identity consistency ({k})" for k in keys] + ["ms/frame"], rows, left=3))
+                      + [f"identity consistency ({k})" for k in keys] + ["CNN detector fallback", "ms/frame"], rows,
+                      left=3))
 
     # comparisons
     if doc["comparisons"]:
@@ -103,12 +120,19 @@ def render_html(doc: dict, plot_dir: Path) -> str:
                 rows.append([_e(vids[c["output"]]["label"]), _e(k), fmt(ci["similarity"]["mean"]),
                              fmt(ci["similarity"]["min"]), fmt(ci["consistency_source"]),
                              fmt(ci["consistency_output"]), fmt(ci["tl_id"]["value"]), fmt(ci["tg_id"]["value"]),
+                             fmt(ci["tl_id_ratio_of_means"]), fmt(ci["tg_id_ratio_of_means"]),
                              fmt(ci["same_person"]["same_person_fraction"] * 100.0, 1) + " %"
                              if ci["same_person"] and ci["same_person"]["same_person_fraction"] is not None else "n/a",
-                             str(ci["frames_used"])])
+                             str(ci["frames_used"]), _skipped_cell(ci["skipped_frames"])])
         out.append("<h3>Identity</h3>")
         out.append(_table(["output", "network", "ID similarity (mean)", "ID similarity (min)", "IC source",
-                           "IC output", "TL-ID", "TG-ID", "same person (frames)", "frames used"], rows, left=2))
+                           "IC output", "TL-ID (STIT)", "TG-ID (STIT)", "TL-ID ratio of means (not STIT)",
+                           "TG-ID ratio of means (not STIT)", "same person (frames)", "frames used",
+                           "skipped frames"], rows, left=2))
+        ti = doc["models"]["temporal_identity"]
+        nets = "; ".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in ti["embeddings"].items())
+        out.append(f"<p>TL-ID / TG-ID: {_e(ti['definition'])} Embeddings: {nets}. {_e(ti['comparability'])} "
+                   f"<span class='muted'>{_e(ti['ratio_of_means'])}.</span></p>")
         rows = []
         for c in doc["comparisons"]:
             fc, bg, fl = c["face_crop"], c["background"], c["flicker"]
@@ -143,8 +167,13 @@ def render_html(doc: dict, plot_dir: Path) -> str:
                "descriptor distance &lt; 0.6); n/a for networks without such a rule.</li>"
                "<li><b>Identity consistency (IC)</b>: Feature-Style encoder eq. 9, mean over frames i of "
                "cos(e_i, e_ref) with ref the first frame with a face (the reference itself left out).</li>"
-               "<li><b>TL-ID / TG-ID</b> (Stitch it in Time): mean similarity of adjacent / all frame pairs of the "
-               "output divided by that of the source; 1 = as consistent as the source.</li>"
+               "<li><b>TL-ID / TG-ID</b> (Stitch it in Time): per frame pair, the output's identity similarity "
+               "divided by the source's (R = S_edit / S_src); TL-ID is the mean of R over adjacent pairs, TG-ID "
+               "over all ordered pairs i ≠ j; 1 = as consistent as the source. Pairs count only where both frames "
+               "have a face in both videos. The <i>ratio of means</i> columns divide the mean similarities "
+               "instead; they are not STIT's metric.</li>"
+               "<li><b>CNN detector fallback</b>: frames where dlib's HOG detector found no face and its CNN "
+               "detector was tried (only with <code>--cnn-fallback</code>; 2–4 s per frame on CPU).</li>"
                "<li><b>MSE / PSNR / SSIM / LPIPS</b>: aligned face crops of source and output cut with the source's "
                "quad; MSE on [0, 1]; PSNR = 10 log10(1/MSE), ∞ for identical crops; SSIM with an 11×11 Gaussian "
                "window (σ 1.5).</li>"
