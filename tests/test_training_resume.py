@@ -36,7 +36,7 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize("task,extra,size", [
     ("fs", {}, 128),
-    ("psp", {"task": "super_resolution", "data": {"hflip": True}}, 256),
+    ("psp", {"objective": "super_resolution", "data": {"hflip": True}}, 256),
 ])
 def test_resume_is_bit_identical(tmp_path, task, extra, size):
     faces = _faces(tmp_path, size)

@@ -74,7 +74,8 @@ def test_fs_smoke_every_loss_computed_logged_and_finite(tmp_path):
 def test_psp_super_resolution_smoke_every_loss_logged(tmp_path):
     faces = _small_faces(tmp_path, 3, 256)
     files = write_smoke_weights(tmp_path / "w", "psp", irse50=True)
-    cfg = smoke_config("psp", files, tmp_path / "run", faces, {"task": "super_resolution", "run": {"max_steps": 2}})
+    cfg = smoke_config("psp", files, tmp_path / "run", faces,
+                       {"objective": "super_resolution", "run": {"max_steps": 2}})
     assert cfg.loss.w_norm == 0.0 and cfg.sr_factors == [1, 2, 4, 8, 16] and not cfg.data.hflip
     res = train(cfg)
     _check_logged(res.out_dir, ["l2", "lpips", "id", "total", "lr"], 2)
@@ -166,7 +167,7 @@ def test_config_defaults_are_the_official_recipes_and_documented():
 
 
 def test_config_yaml_round_trip(tmp_path):
-    cfg = load_config("psp", overrides=["task=super_resolution", "run.seed=7", "data.real_dir=/data/celeba hq",
+    cfg = load_config("psp", overrides=["objective=super_resolution", "run.seed=7", "data.real_dir=/data/celeba hq",
                                         "encoder.blocks=[1, 2, 3, 4]"])
     text = to_yaml(cfg)
     assert yaml.safe_load(text) == config_to_dict(cfg)
@@ -178,6 +179,97 @@ def test_config_yaml_round_trip(tmp_path):
     bad.write_text("run:\n  seed: 1\n    bad: 2\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config("psp", bad)
+
+
+def test_config_errors_are_one_line_naming_the_key(tmp_path):
+    cases = [
+        ("fs", ["run.max_steps=0"], "run.max_steps: must be > 0, got 0"),
+        ("fs", ["data.train_split=1.5"], "data.train_split: must be in (0, 1], got 1.5"),
+        ("fs", ["run.precision=fp8"], "run.precision: must be one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+        ("fs", ["encoder.widths=[16, x, 32, 32]"], "encoder.widths[1]: expected an integer, got 'x'"),
+        ("fs", ["optim.lr=fast"], "optim.lr: expected a number, got 'fast'"),
+        ("fs", ["run.progress=maybe"], "run.progress: expected true/false, got 'maybe'"),
+        ("fs", ["data.videos=a.mp4"], "data.videos: expected a list, got str 'a.mp4'"),
+        ("fs", ["run=3"], "run: expected a mapping (a section), got 3"),
+        ("fs", ["optim.lr_step_epochs=2", "run.steps_per_epoch=null"],
+         "optim.lr_step_epochs needs run.steps_per_epoch (an epoch length in steps)"),
+        ("psp", ["encoder.widths=[16, 16, 32, 40]"],
+         "encoder.widths: multiples of 16 (IR-SE gates reduce by 16), got [16, 16, 32, 40]"),
+        ("psp", ["objective=deblur"], "objective: must be one of 'encode', 'super_resolution', got 'deblur'"),
+    ]
+    for task, overrides, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(task, overrides=overrides)
+        assert str(info.value) == message
+    p = tmp_path / "c.yaml"
+    p.write_text("run:\n  max_steps: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("fs", p)
+    assert str(info.value) == "run.max_steps: expected an integer, got 'many'"
+    # values are parsed as YAML by OmegaConf: exponents are numbers, null clears an optional field
+    cfg = load_config("fs", overrides=["optim.lr=3e-4", "run.num_threads=null", "run.steps_per_epoch=5"])
+    assert cfg.optim.lr == 3e-4 and cfg.run.num_threads is None and cfg.run.steps_per_epoch == 5
+
+
+def test_psp_task_key_is_read_as_objective_with_a_deprecation_warning(tmp_path):
+    from training.cli import training_cli
+    from training.config import ConfigDeprecationWarning, upgrade_legacy_keys
+    from training.runner import config_differences
+
+    new = load_config("psp", overrides=["objective=super_resolution"])
+    assert new.objective == "super_resolution" and not new.data.hflip and new.run.out_dir == "runs/psp_super_resolution"
+    old_yaml = tmp_path / "old.yaml"
+    old_yaml.write_text("task: super_resolution\nbatch_size: 4\n")
+    with pytest.warns(ConfigDeprecationWarning, match="'task' is deprecated; call it 'objective'"):
+        old = load_config("psp", old_yaml)
+    assert config_to_dict(old) == {**config_to_dict(new), "batch_size": 4}
+    with pytest.warns(ConfigDeprecationWarning, match="--set"):
+        assert load_config("psp", overrides=["task=super_resolution"]).objective == "super_resolution"
+    with pytest.raises(ConfigError, match="give only 'objective'"):
+        load_config("psp", extra={"task": "encode", "objective": "encode"})
+    with pytest.raises(ConfigError, match="unknown key: 'task'"):
+        load_config("fs", overrides=["task=encode"])  # only pSp had the old name
+    # a checkpoint written before the rename resumes: its config compares equal after the rename
+    saved = {**config_to_dict(new)}
+    saved["task"] = saved.pop("objective")
+    assert config_differences(upgrade_legacy_keys("psp", saved, warn=False), config_to_dict(new)) == []
+    # the command line: --objective, and the old --task with a one-line warning
+    res = CliRunner().invoke(training_cli, ["psp", "--task", "super_resolution", "--print-config"])
+    assert res.exit_code == 0, res.output
+    assert "warning: --task is deprecated; use --objective" in res.output
+    assert "objective: super_resolution" in res.output
+    res = CliRunner().invoke(training_cli, ["psp", "--config", str(old_yaml), "--print-config"])
+    assert res.exit_code == 0 and "warning: " in res.output and "objective: super_resolution" in res.output
+    res = CliRunner().invoke(training_cli, ["psp", "--objective", "encode", "--task", "super_resolution"])
+    assert res.exit_code == 2 and "disagree" in res.output
+
+
+def test_training_tasks_name_their_config_and_weight_files():
+    from training.fs_task import FSTask
+    from training.psp_task import PSPTask
+    from training.runner import TRAINING_TASKS, task_type
+    from training.task import TrainingTask
+
+    assert TRAINING_TASKS == {"fs": FSTask, "psp": PSPTask}
+    assert task_type(default_config("fs")) is FSTask and task_type(default_config("psp")) is PSPTask
+    with pytest.raises(TypeError, match="no training task"):
+        task_type(object())
+    with pytest.raises(TypeError):
+        TrainingTask(None, None, None)  # abstract
+    fs = default_config("fs")
+    assert FSTask.weight_roles(fs) == ({"generator": "psp_ffhq_encode.pt", "lpips_alexnet": "alexnet-owt-7be5be79.pth",
+                                        "arcface": "backbone.pth", "parsing": "79999_iter.pth"}, {})
+    fs.loss.use_id = fs.loss.use_parsing = fs.loss.use_lpips = False
+    assert FSTask.weight_roles(fs) == ({"generator": "psp_ffhq_encode.pt"}, {"arcface": "backbone.pth"})
+    fs.encoder.init_from_arcface = "never"
+    assert FSTask.weight_roles(fs) == ({"generator": "psp_ffhq_encode.pt"}, {})
+    psp = default_config("psp")
+    psp.weights.generator = "/w/g.pt"
+    assert PSPTask.weight_roles(psp) == ({"generator": "/w/g.pt", "lpips_alexnet": "alexnet-owt-7be5be79.pth",
+                                          "irse50": "model_ir_se50.pth"}, {})
+    psp.loss.use_id = False
+    psp.weights.lpips_random_backbone = True
+    assert PSPTask.weight_roles(psp) == ({"generator": "/w/g.pt"}, {"irse50": "model_ir_se50.pth"})
 
 
 def test_sharded_stream_partitions_each_pass_and_is_stateless():
@@ -227,7 +319,7 @@ def test_vidinv_train_alias():
     res = CliRunner().invoke(cli, ["train", "fs", "--describe"])
     assert res.exit_code == 0, res.output
     assert "loss.use_parsing" in res.output and "feature_warmup_steps" in res.output
-    res = CliRunner().invoke(cli, ["train", "psp", "--task", "super_resolution", "--print-config"])
+    res = CliRunner().invoke(cli, ["train", "psp", "--objective", "super_resolution", "--print-config"])
     assert res.exit_code == 0 and "w_norm: 0.0" in res.output and "sr_factors: [1, 2, 4, 8, 16]" in res.output
 
 

@@ -4,7 +4,7 @@ Examples::
 
     python -m training fs --config my_fs.yaml                     # official Feature-Style recipe
     python -m training fs --real-dir ffhq/images1024x1024 --out-dir runs/fs --weights-dir weights/
-    python -m training psp --task super_resolution --real-dir celeba_hq/train --out-dir runs/sr
+    python -m training psp --objective super_resolution --real-dir celeba_hq/train --out-dir runs/sr
     python -m training fs --config my_fs.yaml --resume            # continue the latest checkpoint
     torchrun --nproc_per_node 4 -m training fs --config my_fs.yaml
     python -m training fs --print-config > my_fs.yaml             # commented defaults to edit
@@ -13,15 +13,20 @@ Examples::
 A loss whose network weights are missing stops the command before training (the message lists every
 missing file and where to get it), unless disabled explicitly with ``--no-id-loss``,
 ``--no-parsing-loss`` (FS) or ``--no-lpips-loss`` (or the config's ``loss.use_*: false``).
+
+``--set`` takes OmegaConf dotted overrides (``section.key=value``; values parsed as YAML). Deprecated
+names (``psp --task``, the config key ``task``; now ``objective``) still work and print a one-line
+``warning:`` on stderr.
 """
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
-from training.config import ConfigError, describe, load_config, to_yaml
+from training.config import PSP_OBJECTIVES, ConfigDeprecationWarning, ConfigError, describe, load_config, to_yaml
 
 __all__ = ["training_cli", "fs_command", "psp_command"]
 
@@ -79,30 +84,49 @@ def _extra(kw: dict, task: str) -> dict:
         put("loss", "use_id", False)
     if task == "fs" and kw.get("no_parsing_loss"):
         put("loss", "use_parsing", False)
-    if task == "psp" and kw.get("psp_task"):
-        extra["task"] = kw["psp_task"]
+    if task == "psp":
+        objective, legacy = kw.get("objective"), kw.get("legacy_task")
+        if legacy:
+            click.echo("warning: --task is deprecated; use --objective", err=True)
+            if objective and objective != legacy:
+                raise click.UsageError(f"--objective {objective} and --task {legacy} disagree")
+        if objective or legacy:
+            extra["objective"] = objective or legacy
     return extra
+
+
+def _load(task: str, kw: dict):
+    """The config of the command line, deprecation warnings echoed as one ``warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigDeprecationWarning)
+        try:
+            cfg = load_config(task, kw.get("config_path"), list(kw.get("overrides") or []), _extra(kw, task))
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+    for w in caught:
+        if issubclass(w.category, ConfigDeprecationWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
 
 
 def _run(task: str, kw: dict) -> None:
     from vidinv.weights import MissingWeightsError
 
     from training.networks import ExplicitWeightsError
-    from training.runner import train
+    from training.runner import TRAINING_TASKS, train
 
     if kw.get("describe_"):
         click.echo(describe(task))
         return
-    try:
-        cfg = load_config(task, kw.get("config_path"), list(kw.get("overrides") or []), _extra(kw, task))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    cfg = _load(task, kw)
     if kw.get("print_config"):
         click.echo(to_yaml(cfg), nl=False)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     resume = kw.get("resume_from") or bool(kw.get("resume"))
-    flags = "--no-id-loss, --no-parsing-loss, --no-lpips-loss" if task == "fs" else "--no-id-loss, --no-lpips-loss"
+    flags = ", ".join(TRAINING_TASKS[task].loss_flags)
     try:
         result = train(cfg, resume=resume)
     except MissingWeightsError as exc:
@@ -130,8 +154,10 @@ def fs_command(**kw) -> None:
 
 @click.command("psp")
 @_common
-@click.option("--task", "psp_task", type=click.Choice(["encode", "super_resolution"]), default=None,
-              help="pSp task (default: the config's, else encode).")
+@click.option("--objective", type=click.Choice(PSP_OBJECTIVES), default=None,
+              help="pSp objective: encode or super_resolution (default: the config's, else encode).")
+@click.option("--task", "legacy_task", type=click.Choice(PSP_OBJECTIVES), default=None, hidden=True,
+              help="Deprecated name of --objective.")
 def psp_command(**kw) -> None:
     """Train a pSp encoder (Richardson et al., CVPR 2021): StyleGAN inversion or face super-resolution."""
     _run("psp", kw)

@@ -8,8 +8,9 @@ Two tasks share the ``run``, ``data``, ``weights`` and ``optim`` sections:
   (0.95, 0.999), ``StepLR(step_size=10 epochs, gamma=0.1)``, loss weights l2 1, lpips 0.2 (three
   scales), f_recon 0.01, id 0.1 (five ArcFace layers), parsing 0.1 (three BiSeNet heads), feature
   scale warm-up ``min(1, 1e-4 * iteration)``.
-* :class:`PSPTrainConfig` (``python -m training psp``): pSp (Richardson et al., CVPR 2021), tasks
-  ``encode`` and ``super_resolution``. Defaults = ``options/train_options.py`` and the README
+* :class:`PSPTrainConfig` (``python -m training psp``): pSp (Richardson et al., CVPR 2021), objectives
+  ``encode`` and ``super_resolution`` (field ``objective``; before it was called ``task``, a name still
+  read with a :class:`ConfigDeprecationWarning`). Defaults = ``options/train_options.py`` and the README
   commands / ``configs/train/{encode,superres}.yaml``: batch 8, Ranger lr 1e-4 (constant), 500 000
   steps, ``start_from_latent_avg``; encode: l2 1, lpips 0.8, id 0.1, w_norm 0; super-resolution: L2 +
   LPIPS + identity with no W-norm term, on inputs downsampled by a random factor of x1, x2, x4, x8 or x16
@@ -17,26 +18,33 @@ Two tasks share the ``run``, ``data``, ``weights`` and ``optim`` sections:
   The pSp README's super-resolution command also sets ``--w_norm_lambda 0.005``; set ``loss.w_norm`` to
   reproduce it.
 
-Configs load from YAML or JSON (:func:`load_config`); unknown keys, wrong types and bad values are
-rejected with the dotted key in the message (:class:`ConfigError`). Field documentation lives in each
-field's ``metadata["doc"]`` (:func:`describe`, and the comments :func:`to_yaml` writes).
+The dataclasses are OmegaConf structured configs (:func:`load_config`): the task's defaults, then a YAML
+or JSON file, then a nested dict (command-line flags), then ``section.key=value`` overrides
+(:meth:`omegaconf.OmegaConf.from_dotlist`) are merged with :meth:`omegaconf.OmegaConf.merge`, which
+rejects unknown keys and values of the wrong type; what types cannot say (ranges, list lengths,
+consistency) is checked by each config's ``validate()``. Every problem is one :class:`ConfigError` line
+naming the dotted key. Field documentation lives in each field's ``metadata["doc"]`` (:func:`describe`,
+and the comments :func:`to_yaml` writes).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
-import types
 import typing
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+from omegaconf import Node, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 __all__ = [
     "ConfigError",
+    "ConfigDeprecationWarning",
     "RunConfig",
     "DataConfig",
     "WeightsConfig",
@@ -48,11 +56,12 @@ __all__ = [
     "PSPEncoderConfig",
     "PSPTrainConfig",
     "TASKS",
+    "PSP_OBJECTIVES",
     "default_config",
     "load_config",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
+    "upgrade_legacy_keys",
     "flat_dict",
     "flatten_dict",
     "validate",
@@ -66,11 +75,28 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
 
 
+class ConfigDeprecationWarning(FutureWarning):
+    """A configuration uses a deprecated name that is still read (a FutureWarning: shown by default)."""
+
+
 def _f(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING):
     """A dataclass field carrying its documentation in ``metadata['doc']``."""
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
+
+
+def _pos(name: str, v: int | float, allow_zero: bool = False) -> None:
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+
+def _check_stages(widths: list[int], blocks: list[int]) -> None:
+    if len(widths) != 4 or len(blocks) != 4:
+        raise ConfigError(f"encoder.widths and encoder.blocks need 4 entries (stages), got {widths}, {blocks}")
+    for i, (w, b) in enumerate(zip(widths, blocks)):
+        _pos(f"encoder.widths[{i}]", w)
+        _pos(f"encoder.blocks[{i}]", b)
 
 
 # ----------------------------------------------------------------------------------------- sections
@@ -102,6 +128,20 @@ class RunConfig:
     progress: bool = _f(True, "Show a tqdm progress bar (rank 0) with it/s and ETA.")
     export_on_finish: bool = _f(True, "Write the official-layout weights to out_dir/export/ when max_steps is reached.")
 
+    def validate(self) -> None:
+        """Ranges of the run section. Raises: ConfigError naming the key."""
+        _pos("run.max_steps", self.max_steps)
+        if self.steps_per_epoch is not None:
+            _pos("run.steps_per_epoch", self.steps_per_epoch)
+        _pos("run.log_every", self.log_every)
+        _pos("run.sample_every", self.sample_every, allow_zero=True)
+        _pos("run.checkpoint_every", self.checkpoint_every)
+        _pos("run.keep_checkpoints", self.keep_checkpoints, allow_zero=True)
+        if self.num_threads is not None:
+            _pos("run.num_threads", self.num_threads)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"run.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
 
 @dataclass
 class DataConfig:
@@ -123,6 +163,15 @@ class DataConfig:
     hflip: bool = _f(False, "Random horizontal flip (p = 0.5) of real images (pSp ffhq_encode: yes; FS and pSp "
                             "super-resolution: no).")
     num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, pSp --workers 8).")
+
+    def validate(self) -> None:
+        """Ranges of the data section. Raises: ConfigError naming the key."""
+        if not 0 < self.train_split <= 1:
+            raise ConfigError(f"data.train_split: must be in (0, 1], got {self.train_split}")
+        _pos("data.video_every", self.video_every)
+        if self.video_max_frames is not None:
+            _pos("data.video_max_frames", self.video_max_frames)
+        _pos("data.num_workers", self.num_workers, allow_zero=True)
 
 
 @dataclass
@@ -150,6 +199,10 @@ class WeightsConfig:
     latent_avg_samples: int = _f(100_000, "When the generator file has no latent_avg: mean of mapping(z) over this "
                                           "many z (pSp coach: 1e5), seeded by run.seed.")
 
+    def validate(self) -> None:
+        """Ranges of the weights section. Raises: ConfigError naming the key."""
+        _pos("weights.latent_avg_samples", self.latent_avg_samples)
+
 
 @dataclass
 class OptimConfig:
@@ -165,6 +218,24 @@ class OptimConfig:
     lr_step_epochs: Union[int, None] = _f(10, "Step decay: multiply lr by lr_gamma every this many epochs "
                                               "(FS StepLR step_size 10 of 12 epochs). null: constant lr (pSp).")
     lr_gamma: float = _f(0.1, "Step-decay factor (FS gamma 0.1).")
+
+    def validate(self, steps_per_epoch: int | None) -> None:
+        """Ranges of the optim section; a step decay needs the run's epoch length ``steps_per_epoch``.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        _pos("optim.lr", self.lr)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas: two values in [0, 1), got {self.betas}")
+        if self.eps is not None:
+            _pos("optim.eps", self.eps)
+        _pos("optim.weight_decay", self.weight_decay, allow_zero=True)
+        if self.lr_step_epochs is not None:
+            _pos("optim.lr_step_epochs", self.lr_step_epochs)
+            if steps_per_epoch is None:
+                raise ConfigError("optim.lr_step_epochs needs run.steps_per_epoch (an epoch length in steps)")
+        _pos("optim.lr_gamma", self.lr_gamma)
 
 
 @dataclass
@@ -189,6 +260,13 @@ class FSLossConfig:
     id_resize_mode: Literal["nearest", "bilinear", "area"] = _f(
         "nearest", "How images are resized to ArcFace's 112x112 (trainer.py IDloss: F.interpolate default, nearest).")
 
+    def validate(self) -> None:
+        """Loss weights >= 0, positive scales and sizes. Raises: ConfigError naming the key."""
+        for name in ("l2", "lpips", "id", "f_recon", "parsing"):
+            _pos(f"loss.{name}", getattr(self, name), allow_zero=True)
+        _pos("loss.lpips_scales", self.lpips_scales)
+        _pos("loss.parsing_size", self.parsing_size)
+
 
 @dataclass
 class FSEncoderConfig:
@@ -205,6 +283,13 @@ class FSEncoderConfig:
         "auto", "Initialise the stem and stages from ArcFace backbone.pth (the reference always does): 'auto' "
                 "when the file is present and the widths/blocks are official, 'always' (refuse to start "
                 "without it), 'never' (random init).")
+
+    def validate(self) -> None:
+        """Four positive stages, a positive input size, stride 1 or 2. Raises: ConfigError naming the key."""
+        _check_stages(self.widths, self.blocks)
+        _pos("encoder.input_size", self.input_size)
+        if self.stride not in (1, 2):
+            raise ConfigError(f"encoder.stride: 1 or 2, got {self.stride}")
 
 
 @dataclass
@@ -227,6 +312,25 @@ class FSTrainConfig:
         "random", "Noise maps used to reconstruct real images: 'random' (a fresh draw, as the reference, which "
                   "reuses the synthetic samples' random noise) or 'const' (the generator's buffers, as at inference).")
 
+    def validate(self) -> None:
+        """Semantic checks beyond types, section by section, then the batch and feature settings.
+
+        Raises:
+            ConfigError: the first problem found, naming the key.
+        """
+        self.run.validate()
+        self.data.validate()
+        self.optim.validate(self.run.steps_per_epoch)
+        self.weights.validate()
+        self.loss.validate()
+        self.encoder.validate()
+        _pos("synthetic_per_batch", self.synthetic_per_batch, allow_zero=True)
+        _pos("real_per_batch", self.real_per_batch, allow_zero=True)
+        if self.synthetic_per_batch + self.real_per_batch == 0:
+            raise ConfigError("synthetic_per_batch + real_per_batch must be > 0")
+        _pos("feature_layer", self.feature_layer)
+        _pos("feature_warmup_steps", self.feature_warmup_steps, allow_zero=True)
+
 
 @dataclass
 class PSPLossConfig:
@@ -239,6 +343,11 @@ class PSPLossConfig:
     id: float = _f(0.1, "--id_lambda (0.1).")
     w_norm: float = _f(0.0, "--w_norm_lambda: sum_b ||w_b - latent_avg||_2 / B (0 for both tasks by default; the pSp "
                             "README's super-resolution command uses 0.005).")
+
+    def validate(self) -> None:
+        """Loss weights >= 0. Raises: ConfigError naming the key."""
+        for name in ("l2", "lpips", "id", "w_norm"):
+            _pos(f"loss.{name}", getattr(self, name), allow_zero=True)
 
 
 @dataclass
@@ -253,6 +362,12 @@ class PSPEncoderConfig:
         "auto", "Initialise input_layer and body from model_ir_se50.pth (pSp does, strict=False): 'auto' when "
                 "present and the architecture is official, 'always', 'never'.")
 
+    def validate(self) -> None:
+        """Four positive stages with widths divisible by 16. Raises: ConfigError naming the key."""
+        _check_stages(self.widths, self.blocks)
+        if any(w % 16 for w in self.widths):
+            raise ConfigError(f"encoder.widths: multiples of 16 (IR-SE gates reduce by 16), got {self.widths}")
+
 
 @dataclass
 class PSPTrainConfig:
@@ -264,17 +379,41 @@ class PSPTrainConfig:
     optim: OptimConfig = _f(doc="Optimiser.", factory=OptimConfig)
     loss: PSPLossConfig = _f(doc="Loss terms and weights.", factory=PSPLossConfig)
     encoder: PSPEncoderConfig = _f(doc="Encoder architecture.", factory=PSPEncoderConfig)
-    task: Literal["encode", "super_resolution"] = _f(
+    objective: Literal["encode", "super_resolution"] = _f(
         "encode", "'encode': StyleGAN inversion (input = target). 'super_resolution': the input is the target "
-                  "bicubic-downsampled by a random factor of sr_factors, then resized back to 256.")
+                  "bicubic-downsampled by a random factor of sr_factors, then resized back to 256. (Formerly "
+                  "'task', still read with a deprecation warning.)")
     batch_size: int = _f(8, "Images per step and rank (--batch_size 8).")
     sr_factors: list[int] = _f(doc="Super-resolution downsampling factors, one drawn per image (pSp "
-                                   "--resize_factors): 1, 2, 4, 8, 16 by default; add 32 as pSp's code offers.", factory=lambda: [1, 2, 4, 8, 16])
+                                   "--resize_factors): 1, 2, 4, 8, 16 by default; add 32 as pSp's code offers.",
+                               factory=lambda: [1, 2, 4, 8, 16])
     noise: Literal["random", "const"] = _f("random", "Generator noise while training: 'random' (pSp forward's "
                                                      "randomize_noise=True) or 'const'.")
 
+    def validate(self) -> None:
+        """Semantic checks beyond types, section by section, then the batch and super-resolution factors.
+
+        Raises:
+            ConfigError: the first problem found, naming the key.
+        """
+        self.run.validate()
+        self.data.validate()
+        self.optim.validate(self.run.steps_per_epoch)
+        self.weights.validate()
+        self.loss.validate()
+        self.encoder.validate()
+        _pos("batch_size", self.batch_size)
+        if not self.sr_factors or any(f < 1 or f & (f - 1) for f in self.sr_factors):
+            raise ConfigError(f"sr_factors: powers of two >= 1, got {self.sr_factors}")
+
 
 TASKS = {"fs": FSTrainConfig, "psp": PSPTrainConfig}
+
+#: The pSp training objectives (``PSPTrainConfig.objective``).
+PSP_OBJECTIVES = typing.get_args(typing.get_type_hints(PSPTrainConfig)["objective"])
+
+#: Deprecated top-level keys still read, per task: old name -> new name.
+LEGACY_KEYS = {"psp": {"task": "objective"}}
 
 #: Keys that may differ between a checkpoint's config and the config used to resume it.
 RUN_CONTROL_KEYS = frozenset({
@@ -285,31 +424,35 @@ RUN_CONTROL_KEYS = frozenset({
 
 
 # ------------------------------------------------------------------------------------------ presets
-def default_config(task: str, psp_task: str = "encode") -> FSTrainConfig | PSPTrainConfig:
-    """The official defaults of ``task`` (``"fs"`` or ``"psp"``; for pSp also ``psp_task``).
+def _unknown_task(task: str) -> ConfigError:
+    return ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
+
+
+def default_config(task: str, objective: str = "encode") -> FSTrainConfig | PSPTrainConfig:
+    """The official defaults of ``task`` (``"fs"`` or ``"psp"``; for pSp also its ``objective``).
 
     Raises:
-        ConfigError: unknown task.
+        ConfigError: unknown task or pSp objective.
     """
     if task == "fs":
         cfg = FSTrainConfig()
         cfg.run.out_dir = "runs/fs"
         return cfg
-    if task == "psp":
-        cfg = PSPTrainConfig(task=psp_task)
-        cfg.run.out_dir = f"runs/psp_{psp_task}"
-        cfg.run.max_steps = 500_000
-        cfg.run.steps_per_epoch = None
-        cfg.run.log_every = 50
-        cfg.run.checkpoint_every = 5000
-        cfg.data.train_split = 1.0
-        cfg.data.hflip = psp_task == "encode"
-        cfg.data.num_workers = 8
-        cfg.optim.lr_step_epochs = None
-        if psp_task not in ("encode", "super_resolution"):
-            raise ConfigError(f"task: must be 'encode' or 'super_resolution', got {psp_task!r}")
-        return cfg
-    raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
+    if task != "psp":
+        raise _unknown_task(task)
+    if objective not in PSP_OBJECTIVES:
+        raise ConfigError(f"objective: must be one of {', '.join(map(repr, PSP_OBJECTIVES))}, got {objective!r}")
+    cfg = PSPTrainConfig(objective=objective)
+    cfg.run.out_dir = f"runs/psp_{objective}"
+    cfg.run.max_steps = 500_000
+    cfg.run.steps_per_epoch = None
+    cfg.run.log_every = 50
+    cfg.run.checkpoint_every = 5000
+    cfg.data.train_split = 1.0
+    cfg.data.hflip = objective == "encode"
+    cfg.data.num_workers = 8
+    cfg.optim.lr_step_epochs = None
+    return cfg
 
 
 # --------------------------------------------------------------------------------- dict <-> config
@@ -318,95 +461,138 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def upgrade_legacy_keys(task: str, data: dict, source: str = "config", warn: bool = True) -> dict:
+    """``data`` (a nested dict of ``task``'s config) with deprecated top-level keys renamed.
 
+    The pSp objective used to be called ``task`` (a word that also names the training task, fs or
+    psp); ``task: super_resolution`` is read as ``objective: super_resolution``.
 
-def _check_value(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_value(a, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
-                          f"{', '.join(_type_name(a) for a in args)}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = args[:1] or (Any,)
-        return [_check_value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return {str(k): _check_value(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, key)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported field type {tp}")  # pragma: no cover - schema bug
+    Args:
+        task: ``"fs"`` or ``"psp"``.
+        data: the keys as given (not modified).
+        source: where they come from, for the messages (a file name, ``--set``, ...).
+        warn: emit a :class:`ConfigDeprecationWarning` for each renamed key.
 
-
-def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of {cls.__name__} fields, got "
-                          f"{type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = f" in {prefix}" if prefix else ""
-        raise ConfigError(f"unknown key(s){where}: {', '.join(map(str, unknown))}; allowed: {', '.join(names)}")
-    kwargs = {}
-    for name in names:
-        if name in data:
-            kwargs[name] = _check_value(hints[name], data[name], f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
-
-
-def _merge(base: dict, over: dict, prefix: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in out:
-            section = f" in {prefix}" if prefix else ""
-            raise ConfigError(f"unknown key{section}: {k!r} ({key}); allowed: {', '.join(out)}")
-        if isinstance(out[k], dict) and out[k] and isinstance(v, dict):
-            out[k] = _merge(out[k], v, key)
-        elif isinstance(out[k], dict) and out[k] and not isinstance(v, dict):
-            raise ConfigError(f"{key}: expected a mapping (a section), got {v!r}")
-        else:
-            out[k] = v
+    Raises:
+        ConfigError: both the old and the new name are given.
+    """
+    renames = LEGACY_KEYS.get(task, {})
+    if not isinstance(data, Mapping) or not any(old in data for old in renames):
+        return data
+    out = {}
+    for key, value in data.items():
+        new = renames.get(key)
+        if new is None:
+            out[key] = value
+            continue
+        if new in data:
+            raise ConfigError(f"{source}: {key!r} is the deprecated name of {new!r}; give only {new!r}")
+        if warn:
+            warnings.warn(f"{source}: the config key {key!r} is deprecated; call it {new!r}",
+                          ConfigDeprecationWarning, stacklevel=4)
+        out[new] = value
     return out
+
+
+def _schema_type(cls: type, dotted: str) -> Any:
+    """Type annotation of the dotted key (``encoder.widths[0]`` = an item of ``encoder.widths``), or None."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        name, _, index = part.partition("[")
+        if not (dataclasses.is_dataclass(tp) and name in {f.name for f in dataclasses.fields(tp)}):
+            return None
+        tp = _strip_optional(typing.get_type_hints(tp)[name])
+        if index:
+            if typing.get_origin(tp) is not list:
+                return None
+            tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else tp
+    return tp
+
+
+def _expected(tp: Any, value: Any) -> str:
+    """``"expected ..., got ..."`` for a value that does not fit the annotation ``tp``."""
+    if typing.get_origin(tp) is Literal:
+        return f"must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}"
+    if dataclasses.is_dataclass(tp):
+        return f"expected a mapping (a section), got {value!r}"
+    if tp is bool:
+        return f"expected true/false, got {value!r}"
+    if tp is int:
+        return f"expected an integer, got {value!r}"
+    if tp is float:
+        return f"expected a number, got {value!r}"
+    if tp is str:
+        return f"expected a string, got {type(value).__name__} {value!r}"
+    if typing.get_origin(tp) is list:
+        return f"expected a list, got {type(value).__name__} {value!r}"
+    return f"got {value!r}"
+
+
+def _explain(exc: OmegaConfBaseException, cls: type) -> str:
+    """One line for an OmegaConf merge error: the dotted key and what was wrong with it."""
+    key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError) and key:
+        section, _, name = key.rpartition(".")
+        owner = _schema_type(cls, section) if section else cls
+        allowed = [f.name for f in dataclasses.fields(owner)] if dataclasses.is_dataclass(owner) else []
+        where = f" in {section}" if section else ""
+        return f"unknown key{where}: {name!r} ({key}); allowed: {', '.join(allowed)}"
+    value = getattr(exc, "value", None)
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    elif isinstance(value, Node):  # a scalar still in OmegaConf's wrapper (e.g. a string given for a list)
+        value = value._value()
+    tp = _schema_type(cls, key) if key else None
+    if tp is not None:
+        return f"{key}: {_expected(tp, value)}"
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{key}: {first}" if key else first
+
+
+def _check_sections(cls: type, data: Mapping, prefix: str = "") -> None:
+    """A section given as a scalar or list (OmegaConf's merge error would not name the key)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        tp = hints.get(key) if isinstance(key, str) else None
+        if tp is None or not dataclasses.is_dataclass(tp):
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _check_sections(tp, value, dotted + ".")
+        elif value is not None:
+            raise ConfigError(f"{dotted}: expected a mapping (a section), got {value!r}")
+
+
+def _build(task: str, layers: list[tuple[str, dict]]) -> FSTrainConfig | PSPTrainConfig:
+    """Merge ``layers`` (``(source, nested dict)``, later ones win) over the task's defaults and validate."""
+    if task not in TASKS:
+        raise _unknown_task(task)
+    cls = TASKS[task]
+    upgraded = []
+    for src, data in layers:  # a loop, not a comprehension: the warning's stacklevel points at the caller
+        upgraded.append((src, upgrade_legacy_keys(task, data, src)))
+    layers = upgraded
+    objective = "encode"
+    for _, data in layers:
+        if task == "psp" and "objective" in data:
+            objective = data["objective"]
+    base = OmegaConf.structured(default_config(task, objective))
+    for _, data in layers:
+        _check_sections(cls, data)
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(base, *(data for _, data in layers)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_explain(exc, cls)) from None
+    cfg.validate()
+    return cfg
 
 
 def config_from_dict(task: str, data: dict | None = None) -> FSTrainConfig | PSPTrainConfig:
@@ -416,17 +602,9 @@ def config_from_dict(task: str, data: dict | None = None) -> FSTrainConfig | PSP
         ConfigError: unknown keys (with the allowed ones), wrong types, or values that fail
             :func:`validate`.
     """
-    data = dict(data or {})
-    if task not in TASKS:
-        raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
-    psp_task = data.get("task", "encode") if task == "psp" else "encode"
-    if task == "psp" and psp_task not in ("encode", "super_resolution"):
-        raise ConfigError(f"task: must be 'encode' or 'super_resolution', got {psp_task!r}")
-    base = config_to_dict(default_config(task, psp_task))
-    merged = _merge(base, data)
-    cfg = _from_dict(TASKS[task], merged)
-    validate(cfg)
-    return cfg
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    return _build(task, [("config", dict(data or {}))])
 
 
 def _read_file(path: str | os.PathLike) -> dict:
@@ -448,51 +626,37 @@ def _read_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def _set_path(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = data
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-        if not isinstance(cur, dict):
-            raise ConfigError(f"override {dotted}: {p} is not a section")
-    cur[parts[-1]] = value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``section.key=value`` strings (values parsed as YAML scalars or ``[a, b]`` lists) to ``data``.
-
-    Raises:
-        ConfigError: an override without ``=``.
-    """
-    data = copy.deepcopy(data)
+def _dotlist(overrides: list[str]) -> dict:
+    """``section.key=value`` strings as a nested dict (values parsed as YAML by OmegaConf: ``1e-4`` ->
+    float, ``null`` -> None, ``[16, 32]`` -> list)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected section.key=value")
-        key, raw = item.split("=", 1)
-        raw = raw.strip()
-        if raw.startswith("[") and raw.endswith("]"):
-            body = raw[1:-1].strip()
-            value: Any = [_yaml_scalar(t) for t in body.split(",")] if body else []
-        else:
-            value = _yaml_scalar(raw)
-        _set_path(data, key.strip(), value)
-    return data
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([o.strip() for o in overrides]))
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        raise ConfigError(f"overrides {' '.join(overrides)}: {(str(exc).splitlines() or [''])[0]}") from None
 
 
 def load_config(task: str, path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 extra: dict | None = None) -> FSTrainConfig | PSPTrainConfig:
     """Load a task config: official defaults, then the file (YAML or JSON), then ``extra`` (nested dict,
-    e.g. from command-line flags), then ``overrides`` (``section.key=value``).
+    e.g. from command-line flags), then ``overrides`` (``section.key=value``), merged by OmegaConf.
+
+    A deprecated key (the pSp ``task``, now ``objective``) is read with a
+    :class:`ConfigDeprecationWarning`.
 
     Raises:
-        ConfigError: unreadable file, unknown keys, wrong types or invalid values.
+        ConfigError: unreadable file, unknown keys, wrong types or invalid values (one line naming the key).
     """
-    data = _read_file(path) if path else {}
+    layers = []
+    if path:
+        layers.append((str(path), _read_file(path)))
     if extra:
-        for dotted, value in flatten_dict(extra).items():
-            _set_path(data, dotted, value)
-    data = apply_overrides(data, overrides or [])
-    return config_from_dict(task, data)
+        layers.append(("options", extra))
+    if overrides:
+        layers.append(("--set", _dotlist(list(overrides))))
+    return _build(task, layers)
 
 
 def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -512,83 +676,20 @@ def flat_dict(cfg: Any) -> dict[str, Any]:
     return flatten_dict(config_to_dict(cfg))
 
 
-# ---------------------------------------------------------------------------------------- checking
-def _pos(name: str, v: int | float, allow_zero: bool = False) -> None:
-    if v < 0 or (v == 0 and not allow_zero):
-        raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
-
-
 def validate(cfg: FSTrainConfig | PSPTrainConfig) -> None:
-    """Semantic checks beyond types (ranges, list lengths, consistency).
+    """Semantic checks beyond types (ranges, list lengths, consistency): ``cfg.validate()``.
 
     Raises:
         ConfigError: the first problem found, naming the key.
     """
-    r = cfg.run
-    _pos("run.max_steps", r.max_steps)
-    if r.steps_per_epoch is not None:
-        _pos("run.steps_per_epoch", r.steps_per_epoch)
-    _pos("run.log_every", r.log_every)
-    _pos("run.sample_every", r.sample_every, allow_zero=True)
-    _pos("run.checkpoint_every", r.checkpoint_every)
-    _pos("run.keep_checkpoints", r.keep_checkpoints, allow_zero=True)
-    if r.num_threads is not None:
-        _pos("run.num_threads", r.num_threads)
-    if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
-        raise ConfigError(f"run.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
-    d = cfg.data
-    if not 0 < d.train_split <= 1:
-        raise ConfigError(f"data.train_split: must be in (0, 1], got {d.train_split}")
-    _pos("data.video_every", d.video_every)
-    if d.video_max_frames is not None:
-        _pos("data.video_max_frames", d.video_max_frames)
-    _pos("data.num_workers", d.num_workers, allow_zero=True)
-    o = cfg.optim
-    _pos("optim.lr", o.lr)
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"optim.betas: two values in [0, 1), got {o.betas}")
-    if o.eps is not None:
-        _pos("optim.eps", o.eps)
-    _pos("optim.weight_decay", o.weight_decay, allow_zero=True)
-    if o.lr_step_epochs is not None:
-        _pos("optim.lr_step_epochs", o.lr_step_epochs)
-        if r.steps_per_epoch is None:
-            raise ConfigError("optim.lr_step_epochs needs run.steps_per_epoch (an epoch length in steps)")
-    _pos("optim.lr_gamma", o.lr_gamma)
-    _pos("weights.latent_avg_samples", cfg.weights.latent_avg_samples)
-    for name in ("l2", "lpips", "id"):
-        _pos(f"loss.{name}", getattr(cfg.loss, name), allow_zero=True)
-    enc = cfg.encoder
-    if len(enc.widths) != 4 or len(enc.blocks) != 4:
-        raise ConfigError(f"encoder.widths and encoder.blocks need 4 entries (stages), got {enc.widths}, {enc.blocks}")
-    for i, (w, b) in enumerate(zip(enc.widths, enc.blocks)):
-        _pos(f"encoder.widths[{i}]", w)
-        _pos(f"encoder.blocks[{i}]", b)
-    if isinstance(cfg, FSTrainConfig):
-        lo = cfg.loss
-        for name in ("f_recon", "parsing"):
-            _pos(f"loss.{name}", getattr(lo, name), allow_zero=True)
-        _pos("loss.lpips_scales", lo.lpips_scales)
-        _pos("loss.parsing_size", lo.parsing_size)
-        _pos("synthetic_per_batch", cfg.synthetic_per_batch, allow_zero=True)
-        _pos("real_per_batch", cfg.real_per_batch, allow_zero=True)
-        if cfg.synthetic_per_batch + cfg.real_per_batch == 0:
-            raise ConfigError("synthetic_per_batch + real_per_batch must be > 0")
-        _pos("feature_layer", cfg.feature_layer)
-        _pos("feature_warmup_steps", cfg.feature_warmup_steps, allow_zero=True)
-        _pos("encoder.input_size", enc.input_size)
-        if enc.stride not in (1, 2):
-            raise ConfigError(f"encoder.stride: 1 or 2, got {enc.stride}")
-    else:
-        _pos("batch_size", cfg.batch_size)
-        _pos("loss.w_norm", cfg.loss.w_norm, allow_zero=True)
-        if not cfg.sr_factors or any(f < 1 or f & (f - 1) for f in cfg.sr_factors):
-            raise ConfigError(f"sr_factors: powers of two >= 1, got {cfg.sr_factors}")
-        if any(w % 16 for w in enc.widths):
-            raise ConfigError(f"encoder.widths: multiples of 16 (IR-SE gates reduce by 16), got {enc.widths}")
+    cfg.validate()
 
 
 # ------------------------------------------------------------------------------------ documentation
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
 def _docs(cls: type, prefix: str = "") -> dict[str, str]:
     out = {}
     hints = typing.get_type_hints(cls)
@@ -622,16 +723,6 @@ def describe(task: str) -> str:
     return "\n".join(lines)
 
 
-def _yaml_scalar(raw: str) -> Any:
-    """One scalar of an override, parsed as YAML (``1e-4`` -> float, ``null`` -> None, ``a b`` -> str)."""
-    raw = raw.strip()
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse value {raw!r}: {exc}") from exc
-    return raw if isinstance(value, (dict, list)) else value
-
-
 def _yaml_flow(value: Any) -> str:
     """A scalar or list as one line of YAML flow style (PyYAML does the quoting)."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True).strip()
@@ -656,5 +747,4 @@ def _dump_commented(data: dict, comments: dict[str, str], indent: int = 0, prefi
 def to_yaml(cfg: FSTrainConfig | PSPTrainConfig) -> str:
     """The config as YAML with every field's documentation as a comment above it (read back by
     :func:`load_config`)."""
-    task = "fs" if isinstance(cfg, FSTrainConfig) else "psp"
-    return "\n".join(_dump_commented(config_to_dict(cfg), _docs(TASKS[task]))) + "\n"
+    return "\n".join(_dump_commented(config_to_dict(cfg), _docs(type(cfg)))) + "\n"

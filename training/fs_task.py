@@ -37,6 +37,7 @@ from training.losses import (LPIPS_MIN_SIZE, MultiLayerIdentityLoss, ParsingLoss
                              feature_reconstruction_loss, mse_loss, multiscale_lpips)
 from training.networks import (WeightFiles, build_fs_encoder, init_fs_encoder_from_arcface, is_official_arch,
                                load_training_generator)
+from training.task import StepOutput, TrainingTask
 from vidinv.models.bisenet import load_bisenet
 from vidinv.models.fs_encoder import downscale
 from vidinv.models.iresnet import load_arcface
@@ -56,8 +57,9 @@ def feature_scale(step: int, warmup_steps: int) -> float:
     return min(1.0, step / float(warmup_steps))
 
 
-class FSTask:
-    """Everything a Feature-Style run needs besides the loop: networks, losses, one step, export.
+class FSTask(TrainingTask):
+    """Everything a Feature-Style run needs besides the loop: networks, losses, one step, export
+    (the :class:`training.task.TrainingTask` of ``python -m training fs``).
 
     Args:
         cfg: the run's :class:`training.config.FSTrainConfig`.
@@ -75,6 +77,24 @@ class FSTask:
     """
 
     name = "fs"
+    config_class = FSTrainConfig
+    default_generator = "psp_ffhq_encode.pt"  # decoder.* and latent_avg, as the FS trainer
+    loss_flags = ("--no-id-loss", "--no-parsing-loss", "--no-lpips-loss")
+    no_real_images_hint = "; or set real_per_batch: 0 to train on synthetic samples only"
+
+    @classmethod
+    def weight_roles(cls, cfg: FSTrainConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """Generator and LPIPS trunk (see the base class), ArcFace ``backbone.pth`` (identity loss, or
+        ``encoder.init_from_arcface: always``; optional with ``auto``) and BiSeNet (parsing loss)."""
+        required, optional = super().weight_roles(cfg)
+        w = cfg.weights
+        if cfg.loss.use_id or cfg.encoder.init_from_arcface == "always":
+            required["arcface"] = w.arcface
+        elif cfg.encoder.init_from_arcface == "auto":
+            optional["arcface"] = w.arcface
+        if cfg.loss.use_parsing:
+            required["parsing"] = w.parsing
+        return required, optional
 
     def __init__(self, cfg: FSTrainConfig, files: WeightFiles, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -144,7 +164,7 @@ class FSTask:
         return [getattr(self.G.noises, f"noise_{i}").expand(batch, -1, -1, -1) for i in range(self.G.num_layers)]
 
     # -------------------------------------------------------------------------------------- step
-    def compute(self, model: nn.Module, real: dict | None, step: int, g: torch.Generator):
+    def compute(self, model: nn.Module, real: dict | None, step: int, g: torch.Generator) -> StepOutput:
         """Losses of one step.
 
         Args:

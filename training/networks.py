@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from training.config import FSTrainConfig, PSPTrainConfig, WeightsConfig
+from training.config import WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
 from vidinv.models.iresnet import IResNet
 from vidinv.models.irse import IRSE50Backbone
@@ -48,7 +48,6 @@ __all__ = [
 
 OFFICIAL_WIDTHS = (64, 128, 256, 512)
 OFFICIAL_BLOCKS = (3, 4, 14, 3)
-DEFAULT_GENERATOR = {"fs": "psp_ffhq_encode.pt", "psp": "stylegan2-ffhq-config-f.pt"}
 
 
 class ExplicitWeightsError(FileNotFoundError):
@@ -78,31 +77,15 @@ def _is_explicit(value: str) -> bool:
     return os.sep in value or "/" in value or Path(value).is_file()
 
 
-def _needed_roles(cfg: FSTrainConfig | PSPTrainConfig) -> tuple[dict[str, str], dict[str, str]]:
-    """``(required, optional)``: role -> configured value."""
-    w: WeightsConfig = cfg.weights
-    task = "fs" if isinstance(cfg, FSTrainConfig) else "psp"
-    required = {"generator": w.generator or DEFAULT_GENERATOR[task]}
-    optional = {}
-    if cfg.loss.use_lpips and not w.lpips_random_backbone:
-        required["lpips_alexnet"] = w.lpips_alexnet
-    if task == "fs":
-        if cfg.loss.use_id or cfg.encoder.init_from_arcface == "always":
-            required["arcface"] = w.arcface
-        elif cfg.encoder.init_from_arcface == "auto":
-            optional["arcface"] = w.arcface
-        if cfg.loss.use_parsing:
-            required["parsing"] = w.parsing
-    else:
-        if cfg.loss.use_id or cfg.encoder.init_from_irse50 == "always":
-            required["irse50"] = w.irse50
-        elif cfg.encoder.init_from_irse50 == "auto":
-            optional["irse50"] = w.irse50
-    return required, optional
-
-
-def resolve_weight_files(cfg: FSTrainConfig | PSPTrainConfig) -> WeightFiles:
+def resolve_weight_files(weights: WeightsConfig, required: dict[str, str],
+                         optional: dict[str, str] | None = None) -> WeightFiles:
     """Find every weight file the run needs, before building anything.
+
+    Args:
+        weights: the config's ``weights`` section (``weights_dir``, ``fetch``).
+        required: role (a :class:`WeightFiles` field) -> registry name or path, for the files the
+            enabled losses and options need (:meth:`training.task.TrainingTask.weight_roles`).
+        optional: the same for files used when present (None in :class:`WeightFiles` when absent).
 
     Registry names are resolved together with :func:`vidinv.weights.resolve` (``weights.weights_dir``
     first, then the cache; downloaded when ``weights.fetch``); explicit paths must exist.
@@ -114,7 +97,6 @@ def resolve_weight_files(cfg: FSTrainConfig | PSPTrainConfig) -> WeightFiles:
     """
     from vidinv.weights import locate, resolve
 
-    required, optional = _needed_roles(cfg)
     found: dict[str, Path] = {}
     bad = []
     registry: dict[str, list[str]] = {}
@@ -130,17 +112,17 @@ def resolve_weight_files(cfg: FSTrainConfig | PSPTrainConfig) -> WeightFiles:
     if bad:
         raise ExplicitWeightsError("weight files given as paths in the config do not exist:\n" + "\n".join(bad))
     if registry:
-        paths = resolve(list(registry), weights_dir=cfg.weights.weights_dir, fetch=cfg.weights.fetch)
+        paths = resolve(list(registry), weights_dir=weights.weights_dir, fetch=weights.fetch)
         for name, roles in registry.items():
             for role in roles:
                 found[role] = Path(paths[name])
-    for role, value in optional.items():
+    for role, value in (optional or {}).items():
         if _is_explicit(value):
             p = Path(value).expanduser()
             if p.is_file():
                 found[role] = p
         else:
-            p = locate(value, cfg.weights.weights_dir)
+            p = locate(value, weights.weights_dir)
             if p is not None:
                 found[role] = Path(p)
     return WeightFiles(**found)

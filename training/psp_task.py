@@ -1,6 +1,6 @@
 """pSp training step (Richardson et al., CVPR 2021, section 3; reference ``training/coach.py``).
 
-Input ``x`` (B, 3, 256, 256) in [-1, 1]: the aligned face (task ``encode``; randomly flipped when
+Input ``x`` (B, 3, 256, 256) in [-1, 1]: the aligned face (objective ``encode``; randomly flipped when
 ``data.hflip``) or its super-resolution degradation (``super_resolution``: bicubic downsampling by a
 random factor of ``sr_factors``, then back to 256; :mod:`training.degrade`); the target ``y`` is the
 full-resolution face. The GradualStyleEncoder predicts W+ codes starting from the average latent
@@ -10,7 +10,7 @@ full-resolution face. The GradualStyleEncoder predicts W+ codes starting from th
 
 ``L = l2 * MSE(y_hat, y) + lpips * LPIPS(y_hat, y) + id * (1 - <f(y_hat), f(y)>) + w_norm * ||w - latent_avg||``
 
-with weights 1, 0.8, 0.1 and no W-norm term by default for both tasks (super-resolution: L2 + LPIPS +
+with weights 1, 0.8, 0.1 and no W-norm term by default for both objectives (super-resolution: L2 + LPIPS +
 identity, as the pSp super-resolution setting; the README command's W-norm 0.005 is a config option).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from training.export import PSP_EXPORT_NAMES, export_psp
 from training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
 from training.networks import (WeightFiles, build_psp_encoder, init_psp_encoder_from_irse50, is_official_arch,
                                load_training_generator)
+from training.task import StepOutput, TrainingTask
 from vidinv.models.irse import load_irse50
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ __all__ = ["PSPTask", "PSP_SIZE"]
 PSP_SIZE = 256
 
 
-class PSPTask:
-    """Networks, losses, one step and export of a pSp run.
+class PSPTask(TrainingTask):
+    """Networks, losses, one step and export of a pSp run (the :class:`training.task.TrainingTask` of
+    ``python -m training psp``).
 
     Args:
         cfg: the run's :class:`training.config.PSPTrainConfig`.
@@ -54,6 +56,19 @@ class PSPTask:
     """
 
     name = "psp"
+    config_class = PSPTrainConfig
+    default_generator = "stylegan2-ffhq-config-f.pt"  # g_ema and latent_avg
+
+    @classmethod
+    def weight_roles(cls, cfg: PSPTrainConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """Generator and LPIPS trunk (see the base class) and IR-SE50 (identity loss, or
+        ``encoder.init_from_irse50: always``; optional with ``auto``)."""
+        required, optional = super().weight_roles(cfg)
+        if cfg.loss.use_id or cfg.encoder.init_from_irse50 == "always":
+            required["irse50"] = cfg.weights.irse50
+        elif cfg.encoder.init_from_irse50 == "auto":
+            optional["irse50"] = cfg.weights.irse50
+        return required, optional
 
     def __init__(self, cfg: PSPTrainConfig, files: WeightFiles, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -83,10 +98,10 @@ class PSPTask:
 
     def dataset_options(self) -> dict:
         """Keyword arguments of :class:`training.data.FaceImageDataset` for this task."""
-        sr = self.cfg.sr_factors if self.cfg.task == "super_resolution" else None
+        sr = self.cfg.sr_factors if self.cfg.objective == "super_resolution" else None
         return {"hflip": self.cfg.data.hflip, "sr_factors": sr}
 
-    def compute(self, model: nn.Module, real: dict, step: int, g: torch.Generator):
+    def compute(self, model: nn.Module, real: dict | None, step: int, g: torch.Generator) -> StepOutput:
         """Losses of one step.
 
         Args:
@@ -130,9 +145,9 @@ class PSPTask:
     def export(self, folder: str | os.PathLike) -> Path:
         """Write ``<folder>/psp_ffhq_encode.pt`` (or ``psp_celebs_super_resolution.pt``) in pSp's layout."""
         cfg = self.cfg
-        name = PSP_EXPORT_NAMES[cfg.task]
-        sr = cfg.sr_factors if cfg.task == "super_resolution" else None
+        name = PSP_EXPORT_NAMES[cfg.objective]
+        sr = cfg.sr_factors if cfg.objective == "super_resolution" else None
         loss = {"l2": cfg.loss.l2, "lpips": cfg.loss.lpips if cfg.loss.use_lpips else 0.0,
                 "id": cfg.loss.id if cfg.loss.use_id else 0.0, "w_norm": cfg.loss.w_norm}
-        return export_psp(self.encoder, self.G, self.latent_avg, Path(folder) / name, task=cfg.task, loss=loss,
-                          resize_factors=sr, config=config_to_dict(cfg))
+        return export_psp(self.encoder, self.G, self.latent_avg, Path(folder) / name, task=cfg.objective,
+                          loss=loss, resize_factors=sr, config=config_to_dict(cfg))

@@ -1,8 +1,10 @@
-"""The training loop shared by both tasks: seeding, data, optimisation, logs, samples, checkpoints, resume.
+"""The training loop shared by all tasks: seeding, data, optimisation, logs, samples, checkpoints, resume.
 
-:func:`train` runs a :class:`training.fs_task.FSTask` or :class:`training.psp_task.PSPTask` for
+:func:`train` runs the :class:`training.task.TrainingTask` of the config's class
+(:data:`TRAINING_TASKS`: :class:`training.fs_task.FSTask` or :class:`training.psp_task.PSPTask`) for
 ``run.max_steps`` steps (single process, or one rank of a ``torchrun`` job; see
-:mod:`training.distributed`):
+:mod:`training.distributed`). :func:`train` restores (or refuses to overwrite) a run, builds the task
+and its data, then :class:`_Session` does each step and its logs, samples and checkpoints:
 
 * Determinism: every random draw comes from generators seeded from ``run.seed`` (data order and
   per-sample draws by position, synthetic z and noise by step and rank), global RNGs are seeded too,
@@ -31,18 +33,39 @@ from torch.utils.data import DataLoader
 
 from training import distributed
 from training.config import (RUN_CONTROL_KEYS, ConfigError, FSTrainConfig, OptimConfig, PSPTrainConfig,
-                             config_to_dict, flatten_dict)
+                             config_to_dict, flatten_dict, upgrade_legacy_keys)
 from training.data import FaceImageDataset, ShardedStream, StepBatchSampler, list_images, mix_seed, split_train
 from training.export import cpu_state_dict
+from training.fs_task import FSTask
 from training.networks import resolve_weight_files
+from training.psp_task import PSPTask
 from training.ranger import Ranger
 from training.records import ScalarLog, save_sample_grid
 from training.state import (STATE_FORMAT, atomic_torch_save, atomic_write_text, capture_rng, checkpoint_name,
                             latest_checkpoint, prune_checkpoints, read_state, restore_rng)
+from training.task import TrainingTask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "config_differences", "state_digest"]
+__all__ = ["TRAINING_TASKS", "TrainResult", "train", "task_type", "build_optimizer", "lr_factor",
+           "config_differences", "state_digest"]
+
+#: The training tasks by name (``python -m training NAME``, a checkpoint's ``"task"``).
+TRAINING_TASKS: dict[str, type[TrainingTask]] = {t.name: t for t in (FSTask, PSPTask)}
+_BY_CONFIG: dict[type, type[TrainingTask]] = {t.config_class: t for t in TRAINING_TASKS.values()}
+
+
+def task_type(cfg) -> type[TrainingTask]:
+    """The :class:`training.task.TrainingTask` subclass that trains ``cfg`` (by the config's class).
+
+    Raises:
+        TypeError: ``cfg`` is not the config of a registered task.
+    """
+    try:
+        return _BY_CONFIG[type(cfg)]
+    except KeyError:
+        raise TypeError(f"no training task takes a {type(cfg).__name__}; expected one of "
+                        f"{', '.join(c.__name__ for c in _BY_CONFIG)}") from None
 
 
 @dataclass
@@ -157,12 +180,11 @@ def _resume_path(resume, ckpt_dir: Path) -> Path | None:
     return p
 
 
-def _real_files(cfg, task, info, out_dir: Path) -> list[Path]:
+def _real_files(cfg, task: TrainingTask, info, out_dir: Path) -> list[Path]:
     d = cfg.data
     if not (d.real_dir or d.videos):
-        hint = "; or set real_per_batch: 0 to train on synthetic samples only" if isinstance(cfg, FSTrainConfig) else ""
         raise ConfigError(f"no real images: set data.real_dir (a folder of aligned faces, --real-dir) or "
-                          f"data.videos{hint}")
+                          f"data.videos{task.no_real_images_hint}")
     files: list[Path] = []
     if d.real_dir:
         files = split_train(list_images(d.real_dir, d.recursive), d.train_split)
@@ -207,77 +229,135 @@ def train(cfg: FSTrainConfig | PSPTrainConfig, resume: str | os.PathLike | bool 
 
 
 def _train(cfg, resume, info: distributed.DistInfo) -> TrainResult:
-    from training.fs_task import FSTask
-    from training.psp_task import PSPTask
-
+    kind = task_type(cfg)
     r = cfg.run
-    task_name = "fs" if isinstance(cfg, FSTrainConfig) else "psp"
     out_dir = Path(r.out_dir)
     ckpt_dir = out_dir / "checkpoints"
-    device = info.device
     if r.num_threads:
         torch.set_num_threads(r.num_threads)
-    _deterministic(device)
+    _deterministic(info.device)
     _seed_globals(r.seed, info.rank)
 
-    resume_path = _resume_path(resume, ckpt_dir)
-    state = None
-    if resume_path is not None:
-        state = read_state(resume_path)
-        if state.get("task") != task_name:
-            raise ConfigError(f"{resume_path} is a {state.get('task')!r} checkpoint, not {task_name!r}")
-        diffs = config_differences(state["config"], config_to_dict(cfg))
-        if diffs:
-            raise ConfigError(f"the config differs from the one {resume_path} was trained with (a resumed run "
-                              "must use the same settings):\n  " + "\n  ".join(diffs))
-    elif latest_checkpoint(ckpt_dir) is not None:
-        raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, or "
-                              "choose another run.out_dir")
-
-    if cfg.weights.fetch and info.world_size > 1:
-        files = resolve_weight_files(cfg) if info.is_main else None
-        distributed.barrier(info)
-        files = files or resolve_weight_files(cfg)
-    else:
-        files = resolve_weight_files(cfg)
-    task = FSTask(cfg, files, device) if task_name == "fs" else PSPTask(cfg, files, device)
+    resume_path, state = _read_resume_state(cfg, kind.name, resume, ckpt_dir)
+    task = _build_task(cfg, kind, info)
     enc = task.encoder
+    session = _Session(cfg, task, info, out_dir)
+    start = session.restore(state, resume_path)
+    loader_it = session.open_loader(start)
+    result = TrainResult(step=start, out_dir=out_dir, checkpoint=resume_path)
+    session.open_logs(start)
+    enc.train()
+    try:
+        for step in range(start, r.max_steps):
+            real = next(loader_it) if loader_it is not None else None
+            terms, visuals = session.step(step, real)
+            result.step = step + 1
+            session.log_and_checkpoint(step + 1, terms, visuals, result)
+        session.finish(result)
+    finally:
+        session.close_logs()
+    result.encoder_state = cpu_state_dict(enc)
+    return result
 
-    # data
-    batch = task.real_per_step
-    stream = dataset = None
-    if batch > 0:
-        real = _real_files(cfg, task, info, out_dir)
-        dataset = FaceImageDataset(real, task.image_size, seed=r.seed, **task.dataset_options())
-        stream = ShardedStream(len(dataset), info.rank, info.world_size, seed=r.seed)
-    steps_per_epoch = r.steps_per_epoch or max(1, (stream.per_rank // batch) if stream else 1)
 
-    start = 0
-    if state is not None:
-        enc.load_state_dict(state["encoder"])
-        start = int(state["step"])
-        consumed = int((state.get("data") or {}).get("items_per_rank", start * batch))
-        if consumed != start * batch:
-            raise ConfigError(f"{resume_path}: {consumed} real images per rank were consumed in {start} steps, "
-                              f"which does not match {batch} per step")
-        if int(state.get("world_size", 1)) != info.world_size:
-            log.warning("resuming a %s-rank checkpoint with %d rank(s): the data shards differ, so the run "
-                        "continues but not bit for bit", state.get("world_size"), info.world_size)
-    model = enc
-    if info.initialized:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+def _read_resume_state(cfg, task_name: str, resume, ckpt_dir: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume and its state, checked against ``cfg``; ``(None, None)`` for a fresh run.
 
-        model = DDP(enc, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(cfg.optim, enc.parameters())
-    o = cfg.optim
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps_per_epoch, o.lr_step_epochs, o.lr_gamma))
-    scaler = torch.amp.GradScaler(device.type) if r.precision == "fp16" else None
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+    Raises:
+        ConfigError: the checkpoint is of another task or was trained with other settings.
+        FileExistsError: a fresh run into a folder that holds checkpoints.
+        FileNotFoundError: ``resume`` names no checkpoint.
+    """
+    resume_path = _resume_path(resume, ckpt_dir)
+    if resume_path is None:
+        if latest_checkpoint(ckpt_dir) is not None:
+            raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, or "
+                                  "choose another run.out_dir")
+        return None, None
+    state = read_state(resume_path)
+    if state.get("task") != task_name:
+        raise ConfigError(f"{resume_path} is a {state.get('task')!r} checkpoint, not {task_name!r}")
+    saved = upgrade_legacy_keys(task_name, state["config"], str(resume_path), warn=False)
+    diffs = config_differences(saved, config_to_dict(cfg))
+    if diffs:
+        raise ConfigError(f"the config differs from the one {resume_path} was trained with (a resumed run "
+                          "must use the same settings):\n  " + "\n  ".join(diffs))
+    return resume_path, state
+
+
+def _build_task(cfg, kind: type[TrainingTask], info: distributed.DistInfo) -> TrainingTask:
+    """Resolve the weight files ``kind`` needs (rank 0 first when it may download) and build the task."""
+    required, optional = kind.weight_roles(cfg)
+    if cfg.weights.fetch and info.world_size > 1:
+        files = resolve_weight_files(cfg.weights, required, optional) if info.is_main else None
+        distributed.barrier(info)
+        files = files or resolve_weight_files(cfg.weights, required, optional)
+    else:
+        files = resolve_weight_files(cfg.weights, required, optional)
+    return kind(cfg, files, info.device)
+
+
+class _Session:
+    """The live objects of one run between the task and the loop: data, DDP model, optimiser,
+    scheduler, gradient scaler, logs; one method per part of the loop (restore, step,
+    log-and-checkpoint, finish)."""
+
+    def __init__(self, cfg, task: TrainingTask, info: distributed.DistInfo, out_dir: Path):
+        self.cfg, self.task, self.info = cfg, task, info
+        self.out_dir, self.ckpt_dir = out_dir, out_dir / "checkpoints"
+        r = cfg.run
+        self.batch = task.real_per_step
+        self.stream = self.dataset = None
+        if self.batch > 0:
+            real = _real_files(cfg, task, info, out_dir)
+            self.dataset = FaceImageDataset(real, task.image_size, seed=r.seed, **task.dataset_options())
+            self.stream = ShardedStream(len(self.dataset), info.rank, info.world_size, seed=r.seed)
+        self.steps_per_epoch = r.steps_per_epoch or max(1, (self.stream.per_rank // self.batch) if self.stream else 1)
+        self.amp = _autocast(info.device, r.precision)
+        self.model = self.optimizer = self.scheduler = self.scaler = None
+        self.scalars_log = self.pbar = None
+
+    # ------------------------------------------------------------------------------------ restore
+    def restore(self, state: dict | None, resume_path: Path | None) -> int:
+        """Build what training updates (the DDP wrapper under torchrun, optimiser, learning-rate
+        schedule, fp16 gradient scaler) and, from a checkpoint's ``state``, load the encoder, their
+        states and this rank's RNG states.
+
+        Returns:
+            the step to continue from (0 without ``state``).
+
+        Raises:
+            ConfigError: the checkpoint's data position does not match the batch size.
+        """
+        info, batch, enc = self.info, self.batch, self.task.encoder
+        start = 0
+        if state is not None:
+            enc.load_state_dict(state["encoder"])  # before DDP wraps it
+            start = int(state["step"])
+            consumed = int((state.get("data") or {}).get("items_per_rank", start * batch))
+            if consumed != start * batch:
+                raise ConfigError(f"{resume_path}: {consumed} real images per rank were consumed in {start} "
+                                  f"steps, which does not match {batch} per step")
+            if int(state.get("world_size", 1)) != info.world_size:
+                log.warning("resuming a %s-rank checkpoint with %d rank(s): the data shards differ, so the run "
+                            "continues but not bit for bit", state.get("world_size"), info.world_size)
+        device, o = info.device, self.cfg.optim
+        self.model = enc
+        if info.initialized:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(enc, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = build_optimizer(o, enc.parameters())
+        spe = self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, spe, o.lr_step_epochs, o.lr_gamma))
+        self.scaler = torch.amp.GradScaler(device.type) if self.cfg.run.precision == "fp16" else None
+        if state is None:
+            return start
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         rngs = state.get("rng") or []
         if len(rngs) == info.world_size:
             restore_rng(rngs[info.rank])
@@ -285,67 +365,94 @@ def _train(cfg, resume, info: distributed.DistInfo) -> TrainResult:
             log.warning("checkpoint has RNG states of %d rank(s), this run has %d: global RNGs not restored "
                         "(training draws do not use them, but the run may not be bit-identical)",
                         len(rngs), info.world_size)
+        return start
 
-    loader_it = None
-    if dataset is not None:
-        loader = DataLoader(dataset, batch_sampler=StepBatchSampler(stream, batch, start, r.max_steps),
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+    def open_loader(self, start: int):
+        """Iterator over this rank's real batches from step ``start`` on (None without real images)."""
+        if self.dataset is None:
+            return None
+        r = self.cfg.run
+        loader = DataLoader(self.dataset, batch_sampler=StepBatchSampler(self.stream, self.batch, start, r.max_steps),
+                            num_workers=self.cfg.data.num_workers, pin_memory=self.info.device.type == "cuda",
                             persistent_workers=False)
-        loader_it = iter(loader)
+        return iter(loader)
 
-    scalars_log = ScalarLog(out_dir / "logs", start) if info.is_main else None
-    pbar = None
-    if info.is_main and r.progress:
-        from tqdm.auto import tqdm
+    def open_logs(self, start: int) -> None:
+        """Scalar log (TensorBoard + CSV, from ``start``) and progress bar, on rank 0."""
+        r, info = self.cfg.run, self.info
+        self.scalars_log = ScalarLog(self.out_dir / "logs", start) if info.is_main else None
+        if info.is_main and r.progress:
+            from tqdm.auto import tqdm
 
-        pbar = tqdm(total=r.max_steps, initial=start, unit="it", dynamic_ncols=True, desc=f"train {task_name}")
+            self.pbar = tqdm(total=r.max_steps, initial=start, unit="it", dynamic_ncols=True,
+                             desc=f"train {self.task.name}")
 
-    result = TrainResult(step=start, out_dir=out_dir, checkpoint=resume_path)
-    amp = _autocast(device, r.precision)
-    enc.train()
-    try:
-        for step in range(start, r.max_steps):
-            real = next(loader_it) if loader_it is not None else None
-            g = torch.Generator().manual_seed(mix_seed(r.seed, 1, info.rank, step))
-            optimizer.zero_grad(set_to_none=True)
-            with amp:
-                total, terms, visuals = task.compute(model, real, step, g)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                optimizer.step()
-            scheduler.step()
-            if info.initialized:
-                _broadcast_buffers(enc)
-            done = step + 1
-            result.step = done
-            epoch = step // steps_per_epoch
+    # --------------------------------------------------------------------------------------- step
+    def step(self, step: int, real: dict | None) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """One optimisation step: zero grads, the task's losses under autocast, backward (scaled for
+        fp16), optimiser and scheduler steps, and rank 0's buffers broadcast under torchrun.
 
-            if done % r.log_every == 0 or done == r.max_steps:
-                keys = list(terms)
-                vals = distributed.all_mean(torch.stack([terms[k].detach().float() for k in keys]), info)
-                scalars = {k: float(v) for k, v in zip(keys, vals.cpu())}
-                scalars["lr"] = optimizer.param_groups[0]["lr"]
-                result.scalars = scalars
-                bad = [k for k, v in scalars.items() if not np.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"step {done}: non-finite loss term(s) {', '.join(bad)} "
-                                             f"({scalars}); lower optim.lr or use run.precision fp32")
-                if scalars_log is not None:
-                    scalars_log.log(done, epoch, scalars)
-                if pbar is not None:
-                    pbar.set_postfix(loss=f"{scalars['total']:.4f}", refresh=False)
-            if info.is_main and r.sample_every and done % r.sample_every == 0:
-                save_sample_grid(visuals, out_dir / "samples" / f"step_{done:08d}.png")
-            if done % r.checkpoint_every == 0 or done == r.max_steps:
-                result.checkpoint = _save_checkpoint(task_name, cfg, done, enc, optimizer, scheduler, scaler,
-                                                     batch, info, ckpt_dir)
-            if pbar is not None:
-                pbar.update(1)
-        result.replica_digests = distributed.gather_objects(state_digest(enc), info)
+        Returns:
+            the task's loss terms and sample-grid columns.
+        """
+        r, info = self.cfg.run, self.info
+        g = torch.Generator().manual_seed(mix_seed(r.seed, 1, info.rank, step))
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.amp:
+            total, terms, visuals = self.task.compute(self.model, real, step, g)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        if info.initialized:
+            _broadcast_buffers(self.task.encoder)
+        return terms, visuals
+
+    # ------------------------------------------------------------------------- log and checkpoint
+    def log_and_checkpoint(self, done: int, terms: dict[str, torch.Tensor], visuals: list[torch.Tensor],
+                           result: TrainResult) -> None:
+        """After step ``done`` (1-based): scalars (rank means; non-finite ones stop the run), the sample
+        grid, the checkpoint, the progress bar, each at its interval.
+
+        Raises:
+            FloatingPointError: a logged loss term is NaN or infinite.
+        """
+        r, info = self.cfg.run, self.info
+        if done % r.log_every == 0 or done == r.max_steps:
+            keys = list(terms)
+            vals = distributed.all_mean(torch.stack([terms[k].detach().float() for k in keys]), info)
+            scalars = {k: float(v) for k, v in zip(keys, vals.cpu())}
+            scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+            result.scalars = scalars
+            bad = [k for k, v in scalars.items() if not np.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"step {done}: non-finite loss term(s) {', '.join(bad)} "
+                                         f"({scalars}); lower optim.lr or use run.precision fp32")
+            if self.scalars_log is not None:
+                self.scalars_log.log(done, (done - 1) // self.steps_per_epoch, scalars)
+            if self.pbar is not None:
+                self.pbar.set_postfix(loss=f"{scalars['total']:.4f}", refresh=False)
+        if info.is_main and r.sample_every and done % r.sample_every == 0:
+            save_sample_grid(visuals, self.out_dir / "samples" / f"step_{done:08d}.png")
+        if done % r.checkpoint_every == 0 or done == r.max_steps:
+            result.checkpoint = _save_checkpoint(self.task.name, self.cfg, done, self.task.encoder, self.optimizer,
+                                                 self.scheduler, self.scaler, self.batch, info, self.ckpt_dir)
+        if self.pbar is not None:
+            self.pbar.update(1)
+
+    def finish(self, result: TrainResult) -> None:
+        """Check that every rank holds the same weights (``logs/replicas.json`` under torchrun) and
+        export the encoder when ``run.max_steps`` was reached.
+
+        Raises:
+            RuntimeError: the ranks' encoders differ.
+        """
+        r, info, out_dir = self.cfg.run, self.info, self.out_dir
+        result.replica_digests = distributed.gather_objects(state_digest(self.task.encoder), info)
         if info.is_main and info.world_size > 1:
             import json
 
@@ -356,15 +463,15 @@ def _train(cfg, resume, info: distributed.DistInfo) -> TrainResult:
             raise RuntimeError(f"the encoder weights differ between ranks after step {result.step}: "
                                f"{result.replica_digests}")
         if result.step >= r.max_steps and r.export_on_finish and info.is_main:
-            result.export = task.export(out_dir / "export")
+            result.export = self.task.export(out_dir / "export")
         distributed.barrier(info)
-    finally:
-        if pbar is not None:
-            pbar.close()
-        if scalars_log is not None:
-            scalars_log.close()
-    result.encoder_state = cpu_state_dict(enc)
-    return result
+
+    def close_logs(self) -> None:
+        """Close the progress bar and the scalar log (also after an error)."""
+        if self.pbar is not None:
+            self.pbar.close()
+        if self.scalars_log is not None:
+            self.scalars_log.close()
 
 
 def _save_checkpoint(task_name, cfg, done, enc, optimizer, scheduler, scaler, batch, info, ckpt_dir: Path):
