@@ -174,6 +174,8 @@ def load_training_generator(path: str | os.PathLike, latent_avg_samples: int = 1
     G, avg = load_generator(path)
     G.requires_grad_(False).eval().to(device)
     if avg is None:
+        log.warning("%s has no latent_avg; estimating the average latent from %d random z (mean of mapping(z), "
+                    "seed %d)", path, int(latent_avg_samples), int(seed))
         g = torch.Generator().manual_seed(int(seed))
         z = torch.randn(int(latent_avg_samples), G.style_dim, generator=g)
         with torch.no_grad():
