@@ -98,7 +98,9 @@ class CheckpointMismatchError(CheckpointError):
         if len(shape_mismatches) > _MAX_LISTED:
             lines.append(f"  ... and {len(shape_mismatches) - _MAX_LISTED} more shape mismatch(es)")
         lines.append("  The file may be truncated, renamed from another model, or built with another configuration "
-                     "(resolution, channel multiplier, number of styles). Re-download it with `vidinv weights fetch`.")
+                     "(resolution, channel multiplier, number of styles). An official file is held to the official "
+                     "architecture: re-download it with `vidinv weights fetch`. A file vidinv wrote is built from "
+                     "the architecture in its vidinv_config record.")
         super().__init__("\n".join(lines))
 
 
