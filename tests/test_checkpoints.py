@@ -84,3 +84,25 @@ def test_load_strict_rejects_non_tensor():
     sd["kernel"] = [1, 2]
     with pytest.raises(CheckpointError, match="not a tensor"):
         load_strict(_Tiny(), sd, "f.pth", "tiny net")
+
+
+def test_vidinv_record_round_trip_and_checks(tmp_path):
+    from vidinv.checkpoints import USER_TRAINED_LICENCE, read_vidinv_record, vidinv_record
+
+    rec = vidinv_record("fs_encoder", {"widths": (8, 8), "nested": {"a": (1, 2)}}, licence=USER_TRAINED_LICENCE,
+                        name="mine_fs_encoder.pth", trained_from={"generator": "psp_ffhq_encode.pt"})
+    p = tmp_path / "rec.pth"
+    torch.save({"state_dict": _Tiny().state_dict(), "vidinv_config": rec}, p)
+    back = read_checkpoint(p)["vidinv_config"]  # plain values: loads with weights_only=True
+    assert back["architecture"] == {"widths": [8, 8], "nested": {"a": [1, 2]}}
+    assert read_vidinv_record(back, p, "fs_encoder") == back
+    assert "user's" in back["licence"] and back["trained_from"] == {"generator": "psp_ffhq_encode.pt"}
+    # not a record (absent, or a bare training config): the file is then treated as an official one
+    assert read_vidinv_record(None, p, "fs_encoder") is None
+    assert read_vidinv_record({"run": {"seed": 0}}, p, "psp") is None
+    with pytest.raises(CheckpointError, match="'fs_encoder' network, not a 'psp'"):
+        read_vidinv_record(back, p, "psp")
+    with pytest.raises(CheckpointError, match="format 2"):
+        read_vidinv_record({**back, "format": 2}, p, "fs_encoder")
+    with pytest.raises(CheckpointError, match="architecture"):
+        read_vidinv_record({**back, "architecture": None}, p, "fs_encoder")

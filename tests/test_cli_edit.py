@@ -71,6 +71,9 @@ def test_readme_main_command_runs_on_tiny_bundle(tiny_home, tmp_path):
     cmd, kw = _vidinv(_main_args(video, out) + ["-q"], tiny_home)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
     assert p.returncode == 0, p.stderr
+    # the bundle has no face parser: said at the default log level, once
+    assert p.stderr.count("79999_iter.pth (BiSeNet face parsing) was not found") == 1, p.stderr
+    assert "uses landmark masks" in p.stderr
     import av
 
     with av.open(str(out)) as c:

@@ -142,3 +142,74 @@ def test_strict_load_errors_name_file_and_keys(encoder, tmp_path):
     path4.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated.pth"):
         load_fs_encoder(path4)
+
+
+# ---------------------------------------------------------------- official files vs vidinv-trained files
+def test_official_fs_file_is_held_to_the_official_architecture(tmp_path):
+    """143_enc.pth's key set (manifest of ../shared/parity/fs_encoder_r50) loads; the same file without its
+    last IResNet block (block_4.2.*, 18 keys) is refused with the missing keys named, not resized."""
+    from conftest import manifest_state_dict
+
+    sd = manifest_state_dict("fs_encoder_r50")
+    full = tmp_path / "143_enc.pth"
+    torch.save(sd, full)
+    enc = load_fs_encoder(full)
+    assert enc.depths == (3, 4, 14, 3) and enc.n_styles == 18
+    assert all(torch.equal(v, sd[k]) for k, v in enc.state_dict().items())
+    del enc
+    cut = {k: v for k, v in sd.items() if not k.startswith("block_4.2.")}
+    assert len(sd) - len(cut) == 18
+    path = tmp_path / "cut_143_enc.pth"
+    torch.save(cut, path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_fs_encoder(path)
+    err = info.value
+    assert sorted(err.missing) == sorted(k for k in sd if k.startswith("block_4.2."))
+    assert not err.unexpected and not err.shape_mismatches
+    assert "cut_143_enc.pth" in str(err) and "18 missing key(s)" in str(err) and "official" in str(err)
+
+
+def _small_fs():
+    torch.manual_seed(2)
+    enc = FeatureStyleEncoder(6, 1, widths=(8, 12, 16, 20), depths=(1, 2, 1, 1), stem_width=8, content_channels=8,
+                              style_dim=32).eval()
+    enc.enc_resolution = 128
+    return enc
+
+
+def test_vidinv_trained_fs_encoder_loads_by_its_record(tmp_path):
+    from training.export import export_fs_encoder
+
+    enc = _small_fs()
+    path = export_fs_encoder(enc, tmp_path / "mine_fs_encoder.pth")
+    got = load_fs_encoder(path)
+    assert got.architecture() == enc.architecture() and got.enc_resolution == 128 and got.stride == 1
+    x = torch.rand(1, 3, 128, 128) * 2 - 1  # the recorded input size
+    with torch.no_grad():
+        for a, b in zip(got(x), enc(x)):
+            assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="declares 6"):
+        load_fs_encoder(path, n_styles=18)
+
+
+def test_fs_files_not_matching_their_architecture_are_refused(tmp_path):
+    from training.export import export_fs_encoder
+
+    enc = _small_fs()
+    path = export_fs_encoder(enc, tmp_path / "mine_fs_encoder.pth")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["vidinv_config"]["architecture"]["depths"] = [1, 1, 1, 1]  # the record does not describe the tensors
+    torch.save(ckpt, tmp_path / "lying_fs_encoder.pth")
+    with pytest.raises(CheckpointMismatchError, match="lying_fs_encoder.pth") as info:
+        load_fs_encoder(tmp_path / "lying_fs_encoder.pth")
+    assert info.value.unexpected == [k for k in ckpt["state_dict"] if k.startswith("block_2.1.")]
+    assert "vidinv record" in str(info.value)
+    ckpt["vidinv_config"]["network"] = "bisenet"
+    torch.save(ckpt, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="bisenet"):
+        load_fs_encoder(tmp_path / "other.pth")
+    # the small encoder as a plain state_dict (no record): held to the official network, not sized from it
+    torch.save(enc.state_dict(), tmp_path / "small_plain.pth")
+    with pytest.raises(CheckpointMismatchError, match="small_plain.pth") as info:
+        load_fs_encoder(tmp_path / "small_plain.pth")
+    assert "block_4.2.bn1.weight" in info.value.missing and info.value.shape_mismatches

@@ -203,37 +203,119 @@ def test_small_encoder_taps_and_sizes():
     assert taps == {2: (2, 24, 64, 64), 5: (2, 32, 32, 32), 6: (2, 48, 16, 16)}
 
 
-def test_load_small_psp_encoder_infers_sizes(tmp_path):
+def _small_psp_export(tmp_path, name, **enc_kw):
+    """A small pSp written by vidinv's training export (with its vidinv record): encoder of ``enc_kw`` sizes,
+    decoder Generator(32, 512, 2, channel_multiplier=1, max_channels=16) (8 styles)."""
+    from training.export import export_psp
+
     torch.manual_seed(0)
-    enc = GradualStyleEncoder(n_styles=4, mode="ir", widths=(8, 12, 16, 20), blocks=(1, 2, 1, 2), style_dim=512,
-                              head_width=8).eval()
-    sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
-    path = _save_psp(tmp_path / "small_enc_psp.pt", sd)
+    G = Generator(32, 512, 2, channel_multiplier=1, max_channels=16).eval()
+    enc = GradualStyleEncoder(n_styles=G.n_latent, **enc_kw).eval()
+    avg = torch.randn(G.n_latent, 512)
+    return export_psp(enc, G, avg, tmp_path / name), enc, G, avg
+
+
+def test_official_psp_file_is_held_to_the_official_architecture(tmp_path):
+    """The IR-SE50 encoder of the official file with its last unit (body.23.*, 15 keys) removed is refused,
+    naming the missing keys; nothing is sized from the file. The full official key set loads
+    (tests/test_psp_parity.py)."""
+    from conftest import manifest_state_dict
+
+    enc_sd = manifest_state_dict("psp_encoder_ffhq")
+    cut = {f"encoder.{k}": v for k, v in enc_sd.items() if not k.startswith("body.23.")}
+    assert len(enc_sd) - len(cut) == 15
+    path = tmp_path / "psp_ffhq_encode.pt"
+    torch.save({"state_dict": cut, "latent_avg": torch.zeros(18, 512),
+                "opts": {"output_size": 1024, "encoder_type": "GradualStyleEncoder", "start_from_latent_avg": True}},
+               path)
     ck = read_psp_checkpoint(path)
-    assert ck.encoder_arch == {"mode": "ir", "widths": (8, 12, 16, 20), "blocks": (1, 2, 1, 2), "style_dim": 512,
-                               "head_width": 8}
-    got, avg = load_psp_encoder(path)
+    assert ck.official and ck.encoder_arch["blocks"] == [3, 4, 14, 3]
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_psp_encoder(path)
+    err = info.value
+    assert sorted(err.missing) == sorted(k for k in enc_sd if k.startswith("body.23."))
+    assert not err.unexpected and not err.shape_mismatches
+    assert "psp_ffhq_encode.pt" in str(err) and "15 missing key(s)" in str(err) and "official pSp" in str(err)
+
+
+def test_official_psp_decoder_is_held_to_psp_generator(tmp_path, small_psp_state):
+    """pSp builds Generator(output_size, 512, 8): a decoder missing its last mapping layer (style.8.*) is refused
+    by load_psp and load_generator alike (it would otherwise pass as an n_mlp=7 generator)."""
+    from vidinv.models.stylegan2 import load_generator
+
+    sd = {k: v for k, v in small_psp_state.items() if not k.startswith("decoder.style.8.")}
+    path = _save_psp(tmp_path / "no_style8_psp.pt", sd)
+    for load in (load_psp, load_generator):
+        with pytest.raises(CheckpointMismatchError) as info:
+            load(path)
+        assert sorted(info.value.missing) == ["style.8.bias", "style.8.weight"]
+
+
+def test_vidinv_trained_small_psp_loads_by_its_record(tmp_path):
+    path, enc, G, avg = _small_psp_export(tmp_path, "mine_psp_encode.pt", mode="ir", widths=(8, 12, 16, 20),
+                                          blocks=(1, 2, 1, 2), head_width=8)
+    ck = read_psp_checkpoint(path)
+    assert not ck.official
+    assert ck.encoder_arch == {"mode": "ir", "n_styles": 8, "input_nc": 3, "widths": [8, 12, 16, 20],
+                               "blocks": [1, 2, 1, 2], "style_dim": 512, "head_width": 8}
+    assert ck.decoder_arch == G.architecture()
+    got, got_avg = load_psp_encoder(path)
     assert (got.widths, got.blocks, got.tap_c1, got.tap_c2) == ((8, 12, 16, 20), (1, 2, 1, 2), 2, 3)
-    assert torch.equal(avg, torch.ones(4, 512))
+    assert torch.equal(got_avg, avg)
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     with torch.no_grad():
         assert torch.equal(got(x), enc(x))
+    net = load_psp(path)
+    assert net.decoder.architecture() == G.architecture()
+    # Adjacent stages of equal width are fine too: the record says where the stages end.
+    path2, enc2, _, _ = _small_psp_export(tmp_path, "equal_psp.pt", mode="ir", widths=(8, 8, 16, 16),
+                                          blocks=(1, 2, 1, 1))
+    with torch.no_grad():
+        assert torch.equal(load_psp_encoder(path2)[0](x), enc2(x))
 
-    # Adjacent stages of equal width hide a stage end: the official sizes are assumed and the strict
-    # load names the file and the differing keys.
-    enc = GradualStyleEncoder(n_styles=4, mode="ir", widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
-    path = _save_psp(tmp_path / "ambiguous_psp.pt", {f"encoder.{k}": v for k, v in enc.state_dict().items()})
-    assert read_psp_checkpoint(path).encoder_arch["blocks"] is None
-    with pytest.raises(CheckpointMismatchError, match="ambiguous_psp.pt") as info:
+
+def test_vidinv_trained_psp_whose_keys_differ_from_its_record_is_refused(tmp_path):
+    path, _, _, _ = _small_psp_export(tmp_path, "mine_psp_encode.pt", mode="ir", widths=(8, 12, 16, 20),
+                                      blocks=(1, 2, 1, 2))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["opts"]["vidinv_config"]["architecture"]["encoder"]["blocks"] = [1, 1, 1, 2]  # the record lies
+    torch.save(ckpt, tmp_path / "lying_psp.pt")
+    with pytest.raises(CheckpointMismatchError, match="lying_psp.pt") as info:
+        load_psp_encoder(tmp_path / "lying_psp.pt")
+    assert info.value.unexpected and "vidinv record" in str(info.value)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["opts"]["vidinv_config"]["architecture"]["decoder"]["n_mlp"] = 3
+    torch.save(ckpt, tmp_path / "lying_dec_psp.pt")
+    with pytest.raises(CheckpointMismatchError, match="lying_dec_psp.pt") as info:
+        load_psp(tmp_path / "lying_dec_psp.pt")
+    assert info.value.missing == ["style.3.weight", "style.3.bias"]
+    # a record that contradicts opts, or names another network
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["opts"]["output_size"] = 64
+    torch.save(ckpt, tmp_path / "bad_size_psp.pt")
+    with pytest.raises(CheckpointError, match="output_size"):
+        read_psp_checkpoint(tmp_path / "bad_size_psp.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["opts"]["vidinv_config"]["network"] = "fs_encoder"
+    torch.save(ckpt, tmp_path / "other_psp.pt")
+    with pytest.raises(CheckpointError, match="fs_encoder"):
+        read_psp_checkpoint(tmp_path / "other_psp.pt")
+
+
+def test_small_psp_without_record_is_not_sized_from_the_file(tmp_path):
+    """The same small encoder saved without vidinv's record is an official-looking file of the wrong shape."""
+    enc = GradualStyleEncoder(n_styles=4, mode="ir", widths=(8, 12, 16, 20), blocks=(1, 2, 1, 2))
+    path = _save_psp(tmp_path / "small_enc_psp.pt", {f"encoder.{k}": v for k, v in enc.state_dict().items()})
+    with pytest.raises(CheckpointMismatchError, match="small_enc_psp.pt") as info:
         load_psp_encoder(path)
-    assert "body." in str(info.value)
+    assert "body.23.res_layer.1.weight" in info.value.missing and info.value.shape_mismatches
 
 
 def test_load_psp_reads_the_tiny_bundle(tmp_path):
     from tiny_bundle import TINY_PSP_ENCODER, write_tiny_bundle
 
     path = write_tiny_bundle(tmp_path, directions=False)["psp_ffhq_encode.pt"]
-    net = load_psp(path)  # small encoder and small decoder (max_channels 8, n_mlp 2), sizes read from the file
+    net = load_psp(path)  # small encoder and small decoder (max_channels 8, n_mlp 2), built from the file's record
     assert (net.encoder.widths, net.encoder.blocks) == (TINY_PSP_ENCODER["widths"], TINY_PSP_ENCODER["blocks"])
     assert net.decoder.size == 1024 and net.encoder.n_styles == 18
     with torch.no_grad():

@@ -352,8 +352,18 @@ def test_load_generator_layouts(tmp_path, G):
     sd = G.state_dict()
     la18 = torch.randn(G.n_latent, 512)
     la = torch.randn(512)
-    torch.save({"state_dict": {**{f"decoder.{k}": v for k, v in sd.items()}, "encoder.x": torch.zeros(1)},
-                "latent_avg": la18, "opts": {"output_size": 64}}, tmp_path / "psp.pt")
+    from vidinv.checkpoints import vidinv_record
+
+    # A small pSp-layout decoder loads only with vidinv's record declaring it; without one the file is held to
+    # the decoder pSp builds from opts (Generator(64, 512, 8, channel_multiplier=2)).
+    psp_sd = {**{f"decoder.{k}": v for k, v in sd.items()}, "encoder.x": torch.zeros(1)}
+    record = vidinv_record("psp", {"encoder": {}, "decoder": G.architecture()}, licence="test weights")
+    torch.save({"state_dict": psp_sd, "latent_avg": la18, "opts": {"output_size": 64, "vidinv_config": record}},
+               tmp_path / "psp.pt")
+    torch.save({"state_dict": psp_sd, "latent_avg": la18, "opts": {"output_size": 64}}, tmp_path / "psp_official.pt")
+    with pytest.raises(CheckpointMismatchError, match="psp_official.pt") as e:
+        load_generator(tmp_path / "psp_official.pt")
+    assert e.value.shape_mismatches and e.value.shape_mismatches[0][:2] == ("input.input", (1, 32, 4, 4))
     torch.save({"g_ema": sd, "g": sd, "latent_avg": la}, tmp_path / "rosinality.pt")
     torch.save(sd, tmp_path / "plain.pt")
     w = wplus(G)

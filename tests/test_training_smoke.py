@@ -18,6 +18,7 @@ from training.records import read_scalars_csv
 from training.runner import train
 from training.smoke import SMOKE_GENERATOR, smoke_config, write_smoke_generator, write_smoke_weights
 from training.state import read_state
+from vidinv.checkpoints import USER_TRAINED_LICENCE
 import yaml
 
 
@@ -66,9 +67,14 @@ def test_fs_smoke_every_loss_computed_logged_and_finite(tmp_path):
         assert im.size == (3 * 128, 2 * 128)
     state = read_state(res.checkpoint)
     assert state["step"] == 2 and state["task"] == "fs" and state["data"]["items_per_rank"] == 2
+    assert res.export.name == "run_fs_encoder.pth"  # the run's own name, never the official 143_enc.pth
     export = torch.load(res.export, weights_only=True)
-    assert set(export) == set(res.encoder_state)
-    assert all(torch.equal(export[k], res.encoder_state[k]) for k in export)
+    sd, record = export["state_dict"], export["vidinv_config"]
+    assert set(sd) == set(res.encoder_state)
+    assert all(torch.equal(sd[k], res.encoder_state[k]) for k in sd)
+    assert record["licence"] == USER_TRAINED_LICENCE and record["name"] == "run_fs_encoder.pth"
+    assert record["training_config"]["loss"]["parsing"] == cfg.loss.parsing
+    assert record["trained_from"]["generator"] == files["generator"].name
 
 
 def test_psp_super_resolution_smoke_every_loss_logged(tmp_path):
@@ -81,7 +87,9 @@ def test_psp_super_resolution_smoke_every_loss_logged(tmp_path):
     _check_logged(res.out_dir, ["l2", "lpips", "id", "total", "lr"], 2)
     with open(res.out_dir / "logs" / "scalars.csv") as f:
         assert "w_norm" not in f.readline()  # super-resolution: L2 + LPIPS + identity, no W-norm term
+    assert res.export.name == "run_psp_super_resolution.pt"
     ckpt = torch.load(res.export, weights_only=True)
+    assert ckpt["opts"]["vidinv_config"]["licence"] == USER_TRAINED_LICENCE
     assert ckpt["opts"]["dataset_type"] == "celebs_super_resolution"
     assert ckpt["opts"]["resize_factors"] == "1,2,4,8,16"
 
@@ -286,30 +294,39 @@ def test_sharded_stream_partitions_each_pass_and_is_stateless():
 
 
 def test_exports_load_through_the_official_loaders(tmp_path):
-    from training.export import export_fs_encoder, export_psp
+    from training.export import export_fs_encoder, export_psp, fs_export_name, psp_export_name
     from vidinv.models.fs_encoder import load_fs_encoder
     from vidinv.models.psp import load_psp
     from vidinv.models.stylegan2 import Generator
 
     torch.manual_seed(0)
     enc = build_fs_encoder(8, 512, 512)  # the official fs_encoder_v2 for an 8-style generator
-    path = export_fs_encoder(enc, tmp_path / "exp" / "143_enc.pth")
-    loaded = load_fs_encoder(path, n_styles=8)
+    path = export_fs_encoder(enc, tmp_path / "exp" / fs_export_name("mine"), trained_from={"generator": "g.pt"})
+    assert path.name == "mine_fs_encoder.pth"
+    loaded = load_fs_encoder(path)  # 8 heads: declared by the file's vidinv record
+    assert loaded.n_styles == 8
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in loaded.state_dict().items())
+    record = torch.load(path, weights_only=True)["vidinv_config"]
+    assert record["licence"] == USER_TRAINED_LICENCE and record["trained_from"] == {"generator": "g.pt"}
 
     G = Generator(32, 512, 8, channel_multiplier=2)  # the decoder load_psp builds for output_size 32
     penc = build_psp_encoder(G.n_latent)
     avg = torch.randn(G.n_latent, 512)
-    path = export_psp(penc, G, avg, tmp_path / "exp" / "psp_ffhq_encode.pt", loss={"l2": 1, "lpips": 0.8, "id": 0.1},
+    path = export_psp(penc, G, avg, tmp_path / "exp" / psp_export_name("mine"), loss={"l2": 1, "lpips": 0.8, "id": 0.1},
                       config={"task": "encode", "nested": {"a": [1, 2]}})
+    assert path.name == "mine_psp_encode.pt"
     net = load_psp(path)
     assert torch.equal(net.latent_avg, avg)
     assert all(torch.equal(v, penc.state_dict()[k]) for k, v in net.encoder.state_dict().items())
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in net.decoder.state_dict().items())
-    # an exported folder is what `--weights-dir` expects: files under their registry names
-    from vidinv.weights import locate
-
-    assert locate("143_enc.pth", tmp_path / "exp") == tmp_path / "exp" / "143_enc.pth"
+    assert torch.load(path, weights_only=True)["opts"]["vidinv_config"]["training_config"] == {
+        "task": "encode", "nested": {"a": [1, 2]}}
+    # never under an official registry name (the registry would show InterDigital's / pSp's licence for it)
+    for name in ("143_enc.pth", "psp_ffhq_encode.pt", "psp_celebs_super_resolution.pt"):
+        with pytest.raises(ValueError, match="official file"):
+            (export_fs_encoder if name.endswith(".pth") else export_psp)(
+                *((enc,) if name.endswith(".pth") else (penc, G, avg)), tmp_path / "exp" / name)
+        assert not (tmp_path / "exp" / name).exists()
 
 
 def test_vidinv_train_alias():
@@ -393,7 +410,8 @@ def test_fs_official_encoder_trains_and_exports_for_load_fs_encoder(tmp_path):
     arc = torch.load(files["arcface"], weights_only=True)
     ckpt = read_state(res.checkpoint)
     assert ckpt["step"] == 1
-    enc = load_fs_encoder(res.export, n_styles=8)
+    enc = load_fs_encoder(res.export)  # the record declares 8 heads and the 256 px input
+    assert enc.n_styles == 8 and enc.enc_resolution == 256
     assert all(torch.equal(v, res.encoder_state[k]) for k, v in enc.state_dict().items())
     # the stem started from ArcFace: one step at lr 1e-4 moves it by ~4e-4, a fresh random init by ~0.3
     assert float((enc.conv[0].weight.detach() - arc["conv1.weight"]).abs().max()) < 1e-2

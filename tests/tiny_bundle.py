@@ -1,18 +1,26 @@
-"""A tiny model bundle in the official file formats, for end-to-end tests of ``vidinv edit`` / ``invert``.
+"""A tiny model bundle in the official file layouts, for end-to-end tests of ``vidinv edit`` / ``invert``.
 
 :func:`write_tiny_bundle` writes into ``HOME/weights/`` (the registry's cache layout, so that
-``VIDINV_HOME=HOME`` makes :func:`vidinv.weights.resolve` and the real loaders find them):
+``VIDINV_HOME=HOME`` makes :func:`vidinv.weights.resolve` and the real loaders find them). The networks
+are small, so every file carries a vidinv record (``vidinv_config``, :func:`vidinv.checkpoints.vidinv_record`)
+declaring its architecture, exactly as vidinv's training export writes it (the files are built by
+:func:`training.export.psp_checkpoint` / :func:`training.export.fs_encoder_checkpoint`, only saved under the
+registry names and with the :data:`TINY_LICENCE` label); official files, which have no record, are held to
+the official architectures instead.
 
-* ``psp_ffhq_encode.pt``: the pSp layout ``{"state_dict": {"decoder.<key>": ...}, "latent_avg": (18, 512),
-  "opts": {...}}`` holding a StyleGAN2 generator at 1024 with ``style_dim`` 512, ``n_mlp`` 2 and every
-  layer capped at ``max_channels`` (8) channels. Its W+ has the official 18 rows of 512, so every
-  shipped direction (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``) applies unchanged. Its ``encoder.*``
-  entries are a small pSp GradualStyleEncoder (:data:`TINY_PSP_ENCODER`: one IR-SE unit per stage of
-  widths 16/24/32/48, map2style convs 16 wide, 18 styles of 512), which
-  :func:`vidinv.models.psp.load_psp_encoder` reads (sizes inferred from the shapes), so ``--encoder psp``
-  runs end to end.
-* ``143_enc.pth``: a Feature-Style encoder state_dict in the official key layout with one block per
-  stage, stage widths 8 and F channels 8 (= the generator's channels at 16x16).
+* ``psp_ffhq_encode.pt``: the pSp layout ``{"state_dict": {"decoder.<key>": ..., "encoder.<key>": ...},
+  "latent_avg": (18, 512), "opts": {..., "vidinv_config": record}}`` holding a StyleGAN2 generator at 1024
+  with ``style_dim`` 512, ``n_mlp`` 2 and every layer capped at ``max_channels`` (8) channels. Its W+ has
+  the official 18 rows of 512, so every shipped direction (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``)
+  applies unchanged. Its ``encoder.*`` entries are a small pSp GradualStyleEncoder
+  (:data:`TINY_PSP_ENCODER`: one IR-SE unit per stage of widths 16/24/32/48, map2style convs 16 wide,
+  18 styles of 512), which :func:`vidinv.models.psp.load_psp_encoder` builds from the record, so
+  ``--encoder psp`` runs end to end.
+* ``143_enc.pth``: ``{"state_dict": <the official key layout>, "vidinv_config": record}``, a Feature-Style
+  encoder with one block per stage, stage widths 8 and F channels 8 (= the generator's channels at 16x16).
+* ``79999_iter.pth`` (only with ``parser=True``): a BiSeNet of ``base_width`` 8 (:func:`tiny_bisenet`)
+  with a record, whose main head labels every pixel ``skin``: the parsing blend mask is then the whole
+  aligned square, visibly different from the landmark hull, so a test can tell which path ran.
 
 Weights are deterministic (``torch.manual_seed``); the generator's images are not faces, which is
 fine for the pipeline (geometry, masks, timing and file handling do not depend on what is drawn).
@@ -26,6 +34,9 @@ from pathlib import Path
 import torch
 
 TINY_MAX_CHANNELS = 8
+TINY_BISENET_WIDTH = 8
+#: Licence label of the bundle's files (their records say what they are).
+TINY_LICENCE = "vidinv test bundle: random weights written by tests/tiny_bundle.py; no terms attached"
 TINY_ENCODER = {"widths": (8, 8, 8, 8), "depths": (1, 1, 1, 1), "stem_width": 8, "content_channels": 8}
 # Adjacent stage widths differ so that the stage ends can be read back from the file's shapes; SE gates need >= 16.
 TINY_PSP_ENCODER = {"widths": (16, 24, 32, 48), "blocks": (1, 1, 1, 1), "style_dim": 512, "head_width": 16}
@@ -66,22 +77,49 @@ def tiny_psp_encoder(n_styles: int = 18, seed: int = 3):
     return GradualStyleEncoder(n_styles=n_styles, **TINY_PSP_ENCODER).eval()
 
 
-def write_tiny_bundle(home: str | Path, directions: bool = True) -> dict[str, Path]:
-    """Write the tiny bundle into ``home`` (a VIDINV_HOME); return ``{registry name: path}``."""
+def tiny_bisenet(seed: int = 4):
+    """A :class:`~vidinv.models.bisenet.BiSeNet` of ``base_width`` :data:`TINY_BISENET_WIDTH`, eval mode, random
+    weights except the main head: its ConvBNReLU outputs 1 everywhere (BN weight 0, bias 1) and its 1x1
+    classifier maps that to a logit of 4c for ``skin`` (class 1) and 0 for every other class, so
+    ``parse`` labels every pixel ``skin`` whatever the input."""
+    from vidinv.models.bisenet import CLASS_INDEX, BiSeNet
+
+    torch.manual_seed(seed)
+    net = BiSeNet(19, TINY_BISENET_WIDTH)
+    head = net.conv_out
+    with torch.no_grad():
+        head.conv.bn.weight.zero_()
+        head.conv.bn.bias.fill_(1.0)
+        head.conv_out.weight.zero_()
+        head.conv_out.weight[CLASS_INDEX["skin"]] = 1.0
+    return net.eval()
+
+
+def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = False) -> dict[str, Path]:
+    """Write the tiny bundle into ``home`` (a VIDINV_HOME); return ``{registry name: path}``.
+
+    ``parser=True`` also writes the tiny face parser ``79999_iter.pth`` (:func:`tiny_bisenet`), so that
+    ``--mask auto`` / ``parsing`` take the face-parsing path.
+    """
+    from training.export import fs_encoder_checkpoint, psp_checkpoint
+    from vidinv.checkpoints import vidinv_record
+
     home = Path(home)
     wdir = home / "weights"
     wdir.mkdir(parents=True, exist_ok=True)
     G = tiny_generator()
     with torch.no_grad():
         latent_avg = G.mean_latent(256, generator=torch.Generator().manual_seed(2))[0]
-    sd = {f"decoder.{k}": v.clone() for k, v in G.state_dict().items()}
-    sd.update({f"encoder.{k}": v.clone() for k, v in tiny_psp_encoder(G.n_latent).state_dict().items()})
-    psp = {"state_dict": sd, "latent_avg": latent_avg.repeat(18, 1).clone(),
-           "opts": {"output_size": 1024, "encoder_type": "GradualStyleEncoder", "start_from_latent_avg": True,
-                    "input_nc": 3, "learn_in_w": False}}
     out = {"psp_ffhq_encode.pt": wdir / "psp_ffhq_encode.pt", "143_enc.pth": wdir / "143_enc.pth"}
-    torch.save(psp, out["psp_ffhq_encode.pt"])
-    torch.save(tiny_fs_encoder().state_dict(), out["143_enc.pth"])
+    torch.save(psp_checkpoint(tiny_psp_encoder(G.n_latent), G, latent_avg.repeat(G.n_latent, 1), "psp_ffhq_encode.pt",
+                              licence=TINY_LICENCE), out["psp_ffhq_encode.pt"])
+    torch.save(fs_encoder_checkpoint(tiny_fs_encoder(), "143_enc.pth", licence=TINY_LICENCE), out["143_enc.pth"])
+    if parser:
+        net = tiny_bisenet()
+        out["79999_iter.pth"] = wdir / "79999_iter.pth"
+        torch.save({"state_dict": {k: v.clone() for k, v in net.state_dict().items()},
+                    "vidinv_config": vidinv_record("bisenet", net.architecture(), licence=TINY_LICENCE,
+                                                   name="79999_iter.pth")}, out["79999_iter.pth"])
     if directions:
         src = Path(__file__).resolve().parents[1].parent / "shared" / "directions"
         if src.is_dir():

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import ConfigError, FSTrainConfig
-from training.export import FS_EXPORT_NAME, export_fs_encoder
+from training.config import ConfigError, FSTrainConfig, config_to_dict
+from training.export import export_fs_encoder, fs_export_name, run_name
 from training.losses import (LPIPS_MIN_SIZE, MultiLayerIdentityLoss, ParsingLoss, build_lpips,
                              feature_reconstruction_loss, mse_loss, multiscale_lpips)
 from training.networks import (WeightFiles, build_fs_encoder, init_fs_encoder_from_arcface, is_official_arch,
@@ -97,7 +97,7 @@ class FSTask(TrainingTask):
         return required, optional
 
     def __init__(self, cfg: FSTrainConfig, files: WeightFiles, device: torch.device):
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.files = cfg, device, files
         self.G, self.latent_avg = load_training_generator(files.generator, cfg.weights.latent_avg_samples,
                                                           cfg.run.seed, device)
         G = self.G
@@ -245,5 +245,12 @@ class FSTask(TrainingTask):
 
     # ------------------------------------------------------------------------------------ export
     def export(self, folder: str | os.PathLike) -> Path:
-        """Write the encoder as ``<folder>/143_enc.pth`` (plain state_dict, official layout)."""
-        return export_fs_encoder(self.encoder, Path(folder) / FS_EXPORT_NAME)
+        """Write the encoder as ``<folder>/<run name>_fs_encoder.pth`` (the 143_enc.pth keys plus a vidinv
+        record with its architecture, the user's licence label and this run's config; see :mod:`training.export`)."""
+        cfg = self.cfg
+        init = self.files.arcface if cfg.encoder.init_from_arcface != "never" and is_official_arch(
+            cfg.encoder.widths, cfg.encoder.blocks) and self.files.arcface is not None else None
+        trained_from = {"generator": Path(self.files.generator).name, "initialised_from": init and Path(init).name,
+                        "real_dir": cfg.data.real_dir, "videos": list(cfg.data.videos)}
+        return export_fs_encoder(self.encoder, Path(folder) / fs_export_name(run_name(cfg.run.out_dir)),
+                                 config=config_to_dict(cfg), trained_from=trained_from)

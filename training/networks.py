@@ -10,8 +10,8 @@ Encoders (:func:`build_fs_encoder`, :func:`build_psp_encoder`) are instances of 
 :class:`vidinv.models.fs_encoder.FeatureStyleEncoder` and :class:`vidinv.models.psp.GradualStyleEncoder`.
 With the default (official) architecture their ``state_dict`` has the official layout. Other
 widths/depths (small encoders for tests and experiments): both constructors take them, and
-:func:`vidinv.models.fs_encoder.load_fs_encoder` / :func:`vidinv.models.psp.load_psp_encoder` infer
-them from a file.
+:func:`vidinv.models.fs_encoder.load_fs_encoder` / :func:`vidinv.models.psp.load_psp_encoder` build them
+from the vidinv record (``vidinv_config``) that :mod:`training.export` writes into the exported file.
 """
 from __future__ import annotations
 
@@ -156,6 +156,8 @@ def load_training_generator(path: str | os.PathLike, latent_avg_samples: int = 1
     G, avg = load_generator(path)
     G.requires_grad_(False).eval().to(device)
     if avg is None:
+        log.warning("%s has no latent_avg; estimating the average latent from %d random z (mean of mapping(z), "
+                    "seed %d)", path, int(latent_avg_samples), int(seed))
         g = torch.Generator().manual_seed(int(seed))
         z = torch.randn(int(latent_avg_samples), G.style_dim, generator=g)
         with torch.no_grad():
@@ -207,9 +209,9 @@ def build_psp_encoder(n_styles: int, style_dim: int = 512, widths=OFFICIAL_WIDTH
     keep the structure (the class's ``widths``/``blocks``/``style_dim`` arguments): input layer (conv3x3
     3->w0, BN, PReLU), IR-SE units (the first of each stage with stride 2), taps c1/c2/c3 at the ends of
     stages 2/3/4, laterals ``latlayer1`` (w2->w3) and ``latlayer2`` (w1->w3), and map2style heads
-    ``GradualStyleBlock(w3, style_dim, 16|32|64)``. The input stays (B, 3, 256, 256). Such encoders
-    load with :func:`vidinv.models.psp.load_psp_encoder` (sizes inferred from the file) when adjacent
-    stage widths differ.
+    ``GradualStyleBlock(w3, style_dim, 16|32|64)``. The input stays (B, 3, 256, 256). Such encoders,
+    exported by :func:`training.export.export_psp`, load with :func:`vidinv.models.psp.load_psp_encoder`
+    (sizes from the file's vidinv record).
 
     Returns:
         The encoder (train mode, CPU, float32) producing (B, n_styles, style_dim) codes.

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ConfigError, PSPTrainConfig, config_to_dict
-from training.export import PSP_EXPORT_NAMES, export_psp
+from training.export import export_psp, psp_export_name, run_name
 from training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
 from training.networks import (WeightFiles, build_psp_encoder, init_psp_encoder_from_irse50, is_official_arch,
                                load_training_generator)
@@ -71,7 +71,7 @@ class PSPTask(TrainingTask):
         return required, optional
 
     def __init__(self, cfg: PSPTrainConfig, files: WeightFiles, device: torch.device):
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.files = cfg, device, files
         self.G, self.latent_avg = load_training_generator(files.generator, cfg.weights.latent_avg_samples,
                                                           cfg.run.seed, device)
         e = cfg.encoder
@@ -143,11 +143,16 @@ class PSPTask(TrainingTask):
         return total, terms, [x.detach(), y.detach(), y_hat.detach()]
 
     def export(self, folder: str | os.PathLike) -> Path:
-        """Write ``<folder>/psp_ffhq_encode.pt`` (or ``psp_celebs_super_resolution.pt``) in pSp's layout."""
+        """Write ``<folder>/<run name>_psp_<task>.pt`` in pSp's layout, with a vidinv record (architecture, the
+        user's licence label, this run's config; see :mod:`training.export`)."""
         cfg = self.cfg
-        name = PSP_EXPORT_NAMES[cfg.objective]
+        name = psp_export_name(run_name(cfg.run.out_dir), cfg.objective)
+        init = self.files.irse50 if cfg.encoder.init_from_irse50 != "never" and is_official_arch(
+            cfg.encoder.widths, cfg.encoder.blocks) and self.files.irse50 is not None else None
+        trained_from = {"generator": Path(self.files.generator).name, "initialised_from": init and Path(init).name,
+                        "real_dir": cfg.data.real_dir, "videos": list(cfg.data.videos)}
         sr = cfg.sr_factors if cfg.objective == "super_resolution" else None
         loss = {"l2": cfg.loss.l2, "lpips": cfg.loss.lpips if cfg.loss.use_lpips else 0.0,
                 "id": cfg.loss.id if cfg.loss.use_id else 0.0, "w_norm": cfg.loss.w_norm}
-        return export_psp(self.encoder, self.G, self.latent_avg, Path(folder) / name, task=cfg.objective,
-                          loss=loss, resize_factors=sr, config=config_to_dict(cfg))
+        return export_psp(self.encoder, self.G, self.latent_avg, Path(folder) / name, task=cfg.objective, loss=loss,
+                          resize_factors=sr, config=config_to_dict(cfg), trained_from=trained_from)

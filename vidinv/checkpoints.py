@@ -13,6 +13,22 @@ This module holds the generic parts: reading a file safely (:func:`read_checkpoi
 prefixed sub-dict (:func:`select_prefix`) and a strict load whose error names the file, the first
 missing/unexpected keys and every shape mismatch (:func:`load_strict`). The per-network loaders
 live next to each model in :mod:`vidinv.models`.
+
+Official files versus files vidinv wrote
+----------------------------------------
+A file without a vidinv record is held to the **official architecture** of its network: the loaders
+build exactly the network the reference code builds (e.g. pSp's IR-SE50 ``GradualStyleEncoder`` for
+``opts['output_size']``, the Feature-Style ``fs_encoder_v2`` with IResNet-50 stages) and load
+strictly, so a truncated or altered file fails with :class:`CheckpointMismatchError` naming the missing
+keys; nothing is sized from the file's shapes.
+
+Other sizes load only from files vidinv itself wrote (its training export, the test bundle), which
+carry a **vidinv record** (:func:`vidinv_record`) under the key :data:`VIDINV_RECORD_KEY`
+(``"vidinv_config"``): top level for plain-state_dict networks (``{"state_dict": ..., "vidinv_config":
+record}``), inside ``opts`` for pSp-layout files. The record declares the network's constructor
+arguments (``architecture``); the loader builds that network and loads strictly, so a file whose keys
+do not match its own record fails too. The record also carries the weights' licence label and, for
+trained encoders, the training configuration.
 """
 from __future__ import annotations
 
@@ -31,9 +47,25 @@ __all__ = [
     "select_prefix",
     "compare_state_dicts",
     "load_strict",
+    "VIDINV_RECORD_KEY",
+    "VIDINV_RECORD_FORMAT",
+    "USER_TRAINED_LICENCE",
+    "vidinv_record",
+    "read_vidinv_record",
 ]
 
 _MAX_LISTED = 8
+
+#: Key of the vidinv record in a checkpoint (top level, or in pSp's ``opts``).
+VIDINV_RECORD_KEY = "vidinv_config"
+#: Version of the record layout written by :func:`vidinv_record`.
+VIDINV_RECORD_FORMAT = 1
+#: Licence label of encoders trained with vidinv's ``training/`` code.
+USER_TRAINED_LICENCE = (
+    "Trained by the user with vidinv: the terms of these weights are the user's. The generator, the training "
+    "data and any initialisation weights it was trained from (e.g. psp_ffhq_encode.pt / "
+    "stylegan2-ffhq-config-f.pt, FFHQ, backbone.pth, model_ir_se50.pth) carry their own terms; see "
+    "`vidinv weights list --long`.")
 
 
 class CheckpointError(RuntimeError):
@@ -66,7 +98,9 @@ class CheckpointMismatchError(CheckpointError):
         if len(shape_mismatches) > _MAX_LISTED:
             lines.append(f"  ... and {len(shape_mismatches) - _MAX_LISTED} more shape mismatch(es)")
         lines.append("  The file may be truncated, renamed from another model, or built with another configuration "
-                     "(resolution, channel multiplier, number of styles). Re-download it with `vidinv weights fetch`.")
+                     "(resolution, channel multiplier, number of styles). An official file is held to the official "
+                     "architecture: re-download it with `vidinv weights fetch`. A file vidinv wrote is built from "
+                     "the architecture in its vidinv_config record.")
         super().__init__("\n".join(lines))
 
 
@@ -167,3 +201,63 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Any], source: str | 
         raise CheckpointMismatchError(str(source), what, missing, unexpected, shapes)
     module.load_state_dict(state_dict, strict=True)
     return module
+
+
+def vidinv_record(network: str, architecture: Mapping[str, Any], *, licence: str, name: str | None = None,
+                  trained_from: Mapping[str, Any] | None = None,
+                  training_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record vidinv writes into checkpoints it produces (see the module doc).
+
+    Args:
+        network: which network the file holds: ``"fs_encoder"``, ``"psp"`` or ``"bisenet"``.
+        architecture: the constructor arguments of the network (plain values: ints, strings, lists,
+            nested dicts; for ``"psp"``: ``{"encoder": {...}, "decoder": {...}}``). Tuples are stored as
+            lists so that the file loads with ``torch.load(weights_only=True)``.
+        licence: the licence label of the weights (:data:`USER_TRAINED_LICENCE` for trained encoders).
+        name: the name the weights were exported under (e.g. ``"myrun_fs_encoder.pth"``).
+        trained_from: what the weights were trained from (e.g. ``{"generator": "psp_ffhq_encode.pt"}``).
+        training_config: the vidinv training configuration (nested plain dict).
+
+    Returns:
+        ``{"format": 1, "network", "architecture", "licence", "name", "trained_from", "training_config"}``.
+    """
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return {"format": VIDINV_RECORD_FORMAT, "network": str(network), "architecture": plain(architecture),
+            "licence": str(licence), "name": name, "trained_from": plain(trained_from or {}),
+            "training_config": plain(training_config) if training_config is not None else None}
+
+
+def read_vidinv_record(raw: Any, source: str | os.PathLike, network: str) -> dict[str, Any] | None:
+    """Check the vidinv record found in a checkpoint (the value under :data:`VIDINV_RECORD_KEY`).
+
+    Args:
+        raw: that value, or None when the file has none.
+        source: the file, named in errors.
+        network: the network the caller loads (``"fs_encoder"``, ``"psp"``, ``"bisenet"``).
+
+    Returns:
+        The record (a dict with ``architecture`` a dict), or None when ``raw`` is None or not a vidinv
+        record (no ``format`` key: e.g. a bare training configuration); such files are then held to the
+        official architecture.
+
+    Raises:
+        CheckpointError: a record of another format version, of another network, or without an
+            ``architecture`` mapping.
+    """
+    if raw is None or not isinstance(raw, Mapping) or "format" not in raw:
+        return None
+    if raw.get("format") != VIDINV_RECORD_FORMAT:
+        raise CheckpointError(f"{source}: vidinv record format {raw.get('format')!r} is not known to this vidinv "
+                              f"(it reads format {VIDINV_RECORD_FORMAT}); update vidinv")
+    if raw.get("network") != network:
+        raise CheckpointError(f"{source}: the file's vidinv record says it holds a {raw.get('network')!r} network, "
+                              f"not a {network!r} one")
+    if not isinstance(raw.get("architecture"), Mapping):
+        raise CheckpointError(f"{source}: the file's vidinv record has no 'architecture' mapping")
+    return dict(raw)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
 
 __all__ = [
     "N_CLASSES",
@@ -133,17 +133,19 @@ class ResNet18Features(nn.Module):
 
     ``forward(x)``: x (B, 3, H, W) -> (feat8 (B, 128, H/8, W/8), feat16 (B, 256, H/16, W/16),
     feat32 (B, 512, H/32, W/32)) (sizes rounded up by the strided convolutions).
+
+    ``c`` (``base_width``, 64 official) scales every width: stages of c, 2c, 4c, 8c channels.
     """
 
-    def __init__(self):
+    def __init__(self, c: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, c, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _stage(64, 64, 1)
-        self.layer2 = _stage(64, 128, 2)
-        self.layer3 = _stage(128, 256, 2)
-        self.layer4 = _stage(256, 512, 2)
+        self.layer1 = _stage(c, c, 1)
+        self.layer2 = _stage(c, 2 * c, 2)
+        self.layer3 = _stage(2 * c, 4 * c, 2)
+        self.layer4 = _stage(4 * c, 8 * c, 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
@@ -180,17 +182,18 @@ class ContextPath(nn.Module):
     """ResNet-18 with ARMs on the 1/16 and 1/32 features and a global-context branch.
 
     ``forward(x)`` -> (feat8 (B,128,H/8,W/8) from ResNet layer2, context at 1/8 (B,128,H/8,W/8),
-    context at 1/16 (B,128,H/16,W/16)). Upsampling between scales is nearest-neighbour.
+    context at 1/16 (B,128,H/16,W/16)). Upsampling between scales is nearest-neighbour. Widths scale
+    with ``c`` (64 official: the 128-channel contexts are 2c).
     """
 
-    def __init__(self):
+    def __init__(self, c: int = 64):
         super().__init__()
-        self.resnet = ResNet18Features()
-        self.arm16 = AttentionRefinementModule(256, 128)
-        self.arm32 = AttentionRefinementModule(512, 128)
-        self.conv_head32 = ConvBNReLU(128, 128, 3, 1, 1)
-        self.conv_head16 = ConvBNReLU(128, 128, 3, 1, 1)
-        self.conv_avg = ConvBNReLU(512, 128, 1, 1, 0)
+        self.resnet = ResNet18Features(c)
+        self.arm16 = AttentionRefinementModule(4 * c, 2 * c)
+        self.arm32 = AttentionRefinementModule(8 * c, 2 * c)
+        self.conv_head32 = ConvBNReLU(2 * c, 2 * c, 3, 1, 1)
+        self.conv_head16 = ConvBNReLU(2 * c, 2 * c, 3, 1, 1)
+        self.conv_avg = ConvBNReLU(8 * c, 2 * c, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feat8, feat16, feat32 = self.resnet(x)
@@ -244,6 +247,12 @@ class BiSeNet(nn.Module):
 
     Args:
         n_classes: number of output classes (19 for the official weights; see :data:`CLASS_NAMES`).
+        base_width: c, the width every layer scales with (64 official: ResNet-18 stages of 64..512
+            channels, 128-channel contexts, 256-channel fusion); smaller values build tiny parsers for
+            tests (loaded only from files carrying a vidinv record, see :func:`load_bisenet`).
+
+    Raises:
+        ValueError: ``n_classes < 1`` or ``base_width < 4``.
 
     Build it with :func:`load_bisenet` to get the official weights in eval mode. BatchNorm layers use
     their running statistics only in ``eval()`` mode, which is how the reference is always run.
@@ -257,14 +266,21 @@ class BiSeNet(nn.Module):
         them. The Feature-Style parsing loss compares all three; labels come from ``out``.
     """
 
-    def __init__(self, n_classes: int = N_CLASSES):
+    def __init__(self, n_classes: int = N_CLASSES, base_width: int = 64):
         super().__init__()
-        self.n_classes = n_classes
-        self.cp = ContextPath()
-        self.ffm = FeatureFusionModule(256, 256)
-        self.conv_out = BiSeNetOutput(256, 256, n_classes)
-        self.conv_out16 = BiSeNetOutput(128, 64, n_classes)
-        self.conv_out32 = BiSeNetOutput(128, 64, n_classes)
+        if n_classes < 1 or base_width < 4:
+            raise ValueError(f"BiSeNet needs n_classes >= 1 and base_width >= 4, got {n_classes}, {base_width}")
+        self.n_classes = int(n_classes)
+        self.base_width = c = int(base_width)
+        self.cp = ContextPath(c)
+        self.ffm = FeatureFusionModule(4 * c, 4 * c)
+        self.conv_out = BiSeNetOutput(4 * c, 4 * c, n_classes)
+        self.conv_out16 = BiSeNetOutput(2 * c, c, n_classes)
+        self.conv_out32 = BiSeNetOutput(2 * c, c, n_classes)
+
+    def architecture(self) -> dict:
+        """Constructor arguments (``n_classes``, ``base_width``), as vidinv records them in checkpoints it writes."""
+        return {"n_classes": self.n_classes, "base_width": self.base_width}
 
     def forward_lowres(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three heads' logits before the final upsampling.
@@ -410,10 +426,18 @@ def class_mask(labels: torch.Tensor, classes: Iterable[int | str]) -> torch.Tens
 
 
 def load_bisenet(path: str | os.PathLike, device: torch.device | str | None = None) -> BiSeNet:
-    """Build :class:`BiSeNet` (19 classes) from the official ``79999_iter.pth`` in eval mode.
+    """Build :class:`BiSeNet` from a checkpoint, strictly, in eval mode.
+
+    Two layouts:
+
+    * the official ``79999_iter.pth``: a plain state_dict with the 191 official keys, held to the official
+      network (19 classes, ``base_width`` 64): every key and shape must match.
+    * a parser vidinv wrote (e.g. the test bundle's tiny one): ``{"state_dict": ..., "vidinv_config":
+      record}`` (:func:`vidinv.checkpoints.vidinv_record`, network ``"bisenet"``, architecture
+      ``{"n_classes", "base_width"}``), loaded strictly into the network the record declares.
 
     Args:
-        path: the checkpoint, a plain state_dict with the 191 official keys.
+        path: the checkpoint.
         device: where to put the network (default: CPU).
 
     Returns:
@@ -421,14 +445,29 @@ def load_bisenet(path: str | os.PathLike, device: torch.device | str | None = No
         parser/loss network).
 
     Raises:
-        CheckpointError: the file cannot be read.
-        CheckpointMismatchError: its keys or shapes differ from the official layout.
+        CheckpointError: the file cannot be read, or has a bad vidinv record.
+        CheckpointMismatchError: its keys or shapes differ from the official (or recorded) layout.
     """
-    sd = read_checkpoint(path)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{path}: expected a plain BiSeNet state_dict, got a {type(sd).__name__}")
-    net = BiSeNet(N_CLASSES)
-    load_strict(net, sd, path, "BiSeNet face-parsing")
+    obj = read_checkpoint(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a plain BiSeNet state_dict, got a {type(obj).__name__}")
+    record = read_vidinv_record(obj.get(VIDINV_RECORD_KEY), path, "bisenet")
+    if record is None:
+        sd, net, what = obj, BiSeNet(N_CLASSES), "BiSeNet face-parsing (official 79999_iter.pth layout)"
+    else:
+        sd = obj.get("state_dict")
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: the file has a vidinv record but no 'state_dict' dict")
+        arch = dict(record["architecture"])
+        unknown = sorted(set(arch) - {"n_classes", "base_width"})
+        if unknown:
+            raise CheckpointError(f"{path}: unknown BiSeNet architecture key(s) {unknown}")
+        try:
+            net = BiSeNet(int(arch.get("n_classes", N_CLASSES)), int(arch.get("base_width", 64)))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the recorded BiSeNet architecture cannot be built: {exc}") from exc
+        what = "BiSeNet face-parsing (architecture from the file's vidinv record)"
+    load_strict(net, sd, path, what)
     net.eval().requires_grad_(False)
     if device is not None:
         net.to(device)

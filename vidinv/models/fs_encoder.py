@@ -30,19 +30,19 @@ from __future__ import annotations
 
 import math
 import os
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
 from vidinv.models.iresnet import iresnet_stem, make_iresnet_layer
 
 __all__ = [
     "FeatureStyleEncoder",
     "downscale",
-    "infer_fs_config",
+    "OFFICIAL_FS_ARCHITECTURE",
+    "fs_encoder_from_architecture",
     "load_fs_encoder",
     "FS_ENC_RESOLUTION",
     "FS_FEATURE_LAYER",
@@ -132,6 +132,14 @@ class FeatureStyleEncoder(nn.Module):
         self.avg_pool = nn.AdaptiveAvgPool2d((3, 3))
         self.styles = nn.ModuleList(nn.Linear(sum(widths) * 9, self.style_dim) for _ in range(n_styles))
 
+    def architecture(self) -> dict:
+        """Constructor arguments of this encoder (the keys of :data:`OFFICIAL_FS_ARCHITECTURE`, plain ints
+        and lists), as vidinv records them in the checkpoints it writes; :func:`fs_encoder_from_architecture`
+        builds the same network back."""
+        return {"n_styles": int(self.n_styles), "stride": int(self.stride), "widths": list(self.widths),
+                "depths": list(self.depths), "stem_width": self.stem_width, "content_channels": self.content_channels,
+                "style_dim": self.style_dim, "enc_resolution": int(self.enc_resolution)}
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode an aligned 256x256 face.
 
@@ -200,75 +208,88 @@ class FeatureStyleEncoder(nn.Module):
         return latents + latent_avg, content
 
 
-_BLOCK = re.compile(r"^block_(\d)\.(\d+)\.")
-_STYLE = re.compile(r"^styles\.(\d+)\.weight$")
+#: Constructor arguments of the official encoder (``143_enc.pth``): IResNet-50 stages, 18 heads, F 512x16x16.
+OFFICIAL_FS_ARCHITECTURE = {"n_styles": 18, "stride": 2, "widths": [64, 128, 256, 512], "depths": [3, 4, 14, 3],
+                            "stem_width": 64, "content_channels": 512, "style_dim": 512,
+                            "enc_resolution": FS_ENC_RESOLUTION}
 
 
-def infer_fs_config(sd: dict) -> dict:
-    """Architecture of a Feature-Style encoder state_dict, read from its keys and shapes.
+def fs_encoder_from_architecture(arch: dict, source: str | os.PathLike = "architecture") -> FeatureStyleEncoder:
+    """Build a :class:`FeatureStyleEncoder` from constructor arguments (a vidinv record's ``architecture``:
+    the keys of :data:`OFFICIAL_FS_ARCHITECTURE`; absent keys take the official values).
 
-    Every value whose key is absent falls back to the official one, so that a damaged or foreign file
-    still builds the official network and the strict load reports the missing/unexpected keys.
-
-    Returns:
-        ``{"n_styles", "widths", "depths", "stem_width", "content_channels", "style_dim", "stride"}``
-        (stride 2: it is not stored in the file). For ``143_enc.pth``: 18, (64, 128, 256, 512),
-        (3, 4, 14, 3), 64, 512, 512.
+    Raises:
+        CheckpointError: unknown keys or values the class refuses (names ``source``).
     """
-    def dim(key: str, default: int) -> int:
-        t = sd.get(key)
-        return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.ndim >= 1 else default
-
-    widths = tuple(dim(f"block_{i}.0.conv2.weight", d) for i, d in zip(range(1, 5), (64, 128, 256, 512)))
-    blocks: dict[int, set[int]] = {i: set() for i in range(1, 5)}
-    heads: set[int] = set()
-    for k in sd:
-        if not isinstance(k, str):
-            continue
-        if (m := _BLOCK.match(k)) and int(m.group(1)) in blocks:
-            blocks[int(m.group(1))].add(int(m.group(2)))
-        elif m := _STYLE.match(k):
-            heads.add(int(m.group(1)))
-    depths = tuple(max(blocks[i]) + 1 if blocks[i] else d for i, d in zip(range(1, 5), (3, 4, 14, 3)))
-    return {"n_styles": max(heads) + 1 if heads else 18, "widths": widths, "depths": depths,
-            "stem_width": dim("conv.0.weight", 64), "content_channels": dim("content_layer.1.weight", 512),
-            "style_dim": dim("styles.0.weight", 512), "stride": 2}
+    arch = dict(arch)
+    unknown = sorted(set(arch) - set(OFFICIAL_FS_ARCHITECTURE))
+    if unknown:
+        raise CheckpointError(f"{source}: unknown Feature-Style encoder architecture key(s) {unknown}")
+    a = {**OFFICIAL_FS_ARCHITECTURE, **arch}
+    try:
+        enc = FeatureStyleEncoder(int(a["n_styles"]), int(a["stride"]), widths=tuple(a["widths"]),
+                                  depths=tuple(a["depths"]), stem_width=int(a["stem_width"]),
+                                  content_channels=int(a["content_channels"]), style_dim=int(a["style_dim"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the recorded Feature-Style encoder architecture cannot be built: {exc}") from exc
+    enc.enc_resolution = int(a["enc_resolution"])
+    return enc
 
 
 def load_fs_encoder(path: str | os.PathLike, n_styles: int | None = None, stride: int = 2,
                     device: torch.device | str | None = None) -> FeatureStyleEncoder:
-    """Read the official Feature-Style encoder ``143_enc.pth`` into a :class:`FeatureStyleEncoder`.
+    """Read a Feature-Style encoder checkpoint into a :class:`FeatureStyleEncoder`, strictly.
 
-    The official file is a plain state_dict (the reference ``test.py`` does
-    ``enc.load_state_dict(torch.load(path))``) with 517 entries: ``conv.0-2``, ``block_1..4``,
-    ``content_layer.{0..5}``, ``styles.0..17``. It is read with ``weights_only=True`` and loaded strictly.
-    The architecture (stage widths/depths, F channels, number of heads) is inferred from the keys and
-    shapes (:func:`infer_fs_config`), so a file of the same layout at other sizes (the tiny test
-    bundle) loads too; the official file gives the official network.
+    Two layouts:
+
+    * the official ``143_enc.pth``: a plain state_dict (the reference ``test.py`` does
+      ``enc.load_state_dict(torch.load(path))``) with 517 entries: ``conv.0-2``, ``block_1..4``,
+      ``content_layer.{0..5}``, ``styles.0..17``. It is held to the official architecture
+      (:data:`OFFICIAL_FS_ARCHITECTURE`, with ``n_styles`` / ``stride`` as given): every key and shape
+      must match, so a file missing its last block (``block_4.2.*``) is refused, never resized.
+    * an encoder vidinv's training exported (:func:`training.export.export_fs_encoder`):
+      ``{"state_dict": ..., "vidinv_config": record}`` (:func:`vidinv.checkpoints.vidinv_record`, network
+      ``"fs_encoder"``). The network is built from the record's ``architecture`` (any widths, depths,
+      number of heads, input size) and loaded strictly against it.
+
+    Both are read with ``weights_only=True``.
 
     Args:
         path: the ``.pth`` file.
-        n_styles: number of W+ heads (default: inferred; 18 for ``143_enc.pth``); a different value
-            makes the strict load fail.
-        stride: stride of the last content conv (2 for ``143_enc.pth``; not stored in the file).
+        n_styles: number of W+ heads (default 18 for an official file; a recorded file declares its own,
+            and a different value here is an error).
+        stride: stride of the last content conv of an official file (2 for ``143_enc.pth``; not stored
+            in it). A recorded file declares its own.
         device: where to put the model (default: CPU).
 
     Returns:
         The encoder in ``eval()`` mode (BatchNorm uses the stored running statistics), float32.
 
     Raises:
-        CheckpointError: unreadable file, or not a plain state_dict.
-        CheckpointMismatchError: keys or shapes differ (names the file and the first keys).
+        CheckpointError: unreadable file, not a state_dict, a bad vidinv record, or ``n_styles`` /
+            ``stride`` contradicting the record.
+        CheckpointMismatchError: keys or shapes differ from the official (or recorded) architecture
+            (names the file and the first missing/unexpected keys).
     """
-    sd = read_checkpoint(path)
-    if not isinstance(sd, dict):
+    obj = read_checkpoint(path)
+    if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a plain Feature-Style encoder state_dict, "
-                              f"got a {type(sd).__name__}")
-    cfg = infer_fs_config(sd)
-    cfg["stride"] = stride
-    if n_styles is not None:
-        cfg["n_styles"] = int(n_styles)
-    n = cfg.pop("n_styles")
-    st = cfg.pop("stride")
-    model = load_strict(FeatureStyleEncoder(n, st, **cfg), sd, path, "Feature-Style encoder")
+                              f"got a {type(obj).__name__}")
+    record = read_vidinv_record(obj.get(VIDINV_RECORD_KEY), path, "fs_encoder")
+    if record is not None:
+        sd = obj.get("state_dict")
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: the file has a vidinv record but no 'state_dict' dict")
+        arch = dict(record["architecture"])
+        declared = int(arch.get("n_styles", OFFICIAL_FS_ARCHITECTURE["n_styles"]))
+        if n_styles is not None and int(n_styles) != declared:
+            raise CheckpointError(f"{path}: n_styles={n_styles} was asked for, but the file's vidinv record "
+                                  f"declares {declared} W+ heads")
+        what = "Feature-Style encoder (architecture from the file's vidinv record)"
+    else:
+        sd = obj
+        arch = {"n_styles": OFFICIAL_FS_ARCHITECTURE["n_styles"] if n_styles is None else int(n_styles),
+                "stride": int(stride)}
+        what = "Feature-Style encoder (official fs_encoder_v2 / 143_enc.pth layout)"
+    model = load_strict(fs_encoder_from_architecture(arch, path), sd, path, what)
     return model.to(device).eval() if device is not None else model.eval()

@@ -20,6 +20,7 @@ StyleGAN2 synthesis of that W+ with the constant noise buffers, then ``AdaptiveA
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
+from vidinv.checkpoints import (VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record,
+                                select_prefix)
 from vidinv.models.irse import make_input_layer, make_irse_body
 from vidinv.models.stylegan2 import EqualLinear, Generator
-from vidinv.models.stylegan2 import infer_generator_config
 
 __all__ = [
     "GradualStyleBlock",
@@ -43,7 +44,8 @@ __all__ = [
     "read_psp_checkpoint",
     "load_psp",
     "load_psp_encoder",
-    "infer_psp_encoder_arch",
+    "official_psp_architecture",
+    "psp_encoder_from_architecture",
     "SUPPORTED_ENCODER_TYPES",
 ]
 
@@ -140,6 +142,8 @@ class GradualStyleEncoder(nn.Module):
         self.widths = widths
         self.blocks = tuple(int(n) for n in blocks) if blocks is not None else (3, 4, 14, 3)
         self.style_dim = int(style_dim)
+        self.mode = mode
+        self.head_width = None if head_width is None else int(head_width)
         ends = [sum(self.blocks[:i + 1]) - 1 for i in range(4)]
         # c1: end of stage 2 (B, w1, 64, 64); c2: end of stage 3 (B, w2, 32, 32); c3: last unit (IR-SE50: 6, 20, 23)
         self.tap_c1, self.tap_c2 = ends[1], ends[2]
@@ -149,6 +153,14 @@ class GradualStyleEncoder(nn.Module):
             self.styles.append(GradualStyleBlock(widths[3], self.style_dim, spatial, head_width))
         self.latlayer1 = nn.Conv2d(widths[2], widths[3], kernel_size=1, stride=1, padding=0)
         self.latlayer2 = nn.Conv2d(widths[1], widths[3], kernel_size=1, stride=1, padding=0)
+
+    def architecture(self) -> dict[str, Any]:
+        """Constructor arguments of this encoder (``mode``, ``n_styles``, ``input_nc``, ``widths``, ``blocks``,
+        ``style_dim``, ``head_width``; plain values), as vidinv records them in the checkpoints it writes;
+        :func:`psp_encoder_from_architecture` builds the same network back."""
+        return {"mode": self.mode, "n_styles": int(self.n_styles), "input_nc": int(self.input_nc),
+                "widths": list(self.widths), "blocks": list(self.blocks), "style_dim": self.style_dim,
+                "head_width": self.head_width}
 
     @staticmethod
     def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -281,9 +293,14 @@ class PSPCheckpoint:
         n_styles: ``2*log2(output_size) - 2``.
         input_nc: encoder input channels (``opts['input_nc']``, default 3).
         start_from_latent_avg: add latent_avg to the codes.
-        encoder_arch: :class:`GradualStyleEncoder` keyword arguments inferred from the ``encoder.`` keys and
-            shapes (``mode``, ``widths``, ``blocks``, ``style_dim``, ``head_width``; see
-            :func:`infer_psp_encoder_arch`). Official file → the official IR-SE50 sizes.
+        encoder_arch: :class:`GradualStyleEncoder` constructor arguments (see
+            :meth:`GradualStyleEncoder.architecture`): the official IR-SE50 encoder pSp builds from ``opts``
+            for an official file, the record's ``architecture["encoder"]`` for a file vidinv wrote.
+        decoder_arch: :class:`vidinv.models.stylegan2.Generator` constructor arguments: pSp's
+            ``Generator(output_size, 512, 8, channel_multiplier=2)`` for an official file, the record's
+            ``architecture["decoder"]`` for a file vidinv wrote.
+        record: the vidinv record (``opts['vidinv_config']``, see :func:`vidinv.checkpoints.vidinv_record`),
+            or None for an official file.
     """
 
     path: str
@@ -296,45 +313,54 @@ class PSPCheckpoint:
     input_nc: int = 3
     start_from_latent_avg: bool = True
     encoder_arch: dict = field(default_factory=dict)
+    decoder_arch: dict = field(default_factory=dict)
+    record: dict | None = None
+
+    @property
+    def official(self) -> bool:
+        """True when the file has no vidinv record, so it is held to the official architecture."""
+        return self.record is None
 
 
-def infer_psp_encoder_arch(encoder_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """:class:`GradualStyleEncoder` sizes from a pSp ``encoder.`` state_dict (prefix removed).
+def official_psp_architecture(output_size: int = 1024, input_nc: int = 3) -> dict[str, dict[str, Any]]:
+    """``{"encoder": ..., "decoder": ...}``: the networks pSp's ``pSp(opts)`` builds for an official file.
 
-    Read from the shapes: ``body.<i>.res_layer.1.weight`` (depth, in_channel, 3, 3) of every unit (a stage
-    starts at unit 0 and wherever in_channel != depth), SE gates from ``res_layer.5`` keys, style width
-    and head conv width from ``styles.0.linear.weight`` (style_dim, head_width). When the body does not
-    show exactly 4 stages (adjacent stages of equal width, or a damaged file) the official sizes are
-    returned, so that a strict load reports the differing keys/shapes.
-
-    Returns:
-        ``{"mode", "widths", "blocks", "style_dim", "head_width"}`` (``blocks`` None and ``head_width``
-        None for the official IR-SE50 heads).
+    Encoder: ``GradualStyleEncoder(50, 'ir_se', opts)`` (IR-SE50, 512-wide styles, ``n_styles`` from
+    ``output_size``); decoder: ``Generator(output_size, 512, 8)`` with rosinality's defaults
+    (``channel_multiplier=2``, 512 channels at most).
     """
-    arch: dict[str, Any] = {"mode": "ir_se", "widths": (64, 128, 256, 512), "blocks": None, "style_dim": 512,
-                            "head_width": None}
-    units = []
-    i = 0
-    while isinstance(encoder_state.get(f"body.{i}.res_layer.1.weight"), torch.Tensor):
-        w = encoder_state[f"body.{i}.res_layer.1.weight"]
-        if w.ndim != 4:
-            break
-        units.append((int(w.shape[1]), int(w.shape[0])))
-        i += 1
-    if units:
-        arch["mode"] = "ir_se" if any(k.startswith("body.") and ".res_layer.5." in k for k in encoder_state) else "ir"
-        starts = [0] + [j for j, (cin, depth) in enumerate(units) if j > 0 and cin != depth]
-        if len(starts) == 4:
-            widths = tuple(units[j][1] for j in starts)
-            blocks = tuple(b - a for a, b in zip(starts, starts[1:] + [len(units)]))
-            if (widths, blocks) != ((64, 128, 256, 512), (3, 4, 14, 3)):
-                arch["widths"], arch["blocks"] = widths, blocks
-    lin = encoder_state.get("styles.0.linear.weight")
-    if isinstance(lin, torch.Tensor) and lin.ndim == 2:
-        arch["style_dim"] = int(lin.shape[0])
-        if int(lin.shape[1]) != int(lin.shape[0]):
-            arch["head_width"] = int(lin.shape[1])
-    return arch
+    return {"encoder": {"mode": "ir_se", "n_styles": n_styles_for_size(output_size), "input_nc": int(input_nc),
+                        "widths": [64, 128, 256, 512], "blocks": [3, 4, 14, 3], "style_dim": 512,
+                        "head_width": None},
+            "decoder": {"size": int(output_size), "style_dim": 512, "n_mlp": 8, "channel_multiplier": 2,
+                        "max_channels": 512}}
+
+
+_ENCODER_ARCH_KEYS = ("mode", "n_styles", "input_nc", "widths", "blocks", "style_dim", "head_width")
+
+
+def psp_encoder_from_architecture(arch: Mapping[str, Any], source: str | os.PathLike = "architecture", *,
+                                  device: str | torch.device | None = None) -> GradualStyleEncoder:
+    """Build a :class:`GradualStyleEncoder` from constructor arguments (keys of
+    :meth:`GradualStyleEncoder.architecture`; absent keys take the official values).
+
+    ``device="meta"`` builds it without storage (to be filled by a strict load after ``to_empty``).
+
+    Raises:
+        CheckpointError: unknown keys or values the class refuses (names ``source``).
+    """
+    unknown = sorted(set(arch) - set(_ENCODER_ARCH_KEYS))
+    if unknown:
+        raise CheckpointError(f"{source}: unknown pSp encoder architecture key(s) {unknown}")
+    a = {**official_psp_architecture()["encoder"], **dict(arch)}
+    try:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return GradualStyleEncoder(50, str(a["mode"]), n_styles=int(a["n_styles"]), input_nc=int(a["input_nc"]),
+                                       widths=tuple(int(w) for w in a["widths"]),
+                                       blocks=tuple(int(b) for b in a["blocks"]), style_dim=int(a["style_dim"]),
+                                       head_width=None if a["head_width"] is None else int(a["head_width"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the recorded pSp encoder architecture cannot be built: {exc}") from exc
 
 
 def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
@@ -345,12 +371,19 @@ def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
     ``ckpt['latent_avg']`` ((n_styles, 512), or (512,) which is repeated), ``ckpt['opts']`` (dict of
     training options; read: ``output_size`` (default 1024), ``encoder_type`` (default
     GradualStyleEncoder), ``input_nc`` (3), ``learn_in_w`` (False), ``start_from_latent_avg`` (default:
-    whether the file has a latent_avg, since pSp saves it only then)).
+    whether the file has a latent_avg, since pSp saves it only then), and ``vidinv_config``).
+
+    Architecture: an official file (no vidinv record in ``opts['vidinv_config']``) is held to the networks
+    pSp builds from its ``opts`` (:func:`official_psp_architecture`); nothing is sized from the tensors,
+    so a file missing keys (e.g. the last IR-SE unit ``body.23.*``) fails the strict load. A file vidinv's
+    training wrote declares its encoder and decoder in the record (``architecture["encoder"]`` /
+    ``["decoder"]``), which must agree with ``opts['output_size']``.
 
     Raises:
         CheckpointError: unreadable file; no ``encoder.`` keys; an unsupported encoder type
             (``BackboneEncoderUsingLastLayerIntoW``/``...IntoWPlus``) or ``learn_in_w``; a bad
-            ``output_size``; ``start_from_latent_avg`` without a usable ``latent_avg``.
+            ``output_size``; ``start_from_latent_avg`` without a usable ``latent_avg``; a bad vidinv
+            record, or one that contradicts ``opts``.
     """
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, Mapping):
@@ -381,6 +414,20 @@ def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
         raise CheckpointError(f"{path}: no 'encoder.' entries; not a pSp checkpoint "
                               f"(top-level keys: {sorted(ckpt)[:8]})")
 
+    record = read_vidinv_record(opts.get(VIDINV_RECORD_KEY), path, "psp")
+    arch = official_psp_architecture(output_size, input_nc)
+    if record is not None:
+        rec_arch = record["architecture"]
+        if not isinstance(rec_arch.get("encoder"), Mapping) or not isinstance(rec_arch.get("decoder"), Mapping):
+            raise CheckpointError(f"{path}: the vidinv record's architecture needs 'encoder' and 'decoder' mappings")
+        arch = {"encoder": dict(rec_arch["encoder"]), "decoder": dict(rec_arch["decoder"])}
+        enc_styles = int(arch["encoder"].get("n_styles", n_styles))
+        dec_size = int(arch["decoder"].get("size", output_size))
+        if enc_styles != n_styles or dec_size != output_size:
+            raise CheckpointError(f"{path}: the vidinv record declares an encoder of {enc_styles} styles and a "
+                                  f"decoder of size {dec_size}, but opts['output_size'] is {output_size} "
+                                  f"({n_styles} styles)")
+
     raw_avg = ckpt.get("latent_avg")
     start = bool(opts.get("start_from_latent_avg", raw_avg is not None))
     latent_avg = None
@@ -394,22 +441,18 @@ def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
     elif start:
         raise CheckpointError(f"{path}: opts say start_from_latent_avg=True but the file has no latent_avg")
     return PSPCheckpoint(str(path), encoder_state, decoder_state, latent_avg, opts, output_size, n_styles,
-                         input_nc, start, infer_psp_encoder_arch(encoder_state))
+                         input_nc, start, arch["encoder"], arch["decoder"], record)
 
 
-def _encoder_for_loading(n_styles: int, input_nc: int, arch: Mapping[str, Any] | None = None) -> GradualStyleEncoder:
-    """An encoder with uninitialised CPU storage, to be filled by a strict load (skips ~1 GB of random init).
+def _what(ck: PSPCheckpoint, part: str) -> str:
+    return f"{part} ({'official pSp architecture' if ck.official else 'architecture from the vidinv record'})"
 
-    Safe because every parameter and buffer of :class:`GradualStyleEncoder` is in its state_dict,
-    so :func:`load_strict` overwrites all of them.
-    """
-    with torch.device("meta"):
-        arch = dict(arch or {})
-        try:
-            enc = GradualStyleEncoder(50, arch.pop("mode", "ir_se"), n_styles=n_styles, input_nc=input_nc, **arch)
-        except ValueError:  # sizes no encoder can have (damaged file): build the official one, the strict load names the keys
-            enc = GradualStyleEncoder(50, "ir_se", n_styles=n_styles, input_nc=input_nc)
-    return enc.to_empty(device="cpu")
+
+def _encoder_for_loading(ck: PSPCheckpoint) -> GradualStyleEncoder:
+    """The checkpoint's encoder with uninitialised CPU storage, to be filled by a strict load (skips ~1 GB of
+    random init). Safe because every parameter and buffer of :class:`GradualStyleEncoder` is in its
+    state_dict, so :func:`load_strict` overwrites all of them."""
+    return psp_encoder_from_architecture(ck.encoder_arch, ck.path, device="meta").to_empty(device="cpu")
 
 
 def load_psp_encoder(path: str | os.PathLike) -> tuple[GradualStyleEncoder, torch.Tensor | None]:
@@ -424,31 +467,28 @@ def load_psp_encoder(path: str | os.PathLike) -> tuple[GradualStyleEncoder, torc
             name the file and the first missing/unexpected keys.
     """
     ck = read_psp_checkpoint(path)
-    enc = _encoder_for_loading(ck.n_styles, ck.input_nc, ck.encoder_arch)
-    load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
+    enc = _encoder_for_loading(ck)
+    load_strict(enc, ck.encoder_state, ck.path, _what(ck, "pSp GradualStyleEncoder"))
     return enc.eval(), (ck.latent_avg if ck.start_from_latent_avg else None)
 
 
 def load_psp(path: str | os.PathLike) -> PSP:
     """Load a full pSp network (encoder + StyleGAN2 decoder + latent_avg), strictly, in eval mode on CPU.
 
-    The decoder is ``Generator(output_size, 512, 8, channel_multiplier=2)`` as pSp builds it for the
-    official files; style_dim, n_mlp, channel multiplier and max_channels are read from the decoder keys
-    and shapes (as :func:`vidinv.models.stylegan2.load_generator` does), so small test bundles load too.
+    An official file gets the networks pSp builds from its ``opts`` (IR-SE50 encoder, decoder
+    ``Generator(output_size, 512, 8, channel_multiplier=2)``); a file vidinv's training wrote gets the
+    networks its record declares (see :func:`read_psp_checkpoint`). Either way every key and shape must match.
 
     Raises:
         CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; each half is loaded
             with :func:`vidinv.checkpoints.load_strict` (errors name the file and keys).
     """
+    from vidinv.models.stylegan2 import generator_from_architecture
+
     ck = read_psp_checkpoint(path)
-    enc = _encoder_for_loading(ck.n_styles, ck.input_nc, ck.encoder_arch)
-    load_strict(enc, ck.encoder_state, ck.path, "pSp GradualStyleEncoder")
-    try:  # the decoder's sizes as vidinv.models.stylegan2.load_generator infers them (official file: 512, 8, 2)
-        cfg = infer_generator_config(ck.decoder_state, ck.path)
-    except CheckpointError:  # no usable decoder keys: the official one, the strict load names the keys
-        cfg = {"style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "max_channels": 512}
-    dec = Generator(ck.output_size, cfg["style_dim"], cfg["n_mlp"], channel_multiplier=cfg["channel_multiplier"],
-                    max_channels=cfg["max_channels"])
-    load_strict(dec, ck.decoder_state, ck.path, "pSp decoder (StyleGAN2 generator)")
+    enc = _encoder_for_loading(ck)
+    load_strict(enc, ck.encoder_state, ck.path, _what(ck, "pSp GradualStyleEncoder"))
+    dec = generator_from_architecture(ck.decoder_arch, ck.path)
+    load_strict(dec, ck.decoder_state, ck.path, _what(ck, "pSp decoder (StyleGAN2 generator)"))
     net = PSP(enc, dec, ck.latent_avg, start_from_latent_avg=ck.start_from_latent_avg)
     return net.eval()

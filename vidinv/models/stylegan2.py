@@ -53,6 +53,8 @@ __all__ = [
     "edit_layer_count",
     "load_generator",
     "infer_generator_config",
+    "generator_from_architecture",
+    "OFFICIAL_PSP_DECODER",
     "make_kernel",
 ]
 
@@ -369,6 +371,14 @@ class Generator(nn.Module):
             in_ch = out_ch
 
     # ------------------------------------------------------------------ helpers
+    def architecture(self) -> dict[str, Any]:
+        """Constructor arguments of this generator (``size``, ``style_dim``, ``n_mlp``,
+        ``channel_multiplier``, ``lr_mlp``, ``max_channels``), as vidinv records them in the checkpoints it
+        writes; :func:`generator_from_architecture` builds the same network back. (Loaded checkpoints set
+        the FIR kernel buffers, so ``blur_kernel`` is not recorded.)"""
+        return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
+                "channel_multiplier": self.channel_multiplier, "lr_mlp": self.lr_mlp, "max_channels": self.max_channels}
+
     def _ref(self) -> torch.Tensor:
         return self.input.input
 
@@ -671,22 +681,69 @@ _TORGB = re.compile(r"^to_rgbs\.(\d+)\.conv\.weight$")
 _STYLE = re.compile(r"^style\.(\d+)\.weight$")
 
 
-def _generator_state_dict(ckpt: Any, source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+#: pSp's decoder for an official file (``Generator(opts.output_size, 512, 8)``, rosinality defaults); ``size`` is
+#: ``opts['output_size']``.
+OFFICIAL_PSP_DECODER = {"style_dim": 512, "n_mlp": 8, "channel_multiplier": 2, "max_channels": 512}
+
+_ARCH_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "lr_mlp", "max_channels")
+
+
+def generator_from_architecture(arch: Mapping[str, Any], source: str | os.PathLike = "architecture") -> Generator:
+    """Build a :class:`Generator` from constructor arguments (keys of :meth:`Generator.architecture`;
+    ``size`` required, the others default to the official config-f values).
+
+    Raises:
+        CheckpointError: unknown keys or values the class refuses (names ``source``).
+    """
+    unknown = sorted(set(arch) - set(_ARCH_KEYS))
+    if unknown:
+        raise CheckpointError(f"{source}: unknown StyleGAN2 generator architecture key(s) {unknown}")
+    a = {**OFFICIAL_PSP_DECODER, "lr_mlp": 0.01, **dict(arch)}
+    try:
+        return Generator(int(a["size"]), int(a["style_dim"]), int(a["n_mlp"]),
+                         channel_multiplier=int(a["channel_multiplier"]), lr_mlp=float(a["lr_mlp"]),
+                         max_channels=int(a["max_channels"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the generator architecture {dict(arch)} cannot be built: {exc}") from exc
+
+
+def _psp_decoder_arch(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The decoder architecture of a pSp-layout file: its vidinv record's, else pSp's official one."""
+    from vidinv.checkpoints import VIDINV_RECORD_KEY, read_vidinv_record
+
+    opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), Mapping) else {}
+    record = read_vidinv_record(opts.get(VIDINV_RECORD_KEY), source, "psp")
+    if record is not None:
+        dec = record["architecture"].get("decoder")
+        if not isinstance(dec, Mapping) or "size" not in dec:
+            raise CheckpointError(f"{source}: the vidinv record's architecture has no 'decoder' with a 'size'")
+        return dict(dec)
+    try:
+        size = int(opts.get("output_size", 1024))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: bad opts['output_size'] {opts.get('output_size')!r}") from exc
+    return {"size": size, **OFFICIAL_PSP_DECODER}
+
+
+def _generator_state_dict(ckpt: Any, source: str
+                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, dict[str, Any] | None]:
+    """``(state_dict, latent_avg, architecture)``; the architecture is set for pSp-layout files (see
+    :func:`load_generator`) and None for rosinality / plain files (inferred from the tensors)."""
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{source}: expected a dict-like checkpoint, got {type(ckpt).__name__}")
     latent_avg = ckpt.get("latent_avg") if isinstance(ckpt.get("latent_avg"), torch.Tensor) else None
     if "g_ema" in ckpt and isinstance(ckpt["g_ema"], Mapping):
-        return dict(ckpt["g_ema"]), latent_avg
+        return dict(ckpt["g_ema"]), latent_avg, None
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         sd = select_prefix(ckpt["state_dict"], "decoder")
         if not sd:
             raise CheckpointError(f"{source}: the 'state_dict' has no 'decoder.' entries, so it holds no "
                                   "StyleGAN2 generator (expected a pSp checkpoint such as psp_ffhq_encode.pt)")
-        return sd, latent_avg
+        return sd, latent_avg, _psp_decoder_arch(ckpt, source)
     if any(isinstance(k, str) and k.startswith("decoder.") for k in ckpt):
-        return select_prefix(ckpt, "decoder"), latent_avg
+        return select_prefix(ckpt, "decoder"), latent_avg, _psp_decoder_arch({}, source)
     if "to_rgb1.conv.weight" in ckpt or "conv1.conv.weight" in ckpt:
-        return {k: v for k, v in ckpt.items() if k != "latent_avg"}, latent_avg
+        return {k: v for k, v in ckpt.items() if k != "latent_avg"}, latent_avg, None
     raise CheckpointError(
         f"{source}: no StyleGAN2 generator found. Expected a pSp checkpoint ({{'state_dict': {{'decoder.*': ...}}, "
         "'latent_avg', 'opts'}}), a rosinality checkpoint ({'g_ema': ..., 'latent_avg'}) or a plain generator "
@@ -739,7 +796,7 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
                    max_channels: int | None = None, device: str | torch.device | None = None,
                    dtype: torch.dtype | None = None, allow_pickle: bool = False
                    ) -> tuple[Generator, torch.Tensor | None]:
-    """Load a StyleGAN2 generator from an official checkpoint file, strictly.
+    """Load a StyleGAN2 generator from a checkpoint file, strictly.
 
     Accepted layouts (read with :func:`vidinv.checkpoints.read_checkpoint`):
 
@@ -750,16 +807,22 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
     * a plain generator state_dict (keys ``style.1.weight``, ``input.input``, ``conv1.conv.weight``,
       ..., ``noises.noise_0``, ...), or any dict with top-level ``decoder.*`` keys.
 
-    The configuration is inferred from the keys and shapes unless given: size from the number of
-    ``to_rgbs.*`` entries (8 at 1024), style_dim and n_mlp from the mapping layers, max_channels from
-    ``input.input`` and the channel multiplier from the per-resolution channel counts.
-    ``lr_mlp`` is not stored in the files (0.01 for all official ones). Every key, buffers included
-    (FIR kernels, constant noise maps), must match: a truncated file or one from another model
-    raises :class:`vidinv.checkpoints.CheckpointMismatchError` naming the file and the keys.
+    Configuration: a pSp-layout file is held to the decoder pSp builds from its ``opts``
+    (``Generator(opts['output_size'] (default 1024), 512, 8, channel_multiplier=2)``,
+    :data:`OFFICIAL_PSP_DECODER`), or, when vidinv wrote it, to the decoder its vidinv record declares
+    (``opts['vidinv_config']['architecture']['decoder']``); nothing is sized from the tensors, so a file
+    with keys removed (e.g. the last mapping layer ``style.8.*``) fails. Rosinality and plain files
+    record no configuration (rosinality's ``train.py`` takes it on the command line): it is inferred from
+    the keys and shapes (size from the number of ``to_rgbs.*`` entries, style_dim and n_mlp from the
+    mapping layers, max_channels from ``input.input``, the channel multiplier from the per-resolution
+    channel counts). Arguments given here override either. ``lr_mlp`` is not stored in the files (0.01
+    for all official ones). Every key, buffers included (FIR kernels, constant noise maps), must match:
+    a truncated file or one from another model raises
+    :class:`vidinv.checkpoints.CheckpointMismatchError` naming the file and the keys.
 
     Args:
         path: the checkpoint file.
-        size, channel_multiplier, style_dim, n_mlp, max_channels: override the inferred values.
+        size, channel_multiplier, style_dim, n_mlp, max_channels: override the configuration.
         lr_mlp: mapping-network learning-rate multiplier.
         device, dtype: where to put the generator (default: CPU, the file's float32).
         allow_pickle: passed to :func:`read_checkpoint` (only for trusted files).
@@ -769,20 +832,22 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
         ((18, 512) or (512,), float32, CPU) or None when the file has none.
 
     Raises:
-        vidinv.checkpoints.CheckpointError: unreadable file, or no generator in it.
+        vidinv.checkpoints.CheckpointError: unreadable file, no generator in it, or a bad vidinv record.
         vidinv.checkpoints.CheckpointMismatchError: keys or shapes do not match the configuration.
     """
     source = str(path)
     ckpt = read_checkpoint(path, allow_pickle=allow_pickle)
-    sd, latent_avg = _generator_state_dict(ckpt, source)
-    cfg = infer_generator_config(sd, source)
+    sd, latent_avg, arch = _generator_state_dict(ckpt, source)
+    cfg = dict(arch) if arch is not None else infer_generator_config(sd, source)
+    cfg.setdefault("lr_mlp", lr_mlp)
     for name, val in (("size", size), ("channel_multiplier", channel_multiplier), ("style_dim", style_dim),
                       ("n_mlp", n_mlp), ("max_channels", max_channels)):
         if val is not None:
             cfg[name] = int(val)
-    G = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], channel_multiplier=cfg["channel_multiplier"],
-                  lr_mlp=lr_mlp, max_channels=cfg["max_channels"])
-    load_strict(G, sd, source, f"StyleGAN2 generator ({cfg['size']}x{cfg['size']})")
+    if lr_mlp != 0.01:
+        cfg["lr_mlp"] = float(lr_mlp)
+    G = generator_from_architecture(cfg, source)
+    load_strict(G, sd, source, f"StyleGAN2 generator ({G.size}x{G.size})")
     G.eval()
     if device is not None or dtype is not None:
         G.to(device=device, dtype=dtype)

@@ -11,6 +11,14 @@
   ``143_enc.pth``, :func:`vidinv.models.load_fs_encoder`; or pSp's GradualStyleEncoder from
   ``psp_ffhq_encode.pt``) and, when ``79999_iter.pth`` is present, the BiSeNet face parser for the
   blend mask. :meth:`ModelBundle.encode` maps aligned crops to (w, F).
+* An encoder the user trained with ``training/`` (exported under its own name, e.g.
+  ``myrun_fs_encoder.pth``) is used through ``encoder_checkpoint=`` (a path) of
+  :func:`required_weights`, :func:`resolve_weights` and :func:`load_bundle`; the generator still comes
+  from ``psp_ffhq_encode.pt``.
+
+What is substituted is said at WARNING level (the CLI's default): ``--mask auto`` without
+``79999_iter.pth`` (landmark masks instead of face parsing), and a generator file without
+``latent_avg`` (the average is estimated from random z).
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "PRECISIONS", "ENCODERS", "GENERATOR_FILE", "FS_ENCODER_FILE", "PARSER_FILE", "F_STORAGE_DTYPE",
+    "PRECISIONS", "ENCODERS", "GENERATOR_FILE", "FS_ENCODER_FILE", "PARSER_FILE", "F_STORAGE_DTYPE", "LATENT_AVG_SAMPLES",
     "Runtime", "ModelBundle", "required_weights", "resolve_weights", "load_bundle",
 ]
 
@@ -35,6 +43,8 @@ ENCODERS = ("fs", "psp")
 GENERATOR_FILE = "psp_ffhq_encode.pt"
 FS_ENCODER_FILE = "143_enc.pth"
 PARSER_FILE = "79999_iter.pth"
+#: Number of random z whose mapped w are averaged when the generator file has no latent_avg.
+LATENT_AVG_SAMPLES = 4096
 #: The feature code F is rounded to float16 in every path: the precision the inversion export stores it
 #: in (:mod:`vidinv.inversion`), so that ``vidinv edit --from-inversion`` reproduces a direct run bit for
 #: bit. Relative rounding error <= 2**-11, far below one uint8 level of the output.
@@ -86,47 +96,69 @@ class Runtime:
         return f"{self.torch_device} {self.precision}"
 
 
-def required_weights(encoder: str = "fs", *, need_encoder: bool = True) -> list[str]:
+def required_weights(encoder: str = "fs", *, need_encoder: bool = True,
+                     encoder_checkpoint: str | os.PathLike | None = None) -> list[str]:
     """Registry names of the model files a job needs.
 
     ``fs``: ``143_enc.pth`` (encoder) and ``psp_ffhq_encode.pt`` (generator and latent_avg);
-    ``psp``: ``psp_ffhq_encode.pt``. Without the encoder (``--from-inversion``): the generator file
-    only. The face parser ``79999_iter.pth`` is optional (see :func:`resolve_weights`).
+    ``psp``: ``psp_ffhq_encode.pt``. Without the encoder (``--from-inversion``), or with the user's own
+    ``encoder_checkpoint`` (not a registry file): the generator file only. The face parser
+    ``79999_iter.pth`` is optional (see :func:`resolve_weights`).
     """
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-    if need_encoder and encoder == "fs":
+    if need_encoder and encoder == "fs" and encoder_checkpoint is None:
         return [FS_ENCODER_FILE, GENERATOR_FILE]
     return [GENERATOR_FILE]
 
 
 def resolve_weights(names: list[str], weights_dir: str | os.PathLike | None = None, fetch: bool = False, *,
-                    mask: str = "auto", quiet: bool = False) -> dict[str, Path]:
+                    mask: str = "auto", quiet: bool = False,
+                    encoder_checkpoint: str | os.PathLike | None = None) -> dict[str, Path]:
     """Find every file of ``names`` (and the face parser) in one go.
 
     Args:
         names: registry names (model files and direction files together, so one error lists all).
         weights_dir, fetch: as :func:`vidinv.weights.resolve`.
         mask: ``"parsing"`` adds ``79999_iter.pth`` to the required files; ``"auto"`` uses it when
-            present (no fetch, no error when absent); ``"landmarks"`` never uses it.
+            present (no fetch, no error when absent; when absent a WARNING says that the blend masks come
+            from landmarks instead, and how to get the file); ``"landmarks"`` never uses it.
+        encoder_checkpoint: the user's own encoder file (see :func:`load_bundle`); added to the result
+            under its file name.
 
     Returns:
         ``{name: path}``; ``79999_iter.pth`` is in it when it will be used.
 
     Raises:
         vidinv.weights.MissingWeightsError: every missing file, with URLs and target paths.
+        FileNotFoundError: ``encoder_checkpoint`` is not a file.
+        ValueError: ``encoder_checkpoint`` has the name of a registry file.
     """
-    from vidinv.weights import MissingWeightsError, resolve
+    from vidinv.weights import MissingWeightsError, registry, resolve
 
     wanted = list(dict.fromkeys(names))
     if mask == "parsing":
         wanted.append(PARSER_FILE)
+    own = None
+    if encoder_checkpoint is not None:
+        own = Path(encoder_checkpoint)
+        if own.name in registry.names():
+            raise ValueError(f"encoder checkpoint {own}: its name is that of the official file {own.name}; an encoder "
+                             "you trained must keep its own name (e.g. myrun_fs_encoder.pth), and an official file "
+                             "belongs in --weights-dir")
+        if not own.is_file():
+            raise FileNotFoundError(f"encoder checkpoint {own} does not exist")
     paths = resolve(wanted, weights_dir=weights_dir, fetch=fetch, quiet=quiet)
     if mask == "auto":
         try:
             paths.update(resolve([PARSER_FILE], weights_dir=weights_dir, fetch=False, quiet=True))
         except MissingWeightsError:
-            log.info("%s not present: blend masks from landmarks", PARSER_FILE)
+            where = f"--weights-dir {weights_dir} or the cache" if weights_dir else "the cache"
+            log.warning("%s (BiSeNet face parsing) was not found in %s: --mask auto uses landmark masks (the hull "
+                        "of the 68 landmarks) instead of face parsing. Get it with `vidinv weights fetch %s`, or "
+                        "choose landmark masks explicitly with --mask landmarks.", PARSER_FILE, where, PARSER_FILE)
+    if own is not None:
+        paths[own.name] = own
     return paths
 
 
@@ -203,8 +235,24 @@ class ModelBundle:
 
 
 def load_bundle(paths: dict[str, Path], encoder: str = "fs", runtime: Runtime | None = None, *,
-                need_encoder: bool = True, mask: str = "auto") -> ModelBundle:
+                need_encoder: bool = True, mask: str = "auto",
+                encoder_checkpoint: str | os.PathLike | None = None) -> ModelBundle:
     """Load the networks of a job from resolved paths (see :func:`resolve_weights`).
+
+    Args:
+        paths: ``{registry name: path}`` from :func:`resolve_weights`.
+        encoder: ``"fs"`` or ``"psp"``.
+        runtime: device and precision (default :class:`Runtime`).
+        need_encoder: load the encoder (False for ``--from-inversion``).
+        mask: ``"landmarks"`` skips the face parser even when its file is in ``paths``.
+        encoder_checkpoint: the user's own encoder instead of the registry's: a Feature-Style encoder
+            exported by ``training/`` (``<run>_fs_encoder.pth``, read by
+            :func:`vidinv.models.load_fs_encoder`) for ``fs``, or a pSp checkpoint (``<run>_psp_encode.pt``,
+            whose encoder and latent_avg are used, :func:`vidinv.models.psp.load_psp_encoder`) for ``psp``.
+            The generator still comes from ``psp_ffhq_encode.pt``; the encoder must fit it.
+
+    When the generator file has no ``latent_avg``, the average is estimated as the mean of the mapping
+    network's w over :data:`LATENT_AVG_SAMPLES` random z (seed 0), and a WARNING says so.
 
     Raises:
         vidinv.checkpoints.CheckpointError / CheckpointMismatchError: a file has the wrong layout.
@@ -216,21 +264,29 @@ def load_bundle(paths: dict[str, Path], encoder: str = "fs", runtime: Runtime | 
     dev = runtime.torch_device
     G, latent_avg = load_generator(paths[GENERATOR_FILE], device=dev)
     if latent_avg is None:
-        latent_avg = G.mean_latent(4096, generator=torch.Generator(device=dev).manual_seed(0))[0]
+        log.warning("%s has no latent_avg; estimating the average latent from %d random z (mean of the mapping "
+                    "network's w, seed 0). Codes and edits are relative to this estimate, not to the average the "
+                    "encoder was trained with.", paths[GENERATOR_FILE], LATENT_AVG_SAMPLES)
+        latent_avg = G.mean_latent(LATENT_AVG_SAMPLES, generator=torch.Generator(device=dev).manual_seed(0))[0]
     latent_avg = latent_avg.to(dev, torch.float32)
     if latent_avg.ndim == 1:
         latent_avg = latent_avg.unsqueeze(0).repeat(G.n_latent, 1)
     enc = None
     if need_encoder and encoder == "fs":
-        enc = load_fs_encoder(paths[FS_ENCODER_FILE], device=dev)
+        enc_path = Path(encoder_checkpoint) if encoder_checkpoint is not None else paths[FS_ENCODER_FILE]
+        enc = load_fs_encoder(enc_path, device=dev)
         if enc.n_styles != G.n_latent or (enc.content_channels, 16, 16) != tuple(G.feature_shape(5)):
-            raise ValueError(f"{paths[FS_ENCODER_FILE]}: the encoder gives {enc.n_styles} W+ rows and F with "
+            raise ValueError(f"{enc_path}: the encoder gives {enc.n_styles} W+ rows and F with "
                              f"{enc.content_channels} channels; the generator in {paths[GENERATOR_FILE]} needs "
                              f"{G.n_latent} rows and F of shape {tuple(G.feature_shape(5))}")
     elif need_encoder and encoder == "psp":
         from vidinv.models.psp import load_psp_encoder
 
-        penc, pavg = load_psp_encoder(paths[GENERATOR_FILE])
+        enc_path = Path(encoder_checkpoint) if encoder_checkpoint is not None else paths[GENERATOR_FILE]
+        penc, pavg = load_psp_encoder(enc_path)
+        if penc.n_styles != G.n_latent:
+            raise ValueError(f"{enc_path}: the pSp encoder gives {penc.n_styles} W+ rows; the generator in "
+                             f"{paths[GENERATOR_FILE]} needs {G.n_latent}")
         enc = _PspEncoderAdapter(penc, pavg).to(dev).eval()
     parser = None
     if mask != "landmarks" and PARSER_FILE in paths:
