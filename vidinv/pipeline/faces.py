@@ -91,13 +91,19 @@ def _batched(items: Iterable[Item], batch_size: int, need) -> Iterator[list[Item
         yield group
 
 
-def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: dict | None = None):
-    """Stage: items -> items with ``w`` and ``F`` set for every face (batches of ``batch_size`` faces)."""
+def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: dict | None = None, skip=None):
+    """Stage: items -> items with ``w`` and ``F`` set for every face (batches of ``batch_size`` faces).
+
+    ``skip(item) -> bool``: a batch whose items are all skipped passes through unencoded (``w`` None);
+    batches are formed as without it, so the other faces' codes are bit-identical to a full run's
+    (``vidinv invert --resume`` skips the frames already stored)."""
     size = bundle.align_size
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for group in _batched(items, batch_size, lambda f: True):
             faces = [f for it in group for f in it.faces]
+            if faces and skip is not None and all(skip(it) for it in group):
+                faces = []
             if faces:
                 t0 = time.perf_counter()
                 crops = np.stack([align.align_crop(it.frame.image, f.quad, size) for it in group for f in it.faces])
