@@ -178,7 +178,8 @@ def test_nan_strength_is_refused_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("args", [["--attr", "smile", "--strength", "inf"], ["--attr", "smile", "--strength", "-inf"],
                                   ["--attr", "stit:age=1e400"], ["--attr", "smile", "--attr", "age=-Infinity"],
-                                  ["--attr", "smile", "--direction", "{video}", "--strength", "1", "--strength", "nan"]],
+                                  ["--attr", "smile", "--direction", "{video}", "--strength", "1",
+                                   "--strength", "nan"]],
                          ids=["inf", "-inf", "1e400", "-Infinity", "direction-nan"])
 def test_non_finite_strengths_are_refused_in_every_spelling(tmp_path, args):
     video = require_shared("videos") / "greenscreen_frontal.mp4"
@@ -187,6 +188,14 @@ def test_non_finite_strengths_are_refused_in_every_spelling(tmp_path, args):
     r = _invoke(["edit", str(video), "-o", str(out), *args, "-q"], tmp_path / "empty_home")
     assert "is not a finite number" in _one_line_result(r)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sigma", ["nan", "inf", "-1"])
+def test_bad_latent_smoothing_is_refused(tmp_path, sigma):
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    r = _invoke(["edit", str(video), "-o", str(tmp_path / "o.mp4"), "--attr", "smile", "--latent-smoothing", sigma,
+                 "-q"], tmp_path / "empty_home")
+    assert "--latent-smoothing must be a finite sigma >= 0" in _one_line_result(r)
 
 
 def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
@@ -205,8 +214,9 @@ def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
     with InversionWriter(inv, encoder="fs", generator=tiny_generator(), models=models, source=probe(video),
                          feature_shape=(8, 16, 16), chunk_size=2) as wr:
         for f in range(4):
-            wr.add(w=np.zeros((18, 512)), F=np.zeros((8, 16, 16)), quad=[[200, 100], [200, 300], [400, 300], [400, 100]],
-                   landmarks=np.full((68, 2), 300.0), track_id=0, frame_index=f)
+            wr.add(w=np.zeros((18, 512)), F=np.zeros((8, 16, 16)),
+                   quad=[[200, 100], [200, 300], [400, 300], [400, 100]], landmarks=np.full((68, 2), 300.0),
+                   track_id=0, frame_index=f)
     poison_chunk(inv, 1, 0, "w", np.nan)
     out = tmp_path / "out.mp4"
     cmd, kw = _vidinv(["edit", "--from-inversion", str(inv), "-o", str(out), "--attr", "smile", "-q"], tiny_home)

@@ -292,7 +292,8 @@ def test_non_finite_codes_in_a_hash_consistent_export_are_refused(tmp_path, fiel
     poison_chunk(out, 1, 1, field, value)  # record 3 = frame 3, track 0
     rd = InversionReader(out)  # the header and the hashes are fine
     assert len(rd) == 6 and rd[0].w.shape == (18, 512)
-    with pytest.raises(InversionFormatError, match=rf"'{field}' of record 3 \(frame 3, track 0\) holds NaN or infinite"):
+    where = rf"'{field}' of record 3 \(frame 3, track 0\) holds NaN or infinite"
+    with pytest.raises(InversionFormatError, match=where):
         rd.check()
     with pytest.raises(InversionFormatError, match="holds NaN or infinite"):
         list(InversionReader(out))

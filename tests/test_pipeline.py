@@ -239,8 +239,8 @@ def _export_contents(path):
 def test_invert_interrupted_then_resumed_equals_one_run(interview, inverted, tmp_path, detection_cache):
     """``vidinv invert`` stopped after 9 frames (KeyboardInterrupt from the progress callback, raised in the main
     thread as Ctrl-C / SIGTERM are: the stages are cancelled and the writer aborts), then continued with
-    ``vidinv invert --resume`` (the CLI command, run in this process), gives the export of one uninterrupted run: every record array
-    byte-equal, the same PNGs."""
+    ``vidinv invert --resume`` (the CLI command, run in this process), gives the export of one uninterrupted
+    run: every record array byte-equal, the same PNGs."""
     src = interview[0]
     ref, ref_res = inverted
     part = tmp_path / "part.vinv"
@@ -321,7 +321,8 @@ def test_edit_with_psp_encoder(home, tmp_path, detection_cache):
     assert len(f2) == len(f0) == len(rng)
     sup = [sup2[i] | sup0[i] for i in rng]
     _assert_only_face_changed(_outside_stats(f2, inp, sup), _outside_stats(f0, inp, sup))
-    inside_diff = [np.abs(f2[k].astype(int) - f0[k].astype(int))[sup[k]].mean() for k in range(len(rng)) if sup[k].any()]
+    inside_diff = [np.abs(f2[k].astype(int) - f0[k].astype(int))[sup[k]].mean()
+                   for k in range(len(rng)) if sup[k].any()]
     assert inside_diff and np.mean(inside_diff) > 2.0  # strength 2 vs 0 changes the face
 
 

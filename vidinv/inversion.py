@@ -489,7 +489,8 @@ class InversionWriter:
             bad = sorted(set(settings) - {"encoder", "generator", "models", "source", "feature_shape", "feature_index",
                                           "n_landmarks", "save_crops", "save_recon", "extra"})
             if bad or not {"encoder", "generator"} <= set(settings):
-                raise TypeError(f"resume settings: unknown {bad}" if bad else "resume settings need encoder and generator")
+                raise TypeError(f"resume settings: unknown {bad}" if bad
+                                else "resume settings need encoder and generator")
             want = json.loads(json.dumps(cls._header(**settings)))  # compared as stored (JSON)
             keys = ["encoder", "generator", "arrays"] + [k for k, arg in (("models", "models"), ("source", "source"),
                                                                            ("extra", "extra")) if arg in settings]

@@ -228,7 +228,7 @@ DEMONSTRATED_EDITS: tuple[tuple[str, float, str], ...] = (
     ("stit:gender", -6.0, "STIT README, --edit_name gender --edit_range -6"),
     ("stit:smile", 2.0, "STIT README, --edit_name smile --edit_range 2"),
     ("stit:smile", -3.0, "STIT README, --edit_name smile --edit_range -3"),
-    ("e4e:age", -3.0, "e4e editing notebook, interfacegan age factor -3"),
+    ("e4e:age", -3.0, "e4e InterFaceGAN age example, factor -3"),
     ("ganspace:eyes_open", 20.0, "e4e GANSpace example eye_openness (54, 7, 8, 20)"),
     ("ganspace:smile", -20.0, "e4e GANSpace example smile (46, 4, 5, -20)"),
     ("ganspace:beard", 20.0, "e4e GANSpace example trimmed_beard (58, 7, 9, 20)"),

@@ -10,9 +10,15 @@ With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by read
 the background. Frames without a tracked face are written unchanged. When no face is found in the
 whole video the output is made by :func:`vidinv.mux.passthrough` (the input, remuxed) with a warning.
 
-Order of checks: every weight and direction file is resolved first (one
-:class:`~vidinv.weights.MissingWeightsError` lists all missing files), then the models are loaded, and
-only then is the video opened.
+Order of checks: the numbers first (a NaN / inf strength is refused), then an export's chunks
+(finite codes), then every weight and direction file is resolved (one
+:class:`~vidinv.weights.MissingWeightsError` lists all missing files; strengths beyond 3x the
+authors' demonstrated range are logged once, as one WARNING, when the directions load), then the
+models are loaded, and only then is the video opened.
+
+Non-finite numbers never reach the output: besides those checks, the composite stage refuses a
+generated face holding NaN / inf (a generator overflow) with an error naming the frame and track,
+and the temporary output is deleted, so no video of black patches is written.
 """
 from __future__ import annotations
 
