@@ -285,7 +285,8 @@ def test_invert_interrupted_then_resumed_equals_one_run(interview, inverted, tmp
     assert got[1] == want[1]
 
 
-def test_non_finite_generated_face_stops_the_edit(home, tmp_path, detection_cache, monkeypatch):
+@pytest.mark.parametrize("bad", [float("nan"), -float("inf")])
+def test_non_finite_generated_face_stops_the_edit(home, tmp_path, detection_cache, monkeypatch, bad):
     """A generator that returns NaN for a face (overflow) stops ``vidinv edit`` with an error naming the frame and
     track; no output (not a video of black patches)."""
     from vidinv.face.blend import NonFiniteFaceError
@@ -295,7 +296,7 @@ def test_non_finite_generated_face_stops_the_edit(home, tmp_path, detection_cach
 
     def overflowing(G, w, F, w_edit, *a, **k):
         img = real(G, w, F, w_edit, *a, **k)
-        img[-1, :, 5:9, 5:9] = float("nan")  # the last face of the batch
+        img[-1, :, 5:9, 5:9] = bad  # the last face of the batch (-inf used to clamp to a black patch)
         return img
 
     monkeypatch.setattr(stylegan2, "edit_image", overflowing)

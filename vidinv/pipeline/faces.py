@@ -232,7 +232,8 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
                         img = edit_image(G, w, F, w_edit, bundle.feature_index, noise=noise)
                     else:
                         img = G.synthesis(w_edit, noise=noise)
-                    img = ((img.float().clamp(-1, 1) + 1) * 127.5)
+                    img = img.float()  # +-inf would clamp to a finite colour: keep it non-finite for the guard
+                    img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))
                     outs = []
                     for i, f in enumerate(faces):
                         s = output_size(f.quad, G.size)
