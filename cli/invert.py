@@ -25,22 +25,27 @@ from cli.main import cli
 @click.option("--save-reconstructions", "save_recon", is_flag=True, help="Also store each reconstruction G(w, F).")
 @click.option("--image-size", type=int, default=256, show_default=True, help="Side of the PNGs.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted export in OUT from its last completed chunk (same video, models "
+                   "and options as the first run; the result equals one uninterrupted run).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")
 def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, end, weights_dir, fetch, save_crops,
-               save_recon, image_size, overwrite, quiet, verbose):
+               save_recon, image_size, overwrite, resume, quiet, verbose):
     """Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."""
     from vidinv.pipeline.invert import InvertOptions, run_invert
 
     install_signal_handlers()
     opts = InvertOptions(src=src, dst=dst, encoder=encoder, face=face, batch_size=batch_size, device=device,
                          precision=precision, start=start, end=end, weights_dir=weights_dir, fetch=fetch,
-                         save_crops=save_crops, save_recon=save_recon, image_size=image_size, overwrite=overwrite)
+                         save_crops=save_crops, save_recon=save_recon, image_size=image_size, overwrite=overwrite,
+                         resume=resume)
     bar, update = progress_bar(quiet, "invert")
     try:
         res = run_invert(opts, progress=update, quiet=quiet)
     except KeyboardInterrupt:
-        click.echo("vidinv: interrupted; the export is left incomplete (resumable)", err=True)
+        click.echo("vidinv: interrupted; the export is left incomplete: continue it with the same command and "
+                   "--resume", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001
         fail(exc)
@@ -48,6 +53,8 @@ def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, en
         if bar is not None:
             bar.close()
     if not quiet:
-        click.echo(f"{dst}: {res.records} record(s) over {res.frames} frames, {len(res.tracks)} track(s)", err=True)
+        again = "" if res.resumed_from is None else f" (resumed at frame {res.resumed_from}: {res.records_new} new)"
+        click.echo(f"{dst}: {res.records} record(s){again} over {res.frames} frames, {len(res.tracks)} track(s)",
+                   err=True)
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s)

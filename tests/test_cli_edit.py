@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, require_shared
@@ -132,3 +133,130 @@ def test_edit_report_option_writes_the_report(tiny_home, tmp_path):
     assert Path(videos[cmp["output"]]["path"]).name == "edited.mp4"
     assert videos[cmp["source"]]["frames"]["analysed"] == 10  # the 0.4 s window at 25 fps, not the whole clip
     assert videos[cmp["output"]]["frames"]["analysed"] == 10
+
+
+def _one_line_error(p) -> str:
+    """The process failed with exactly one ``vidinv: error: ...`` line and no traceback; returns it."""
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and len(lines) == 1 and lines[0].startswith("vidinv: error: "), p.stderr
+    return lines[0]
+
+
+def _invoke(args: list[str], home: Path):
+    """Run the CLI in this process (click's runner) with VIDINV_HOME=home; the command's SIGTERM handler is
+    undone afterwards. For refusals that happen before any model or video work."""
+    from click.testing import CliRunner
+
+    from cli.main import _register, cli
+
+    _register()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _one_line_result(r) -> str:
+    """As :func:`_one_line_error` for a click runner result."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exc_info  # no escaped exception
+    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("vidinv: error: "), r.stderr
+    return lines[0]
+
+
+def test_nan_strength_is_refused_before_any_work(tmp_path):
+    """``vidinv edit ... --strength nan`` used to exit 0 with every face a black blob. Now: one line, exit 1,
+    before the weights are even looked for (the home is empty: a later check would report missing files)."""
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    out = tmp_path / "out.mp4"
+    cmd, kw = _vidinv(["edit", str(video), "-o", str(out), "--attr", "smile", "--strength", "nan", "-q"],
+                      tmp_path / "empty_home")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    line = _one_line_error(p)
+    assert "--strength nan is not a finite number" in line and "file(s) that vidinv needs" not in p.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("args", [["--attr", "smile", "--strength", "inf"], ["--attr", "smile", "--strength", "-inf"],
+                                  ["--attr", "stit:age=1e400"], ["--attr", "smile", "--attr", "age=-Infinity"],
+                                  ["--attr", "smile", "--direction", "{video}", "--strength", "1",
+                                   "--strength", "nan"]],
+                         ids=["inf", "-inf", "1e400", "-Infinity", "direction-nan"])
+def test_non_finite_strengths_are_refused_in_every_spelling(tmp_path, args):
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    out = tmp_path / "out.mp4"
+    args = [a.replace("{video}", str(video)) for a in args]
+    r = _invoke(["edit", str(video), "-o", str(out), *args, "-q"], tmp_path / "empty_home")
+    assert "is not a finite number" in _one_line_result(r)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("sigma", ["nan", "inf", "-1"])
+def test_bad_latent_smoothing_is_refused(tmp_path, sigma):
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    r = _invoke(["edit", str(video), "-o", str(tmp_path / "o.mp4"), "--attr", "smile", "--latent-smoothing", sigma,
+                 "-q"], tmp_path / "empty_home")
+    assert "--latent-smoothing must be a finite sigma >= 0" in _one_line_result(r)
+
+
+def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
+    """An inversion export whose chunk holds NaN in w, with its sha256 recomputed as the writer does, is
+    refused by ``vidinv edit --from-inversion`` with one line naming the record, frame and track."""
+    from test_inversion_format import poison_chunk
+    from tiny_bundle import tiny_generator
+    from vidinv.inversion import InversionWriter, model_file
+    from vidinv.video import probe
+
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    inv = tmp_path / "nan.vinv"
+    models = [model_file(tiny_home / "weights" / "143_enc.pth", "encoder"),
+              model_file(tiny_home / "weights" / "psp_ffhq_encode.pt", "generator")]
+    # everything else valid: without the NaN the same command renders these 4 frames (exit 0)
+    with InversionWriter(inv, encoder="fs", generator=tiny_generator(), models=models, source=probe(video),
+                         feature_shape=(8, 16, 16), chunk_size=2) as wr:
+        for f in range(4):
+            wr.add(w=np.zeros((18, 512)), F=np.zeros((8, 16, 16)),
+                   quad=[[200, 100], [200, 300], [400, 300], [400, 100]], landmarks=np.full((68, 2), 300.0),
+                   track_id=0, frame_index=f)
+    poison_chunk(inv, 1, 0, "w", np.nan)
+    out = tmp_path / "out.mp4"
+    cmd, kw = _vidinv(["edit", "--from-inversion", str(inv), "-o", str(out), "--attr", "smile", "-q"], tiny_home)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    line = _one_line_error(p)
+    assert "'w' of record 2 (frame 2, track 0) holds NaN or infinite values" in line
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_strength_far_outside_the_demonstrated_range_warns_once(tiny_home, tmp_path):
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    out = tmp_path / "out.mp4"
+    cmd, kw = _vidinv(["edit", str(video), "-o", str(out), "--attr", "stit:age", "--strength", "-8",
+                       "--start", "0", "--end", "0.04", "-q"], tiny_home)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    assert p.returncode == 0, p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if "far outside" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING ") and "stit:age at strength -8" in warnings[0]
+    assert "s = -0.83" in warnings[0] and out.is_file()
+
+
+def test_invert_resume_refusals(tmp_path):
+    """``vidinv invert --resume`` without an export, on a complete one, or with --overwrite: one line each,
+    before any weight is looked for (the home is empty), nothing changed."""
+    from vidinv.inversion import InversionWriter
+
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    home = tmp_path / "empty_home"
+    done = tmp_path / "done.vinv"
+    cases = {"none": (tmp_path / "none.vinv", [], "no inversion export to resume"),
+             "complete": (done, [], "the export is complete; nothing to resume"),
+             "both": (done, ["--overwrite"], "give one of them")}
+    with InversionWriter(done, encoder="fs", generator={"n_latent": 18, "style_dim": 512}):
+        pass
+    before = (done / "manifest.json").read_bytes()
+    for name, (dst, extra, msg) in cases.items():
+        r = _invoke(["invert", str(video), "-o", str(dst), "--resume", *extra, "-q"], home)
+        assert msg in _one_line_result(r), name
+    assert (done / "manifest.json").read_bytes() == before
+    assert not (tmp_path / "none.vinv").exists()

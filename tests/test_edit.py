@@ -11,14 +11,20 @@ from vidinv.checkpoints import read_checkpoint
 from vidinv.edit import (
     ATTRIBUTES,
     DEFAULT_SOURCE,
+    DEMONSTRATED_EDITS,
+    DEMONSTRATED_MAX_STRENGTH,
     DOCUMENTED_FACTORS,
+    STRENGTH_WARNING,
     USER_SHAPES,
     Direction,
     DirectionError,
     DirectionShapeError,
     LatentEdit,
     build_edit,
+    check_strength,
+    demonstrated_strength,
     edit_frame,
+    equivalent_strength,
     load_attribute,
     load_attributes,
     load_direction_file,
@@ -205,6 +211,98 @@ def test_parse_edit_spec():
     assert parse_edit_spec("smile=1e-1") == ("smile", 0.1, None)
     with pytest.raises(DirectionError, match="cannot parse"):
         parse_edit_spec("smile=big")
+
+
+NON_FINITE = ["nan", "NaN", "inf", "-inf", "+Infinity", "1e400", "-1e309"]
+
+
+@pytest.mark.parametrize("text", NON_FINITE)
+def test_non_finite_strength_text_is_refused(text):
+    """``--attr smile=1e400`` / ``smile=nan``: one clear error, before any file is looked up."""
+    with pytest.raises(DirectionError, match="is not a finite number"):
+        parse_edit_spec(f"smile={text}@0-7")
+    with pytest.raises(DirectionError, match="is not a finite number"):
+        check_strength(float(text), "--strength")
+    with pytest.raises(DirectionError, match="is not a finite number"):
+        check_strength(text)
+    # named attribute whose file does not exist: the strength is judged first
+    with pytest.raises(DirectionError, match="is not a finite number"):
+        build_edit([f"smile={text}"], weights_dir="/nonexistent")
+    with pytest.raises(DirectionError, match="is not a finite number"):
+        build_edit([], files=[("/nonexistent/d.npy", "unit", float(text), None)])
+    assert check_strength(np.float32(-0.5)) == -0.5 and check_strength(torch.tensor(2.0)) == 2.0
+    with pytest.raises(DirectionError, match="not a number"):
+        check_strength("big")
+
+
+def test_non_finite_strength_never_reaches_a_code():
+    d = Direction.from_array(np.ones((18, 512)), "unit", name="x")
+    w = _w(2)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(DirectionError, match="strength of x"):
+            d.apply(w, bad)
+        with pytest.raises(DirectionError, match="strength of x"):
+            d.delta64(bad)
+        with pytest.raises(DirectionError, match="strength of x"):
+            LatentEdit([(d, bad)])
+        with pytest.raises(DirectionError, match="strength of x"):
+            build_edit([(d, bad)])
+        with pytest.raises(DirectionError, match="NaN or infinite"):
+            d.apply(w, torch.tensor([1.0, bad]))
+    # finite but overflowing: 1e308 * 15 / |d| is inf in float64
+    huge = Direction.from_array(np.full((18, 512), 1e300), "raw", name="huge")
+    with pytest.raises(DirectionError, match="overflows"):
+        huge.delta64(1e10)
+    with pytest.raises(DirectionError, match="overflows"):
+        LatentEdit([(huge, 1e10)])
+    assert torch.isfinite(LatentEdit([(d, 2.0)]).apply(w)).all()
+
+
+def test_demonstrated_range_and_warning_threshold(ddir):
+    """The help table's 'demonstrated edits at |s| = 0.3 to 1.3' follows from DEMONSTRATED_EDITS and the
+    files; the warning threshold is 3x the strongest (3.9)."""
+    got = {(sp, v): demonstrated_strength(sp, v) for sp, v, _ in DEMONSTRATED_EDITS}
+    # recomputed from the files, not from the rounded DOCUMENTED_FACTORS
+    for (sp, v), s in got.items():
+        d = load_attribute(sp, weights_dir=ddir)
+        e = lookup(sp)
+        if e.source == "ganspace":
+            std = float(read_checkpoint(ddir / "e4e" / "ganspace_ffhq_pca.pt")["std"][e.component])
+            n = e.rows[1] - e.rows[0] + 1
+            exact = v * std * np.sqrt(n) / 15 * e.sign
+        elif e.source == "stit":
+            exact = v / 2 / d.native_factor()
+        elif e.source == "fs":
+            exact = v
+        else:
+            exact = v / d.native_factor()
+        assert abs(s) == pytest.approx(abs(exact), abs=0.01), sp
+    mags = sorted(abs(s) for s in got.values())
+    assert round(mags[0], 1) == 0.3 and round(mags[-1], 1) == 1.3 == round(DEMONSTRATED_MAX_STRENGTH, 1)
+    assert "|s| = 0.3 to 1.3" in strength_table()
+    assert STRENGTH_WARNING == pytest.approx(3 * DEMONSTRATED_MAX_STRENGTH) and round(STRENGTH_WARNING, 1) == 3.9
+
+
+def test_strength_far_outside_the_demonstrated_range_warns_once(caplog, tmp_path):
+    d = Direction.from_array(np.ones((1, 512)), "unit", name="u")
+    caplog.set_level("WARNING", logger="vidinv.edit")
+    build_edit([(d, 2.0), (d, -3.8)])  # deliberate exaggeration: no warning
+    assert not caplog.records
+    build_edit([(d, 8.0), (d, -5.0), (d, 1.0)])
+    (rec,) = caplog.records  # one warning for the whole edit
+    assert rec.levelname == "WARNING" and "u at strength 8" in rec.message and "u at strength -5" in rec.message
+    assert "far outside" in rec.message and "strength 1 " not in rec.message
+    caplog.clear()
+    # raw files count by the step they take: |s|*||d||_F / 15
+    p = tmp_path / "big.npy"
+    np.save(p, np.full((18, 512), 75 / np.sqrt(18 * 512)))  # ||d||_F = 75: s = 1 moves W+ by 5 steps
+    assert equivalent_strength(load_direction_file(p, "raw"), 1.0) == pytest.approx(5.0)
+    build_edit([], files=[(p, "raw", 1.0, None)])
+    (rec,) = caplog.records
+    assert "|s| 5 on vidinv's scale" in rec.message
+    caplog.clear()
+    build_edit([], files=[(p, "unit", 1.0, None)])
+    assert not caplog.records
 
 
 # ------------------------------------------------------------------------------ user direction files

@@ -143,3 +143,42 @@ def test_poisson_runs_and_matches_colours(face):
     assert err_p < 0.5 * err_a
     with pytest.raises(ValueError):
         B.composite(frame, tinted, quad, mask, mode="laplacian")
+
+
+def test_frame_alpha_is_what_composite_uses(face):
+    """``frame_alpha`` gives the weights of ``composite``: where it is 0 the frame is kept byte for byte, where
+    it is 1 the crop's colour is pasted, and it equals the independently warped mask (zero border)."""
+    frame, quad, lm = face
+    size = 256
+    mask = B.feather_mask(B.mask_from_landmarks(_aligned_landmarks(lm, quad, size), size), 4, 8)
+    alpha = B.frame_alpha(mask, quad, frame.shape[:2])
+    assert alpha.shape == frame.shape[:2] and alpha.dtype == np.float32
+    _, cov = A.unalign(mask, quad, frame.shape[:2])
+    np.testing.assert_allclose(alpha, np.where(cov > 0, _warped_alpha(mask, quad, frame.shape[:2]), 0), atol=1e-6)
+    edited = np.full((size, size, 3), 7, np.uint8)
+    out = B.composite(frame, edited, quad, mask)
+    np.testing.assert_array_equal(out[alpha == 0], frame[alpha == 0])
+    assert (alpha == 0).any() and (alpha >= 0.999).any()
+    np.testing.assert_array_equal(out[alpha >= 0.999], 7)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("mode", ["alpha", "poisson"])
+def test_composite_refuses_non_finite_face(face, bad, mode):
+    """A NaN / inf generated face is an error, not a black patch (NaN cast to uint8 is 0)."""
+    frame, quad, lm = face
+    size = 128
+    crop = A.align_crop(frame, quad, size).astype(np.float32)
+    crop[40:50, 60:70] = bad
+    mask = B.feather_mask(B.mask_from_landmarks(_aligned_landmarks(lm, quad, size), size), 2, 4)
+    before = frame.copy()
+    with pytest.raises(B.NonFiniteFaceError, match=r"300 NaN or infinite value\(s\)"):
+        B.composite(frame, crop, quad, mask, mode=mode)
+    np.testing.assert_array_equal(frame, before)
+    bad_mask = mask.copy()
+    bad_mask[10, 10] = np.nan
+    with pytest.raises(B.NonFiniteFaceError, match="mask"):
+        B.composite(frame, np.nan_to_num(crop, nan=0, posinf=255, neginf=0), quad, bad_mask, mode=mode)
+    # the same finite crop composites normally
+    ok = B.composite(frame, np.nan_to_num(crop, nan=0, posinf=255, neginf=0), quad, mask, mode=mode)
+    assert ok.dtype == np.uint8 and ok.shape == frame.shape

@@ -258,3 +258,94 @@ def test_model_file_and_check(tmp_path):
         rd.check_models({"gen.pt": p})
     with pytest.raises(InversionFormatError, match="did not produce"):
         rd.check_models({"enc.pt": p})
+
+
+# ------------------------------------------------------------------------------ non-finite codes
+
+def poison_chunk(export: Path, chunk: int, record: int, field: str, value: float = np.nan) -> None:
+    """Put ``value`` into ``field`` of one record of a chunk and re-hash it the way the writer does
+    (sha256 and size of the chunk's bytes in the manifest), so that the sha256 check passes: what a
+    hand-edited or hostile export looks like."""
+    import hashlib
+    import io
+
+    man = json.loads((export / MANIFEST).read_text())
+    entry = man["chunks"][chunk]
+    p = export / entry["file"]
+    with np.load(p, allow_pickle=False) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    a = arrays[field]
+    a.reshape(a.shape[0], -1)[record, 0] = value  # a view: 0-d fields (time) too
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    p.write_bytes(data)
+    entry["sha256"], entry["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    (export / MANIFEST).write_text(json.dumps(man, indent=1))
+
+
+@pytest.mark.parametrize("field,value", [("w", np.nan), ("w", np.inf), ("F", -np.inf), ("quad", np.nan),
+                                         ("landmarks", np.inf)])
+def test_non_finite_codes_in_a_hash_consistent_export_are_refused(tmp_path, field, value):
+    out = tmp_path / "nan.vinv"
+    _write(out, _records(6), chunk_size=2)
+    poison_chunk(out, 1, 1, field, value)  # record 3 = frame 3, track 0
+    rd = InversionReader(out)  # the header and the hashes are fine
+    assert len(rd) == 6 and rd[0].w.shape == (18, 512)
+    where = rf"'{field}' of record 3 \(frame 3, track 0\) holds NaN or infinite"
+    with pytest.raises(InversionFormatError, match=where):
+        rd.check()
+    with pytest.raises(InversionFormatError, match="holds NaN or infinite"):
+        list(InversionReader(out))
+    # an unknown time (NaN) is allowed: it is not a code
+    ok = tmp_path / "time.vinv"
+    _write(ok, _records(2), chunk_size=2)
+    poison_chunk(ok, 0, 0, "time", np.nan)
+    InversionReader(ok).check()
+    assert InversionReader(ok)[0].time is None
+
+
+def test_writer_names_the_frame_of_a_non_finite_code(tmp_path):
+    wr = InversionWriter(tmp_path / "w.vinv", encoder="fs", generator=GEN)
+    w = np.zeros((18, 512), np.float32)
+    w[3, 4] = np.nan
+    with pytest.raises(ValueError, match="frame 7, track 2: w: holds NaN"):
+        wr.add(w=w, F=np.zeros((512, 16, 16)), quad=np.zeros((4, 2)), landmarks=np.zeros((68, 2)), track_id=2,
+               frame_index=7)
+
+
+# ------------------------------------------------------------------------------ resume with settings
+
+def test_resume_checks_the_settings_before_touching_anything(tmp_path):
+    out = tmp_path / "r.vinv"
+    settings = dict(encoder="fs", generator=GEN, models=MODELS, source=SOURCE, save_crops=False, save_recon=False,
+                    extra={"batch_size": 4, "start": 0.0, "end": None})
+    with pytest.raises(RuntimeError):
+        with InversionWriter(out, chunk_size=2, **settings) as wr:
+            for r in _records(5):
+                wr.add(**r)
+            raise RuntimeError("interrupted")
+    stray = out / "chunks" / "chunk_000099.npz"
+    stray.write_bytes(b"half")
+    before = (out / MANIFEST).read_bytes()
+    other_models = [MODELS[0], ModelFile("psp_ffhq_encode.pt", "generator", "c" * 64)]
+    with pytest.raises(ValueError) as ei:
+        InversionWriter.resume(out, **dict(settings, models=other_models,
+                                           extra={"batch_size": 8, "start": 0.0, "end": None}))
+    msg = str(ei.value)
+    assert "cannot resume" in msg and "extra.batch_size: 4 in the export, 8 now" in msg
+    assert "models:" in msg and "c" * 64 in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="encoder.kind"):
+        InversionWriter.resume(out, **dict(settings, encoder="psp"))
+    with pytest.raises(ValueError, match="source.num_frames: 10 in the export, 11 now"):
+        InversionWriter.resume(out, **dict(settings, source=dict(SOURCE, num_frames=11)))
+    assert stray.exists() and (out / MANIFEST).read_bytes() == before  # nothing touched
+    with pytest.raises(TypeError):
+        InversionWriter.resume(out, chunk_size=4, **settings)
+    wr = InversionWriter.resume(out, **settings)  # the same settings: reopened, stray chunk removed
+    assert not stray.exists() and wr.next_frame == 4 and wr.manifest["chunk_size"] == 2
+    with wr:
+        for r in _records(6)[4:]:
+            wr.add(**r)
+    rd = InversionReader(out)
+    assert rd.complete and [r.frame_index for r in rd] == list(range(6))

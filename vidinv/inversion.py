@@ -73,7 +73,9 @@ remain and are ignored. :class:`InversionReader` refuses an incomplete export un
 reopens it to continue from :attr:`InversionWriter.next_frame`.
 
 **Reading.** :class:`InversionReader` loads one chunk at a time (memory: one chunk, ~8 MB for 32
-records at 1024), checks its sha256 against the manifest, and yields :class:`FrameRecord` s; random
+records at 1024), checks its sha256 against the manifest and that ``w``, ``F``, ``quad`` and
+``landmarks`` are finite (a chunk edited and re-hashed by hand cannot smuggle NaN into a render;
+:meth:`InversionReader.check` does it for every chunk up front), and yields :class:`FrameRecord` s; random
 access by record index loads only the chunk that holds it.
 
 **Versioning.** ``version`` changes whenever a field, dtype or layout changes meaning; a reader
@@ -262,6 +264,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _differences(key: str, have: Any, want: Any) -> list[str]:
+    """``"key.sub: X in the export, Y now"`` for every leaf where two JSON values differ."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(have) | set(want), key=str)
+                for d in _differences(f"{key}.{k}", have.get(k), want.get(k))]
+    if have != want:
+        return [f"{key}: {json.dumps(have)} in the export, {json.dumps(want)} now"]
+    return []
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -362,14 +374,39 @@ class InversionWriter:
                  source: Any = None, feature_shape: Sequence[int] | None | str = "default", feature_index: int = 5,
                  n_landmarks: int = 68, chunk_size: int = 32, save_crops: bool = False, save_recon: bool = False,
                  extra: Mapping | None = None, overwrite: bool = False):
-        if encoder not in ("fs", "psp"):
-            raise ValueError(f"encoder kind must be 'fs' or 'psp', got {encoder!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.path = Path(path)
         if (self.path / MANIFEST).exists() and not overwrite:
             raise FileExistsError(f"{self.path} already holds an inversion export; pass overwrite=True to replace it "
                                   "or InversionWriter.resume to continue it")
+        header = self._header(encoder=encoder, generator=generator, models=models, source=source,
+                              feature_shape=feature_shape, feature_index=feature_index, n_landmarks=n_landmarks,
+                              save_crops=save_crops, save_recon=save_recon, extra=extra)
+        if overwrite and self.path.exists():
+            self._clear()
+        (self.path / "chunks").mkdir(parents=True, exist_ok=True)
+        now = _now()
+        from vidinv import __version__
+
+        self.manifest: dict[str, Any] = {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "complete": False, "created": now, "updated": now,
+            "writer": {"vidinv": __version__}, "source": header["source"], "encoder": header["encoder"],
+            "generator": header["generator"], "models": header["models"], "arrays": header["arrays"],
+            "chunk_size": int(chunk_size), "chunks": [], "n_records": 0, "images": header["images"],
+            "extra": header["extra"],
+        }
+        self._init_state()
+        self._write_manifest()
+
+    @staticmethod
+    def _header(*, encoder: str, generator: Any, models: Sequence[Any] = (), source: Any = None,
+                feature_shape: Sequence[int] | None | str = "default", feature_index: int = 5, n_landmarks: int = 68,
+                save_crops: bool = False, save_recon: bool = False, extra: Mapping | None = None) -> dict[str, Any]:
+        """The manifest fields that describe what the records are (see the module doc): source,
+        encoder, generator, models, arrays, images, extra. Raises ValueError as the constructor."""
+        if encoder not in ("fs", "psp"):
+            raise ValueError(f"encoder kind must be 'fs' or 'psp', got {encoder!r}")
         gen = generator_config(generator)
         n_latent, style_dim = int(gen.get("n_latent", 18)), int(gen.get("style_dim", 512))
         if isinstance(feature_shape, str):
@@ -393,23 +430,13 @@ class InversionWriter:
             if not {"name", "sha256"} <= set(m):
                 raise ValueError(f"a model entry needs 'name' and 'sha256': {m}")
             models_json.append({"name": str(m["name"]), "role": str(m.get("role", "")), "sha256": str(m["sha256"])})
-        if overwrite and self.path.exists():
-            self._clear()
-        (self.path / "chunks").mkdir(parents=True, exist_ok=True)
-        now = _now()
-        from vidinv import __version__
-
-        self.manifest: dict[str, Any] = {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION, "complete": False, "created": now, "updated": now,
-            "writer": {"vidinv": __version__}, "source": source_info(source),
+        return {
+            "source": source_info(source),
             "encoder": {"kind": encoder, "feature_index": int(feature_index) if feature_shape is not None else None},
-            "generator": gen, "models": models_json, "arrays": arrays, "chunk_size": int(chunk_size),
-            "chunks": [], "n_records": 0,
+            "generator": gen, "models": models_json, "arrays": arrays,
             "images": {"crops": bool(save_crops), "recon": bool(save_recon), "pattern": _IMAGE_PATTERN},
             "extra": _jsonable(dict(extra or {})),
         }
-        self._init_state()
-        self._write_manifest()
 
     # -------------------------------------------------------------- state
     def _init_state(self) -> None:
@@ -433,21 +460,47 @@ class InversionWriter:
         (self.path / MANIFEST).unlink(missing_ok=True)
 
     @classmethod
-    def resume(cls, path: str | os.PathLike) -> "InversionWriter":
-        """Reopen an incomplete export to append to it (after a crash).
+    def resume(cls, path: str | os.PathLike, **settings: Any) -> "InversionWriter":
+        """Reopen an incomplete export to append to it (after a crash, a kill or Ctrl-C).
 
-        The header is kept; chunks the manifest does not list (a chunk written just before the crash)
-        and temporary files are deleted. Continue with frames from :attr:`next_frame` on.
+        The header is kept (``chunk_size`` included); chunks the manifest does not list (a chunk
+        written just before the crash) and temporary files are deleted. Continue with frames from
+        :attr:`next_frame` on, made exactly as the first run made them (``vidinv invert --resume``
+        re-runs the face tracking from the start of the window and encodes from ``next_frame``).
+
+        Args:
+            path: the export folder.
+            settings: optionally the constructor's keyword arguments of the resumed run (``encoder``
+                and ``generator`` required then; ``models``, ``source``, ``feature_shape``,
+                ``feature_index``, ``n_landmarks``, ``save_crops``, ``save_recon``, ``extra``): the
+                export's header must describe the same records, else nothing is touched and ValueError
+                names every field that differs. ``chunk_size`` and ``overwrite`` are not accepted.
 
         Raises:
-            InversionFormatError / InversionVersionError: unreadable manifest or other version.
-            ValueError: the export is already complete.
+            InversionFormatError / InversionVersionError: no export, unreadable manifest or other version.
+            ValueError: the export is already complete, or was made with other settings.
         """
         self = cls.__new__(cls)
         self.path = Path(path)
         self.manifest = _read_manifest(self.path)
         if self.manifest.get("complete"):
             raise ValueError(f"{self.path}: the export is complete; nothing to resume")
+        if settings:
+            bad = sorted(set(settings) - {"encoder", "generator", "models", "source", "feature_shape", "feature_index",
+                                          "n_landmarks", "save_crops", "save_recon", "extra"})
+            if bad or not {"encoder", "generator"} <= set(settings):
+                raise TypeError(f"resume settings: unknown {bad}" if bad
+                                else "resume settings need encoder and generator")
+            want = json.loads(json.dumps(cls._header(**settings)))  # compared as stored (JSON)
+            keys = ["encoder", "generator", "arrays"] + [k for k, arg in (("models", "models"), ("source", "source"),
+                                                                           ("extra", "extra")) if arg in settings]
+            if "save_crops" in settings or "save_recon" in settings:
+                keys.append("images")
+            diffs = [d for k in keys for d in _differences(k, self.manifest.get(k), want[k])]
+            if diffs:
+                shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+                raise ValueError(f"{self.path}: cannot resume: the export was made with other settings ({shown}); "
+                                 "resume with the export's settings, or start again with --overwrite")
         listed = {c["file"] for c in self.manifest["chunks"]}
         for p in (self.path / "chunks").iterdir():
             if p.is_file() and f"chunks/{p.name}" not in listed:
@@ -503,19 +556,20 @@ class InversionWriter:
         if (frame_index, track_id) in self._keys:
             raise ValueError(f"duplicate record for frame {frame_index}, track {track_id}")
         rec: dict[str, np.ndarray] = {}
-        rec["w"] = self._field(w, "w", np.float32)
+        where = f"frame {frame_index}, track {track_id}"
+        rec["w"] = self._field(w, "w", np.float32, where)
         if "F" in arrays:
             if F is None:
                 raise ValueError("this export stores the feature code F (encoder 'fs'): pass F")
-            f = self._field(F, "F", np.float32)
+            f = self._field(F, "F", np.float32, where)
             fmax = float(np.abs(f).max()) if f.size else 0.0
             if fmax > float(np.finfo(np.float16).max):
-                raise ValueError(f"feature code F exceeds the float16 range (max |F| = {fmax:.4g} > 65504)")
+                raise ValueError(f"{where}: feature code F exceeds the float16 range (max |F| = {fmax:.4g} > 65504)")
             rec["F"] = f.astype(np.float16)
         elif F is not None:
             raise ValueError("this export has no feature code (encoder 'psp'): F must be None")
-        rec["quad"] = self._field(quad, "quad", np.float64)
-        rec["landmarks"] = self._field(landmarks, "landmarks", np.float64)
+        rec["quad"] = self._field(quad, "quad", np.float64, where)
+        rec["landmarks"] = self._field(landmarks, "landmarks", np.float64, where)
         if time is None and pts is not None and self._time_base is not None:
             time = float(int(pts) * self._time_base)
         rec["track_id"] = np.int64(track_id)
@@ -536,7 +590,7 @@ class InversionWriter:
         self._last_frame = frame_index
         return self.n_records - 1
 
-    def _field(self, value: Any, name: str, dtype) -> np.ndarray:
+    def _field(self, value: Any, name: str, dtype, where: str = "") -> np.ndarray:
         if hasattr(value, "detach"):
             value = value.detach().cpu().numpy()
         a = np.asarray(value, dtype=np.float64 if dtype == np.float64 else np.float32)
@@ -546,7 +600,7 @@ class InversionWriter:
         if a.shape != want:
             raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
         if not np.isfinite(a).all():
-            raise ValueError(f"{name}: holds NaN or infinite values")
+            raise ValueError(f"{where + ': ' if where else ''}{name}: holds NaN or infinite values")
         return np.ascontiguousarray(a.astype(dtype, copy=False))
 
     def _write_png(self, kind: str, img: Any, frame_index: int, track_id: int) -> None:
@@ -623,6 +677,8 @@ class InversionWriter:
 
 # --------------------------------------------------------------------------------------------- reader
 
+#: Fields whose values must be finite in every record (``time`` may be NaN: unknown).
+_FINITE_FIELDS = ("w", "F", "quad", "landmarks")
 _REQUIRED = ("format", "version", "complete", "arrays", "chunks", "n_records", "encoder", "generator", "models")
 
 
@@ -763,8 +819,31 @@ class InversionReader:
             if a is None or a.shape != want or a.dtype != np.dtype(spec["dtype"]):
                 got = "missing" if a is None else f"{a.dtype} {a.shape}"
                 raise InversionFormatError(f"{p}: array {name!r} is {got}, the manifest says {spec['dtype']} {want}")
+        for name in _FINITE_FIELDS:
+            a = arrays.get(name)
+            if a is None or a.dtype.kind != "f":
+                continue
+            ok = np.isfinite(a.reshape(n, -1)).all(axis=1)
+            if not ok.all():
+                j = int(np.argmin(ok))
+                raise InversionFormatError(
+                    f"{p}: {name!r} of record {int(self._starts[ci]) + j} (frame {int(arrays['frame_index'][j])}, "
+                    f"track {int(arrays['track_id'][j])}) holds NaN or infinite values ({int((~ok).sum())} record(s) "
+                    "of this chunk); the export cannot be used. Run `vidinv invert` again.")
         self._cached = (ci, arrays)
         return arrays
+
+    def check(self) -> None:
+        """Read every chunk once and check it (sha256 when ``verify``, shapes and dtypes, finite codes),
+        without keeping them: what ``vidinv edit --from-inversion`` does before any other work.
+
+        Raises:
+            InversionFormatError: a missing or damaged chunk, or NaN / inf in ``w``, ``F``, ``quad`` or
+                ``landmarks`` (naming the record, frame and track).
+        """
+        for ci in range(self.n_chunks):
+            self._load_chunk(ci)
+        self._cached = None
 
     def iter_batches(self) -> Iterator[FrameBatch]:
         """Yield each chunk's records as a :class:`FrameBatch` of stacked arrays (one chunk in memory)."""

@@ -61,6 +61,7 @@ a few std of 0 the two agree up to that offset.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import re
@@ -76,6 +77,7 @@ from vidinv.edit.directions import (
     Direction,
     DirectionError,
     EditTerm,
+    check_strength,
     LatentEdit,
     format_layers,
     load_direction_file,
@@ -90,6 +92,11 @@ __all__ = [
     "ATTRIBUTES",
     "DEFAULT_SOURCE",
     "DOCUMENTED_FACTORS",
+    "DEMONSTRATED_EDITS",
+    "DEMONSTRATED_MAX_STRENGTH",
+    "STRENGTH_WARNING",
+    "demonstrated_strength",
+    "equivalent_strength",
     "GANSPACE_FILE",
     "attribute_names",
     "lookup",
@@ -211,6 +218,55 @@ DOCUMENTED_FACTORS: dict[str, float] = {
 }
 
 
+#: The authors' own example edits in their native units: ``(spec, value, where)``. Value: STIT's
+#: ``--edit_range`` v (applied as ``w + (v/2)·d``), e4e InterFaceGAN's factor f (``w + f·n``), e4e
+#: GANSpace's strength (std units of the component), Feature-Style's script ``alpha``. They are the
+#: "demonstrated edits" of the ``vidinv edit --help`` table (|s| = 0.3 to 1.3 on vidinv's scale).
+DEMONSTRATED_EDITS: tuple[tuple[str, float, str], ...] = (
+    ("fs:smile", 1.0, "Feature-Style video script, alpha = 1"),
+    ("stit:age", -8.0, "STIT README, --edit_name age --edit_range -8"),
+    ("stit:gender", -6.0, "STIT README, --edit_name gender --edit_range -6"),
+    ("stit:smile", 2.0, "STIT README, --edit_name smile --edit_range 2"),
+    ("stit:smile", -3.0, "STIT README, --edit_name smile --edit_range -3"),
+    ("e4e:age", -3.0, "e4e InterFaceGAN age example, factor -3"),
+    ("ganspace:eyes_open", 20.0, "e4e GANSpace example eye_openness (54, 7, 8, 20)"),
+    ("ganspace:smile", -20.0, "e4e GANSpace example smile (46, 4, 5, -20)"),
+    ("ganspace:beard", 20.0, "e4e GANSpace example trimmed_beard (58, 7, 9, 20)"),
+    ("ganspace:white_hair", -24.0, "e4e GANSpace example white_hair (57, 7, 10, -24)"),
+    ("ganspace:lipstick", 20.0, "e4e GANSpace example lipstick (34, 10, 11, 20)"),
+)
+
+
+def demonstrated_strength(spec: str, value: float) -> float:
+    """The vidinv strength s of an author's example edit ``value`` (native units, see
+    :data:`DEMONSTRATED_EDITS`), from :data:`DOCUMENTED_FACTORS`: STIT ``(v/2)/factor``, e4e and GANSpace
+    ``value/factor``, Feature-Style ``alpha``."""
+    src = spec.split(":", 1)[0]
+    native = value / 2.0 if src == "stit" else value
+    return float(native / DOCUMENTED_FACTORS[spec]) if src != "fs" else float(value)
+
+
+#: The largest |s| among the demonstrated edits (1.30: e4e's GANSpace white_hair -24).
+DEMONSTRATED_MAX_STRENGTH: float = max(abs(demonstrated_strength(sp, v)) for sp, v, _ in DEMONSTRATED_EDITS)
+#: ``vidinv edit`` logs a warning for an edit whose equivalent strength (:func:`equivalent_strength`)
+#: exceeds this: 3 x :data:`DEMONSTRATED_MAX_STRENGTH` = 3.9. Why 3x: strengths up to about 2-3 are
+#: deliberate exaggerations of a demonstrated edit (the README shows ``--strength 2``), while the
+#: usual slip is a source's native number typed as s (STIT's ``--edit_range 8`` is s = 0.83 for age
+#: but 8 here; GANSpace's 20 std is s = 0.66-0.91), which lands at 4 and beyond: 3 x 1.3 separates
+#: the two. The W+ step is then >= 58 (13.8 per style row), far from any code the directions were
+#: fitted or shown on. Only a warning: the user may want it.
+STRENGTH_WARNING: float = 3.0 * DEMONSTRATED_MAX_STRENGTH
+
+_log = logging.getLogger("vidinv.edit")
+
+
+def equivalent_strength(direction: Direction, strength: float) -> float:
+    """|s| on vidinv's scale of an edit: the W+ distance it moves a code over all rows, divided by 15
+    (``||Δw||_F / 15`` with every row edited). Equals |strength| for every named attribute and for
+    ``fs`` (unit-norm) and ``unit`` files; for ``raw`` files it is ``|s|·||d||_F / 15``."""
+    return float(direction.delta64(strength).norm()) / FS_SCALE
+
+
 def attribute_names() -> list[str]:
     """Every attribute name (``ganspace:pc<k>`` aside), sorted."""
     return sorted(ATTRIBUTES)
@@ -327,7 +383,8 @@ def load_attribute(spec: str, weights_dir: str | os.PathLike | None = None, fetc
     return load_attributes([spec], weights_dir=weights_dir, fetch=fetch)[0]
 
 
-_EDIT_SPEC = re.compile(r"^\s*(?P<name>[^=@]+?)\s*(?:=\s*(?P<s>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))?\s*"
+_EDIT_SPEC = re.compile(r"^\s*(?P<name>[^=@]+?)\s*(?:=\s*(?P<s>[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+                        r"|(?i:nan|inf|infinity))))?\s*"
                         r"(?:@\s*(?P<layers>[\d,\-\s]+|all))?\s*$")
 
 
@@ -338,13 +395,16 @@ def parse_edit_spec(text: str) -> tuple[str, float, tuple[int, ...] | None]:
         ``(name, strength, layers)``: strength defaults to 1.0; layers is a tuple of rows or None (all).
 
     Raises:
-        DirectionError: malformed text or layers.
+        DirectionError: malformed text or layers; a strength that is not a finite number (``nan``,
+            ``inf``, or ``1e400``, which overflows to inf).
     """
     m = _EDIT_SPEC.match(text)
     if not m:
         raise DirectionError(f"cannot parse edit {text!r}: expected NAME[=STRENGTH][@LAYERS], e.g. "
                              "'smile=1', 'stit:age=-0.8@0-7'")
-    strength = float(m.group("s")) if m.group("s") is not None else 1.0
+    strength = 1.0
+    if m.group("s") is not None:
+        strength = check_strength(m.group("s"), f"strength in {text.strip()!r}:")
     return m.group("name").strip(), strength, parse_layers(m.group("layers"))
 
 
@@ -358,8 +418,13 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
         weights_dir, fetch: as :func:`load_attributes` (every named file is resolved at once).
         files: ``(path, convention, strength, layers)`` for ``--direction FILE`` directions.
 
+    Every strength is checked (finite) before any file is looked up. An edit whose
+    :func:`equivalent_strength` exceeds :data:`STRENGTH_WARNING` is logged once, as one WARNING of
+    the ``vidinv.edit`` logger naming every such term.
+
     Raises:
-        DirectionError, DirectionShapeError, vidinv.weights.MissingWeightsError.
+        DirectionError (non-finite strengths among them), DirectionShapeError,
+        vidinv.weights.MissingWeightsError.
     """
     parsed: list[tuple[object, float, object]] = []
     for it in items:
@@ -367,7 +432,9 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
             parsed.append(parse_edit_spec(it))
         else:
             name, *rest = it
-            parsed.append((name, float(rest[0]) if rest else 1.0, rest[1] if len(rest) > 1 else None))
+            what = f"strength of {name if isinstance(name, str) else getattr(name, 'name', 'direction')}"
+            parsed.append((name, check_strength(rest[0], what) if rest else 1.0, rest[1] if len(rest) > 1 else None))
+    files = [(path, conv, check_strength(s, f"strength of --direction {path}"), lay) for path, conv, s, lay in files]
     names = [p[0] for p in parsed if isinstance(p[0], str)]
     loaded = iter(load_attributes(names, weights_dir=weights_dir, fetch=fetch))
     terms = []
@@ -377,7 +444,23 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
     for path, conv, s, lay in files:
         d = load_direction_file(path, conv)
         terms.append(EditTerm(d, float(s), parse_layers(lay, d.n_latent)))
-    return LatentEdit(terms)
+    edit = LatentEdit(terms)
+    _warn_strong(edit)
+    return edit
+
+
+def _warn_strong(edit: LatentEdit) -> None:
+    """One WARNING for the terms of ``edit`` beyond :data:`STRENGTH_WARNING` (none: no log)."""
+    strong = [(t, equivalent_strength(t.direction, t.strength)) for t in edit.terms]
+    strong = [(t, e) for t, e in strong if e > STRENGTH_WARNING]
+    if not strong:
+        return
+    what = ", ".join(f"{t.direction.name} at strength {t.strength:g}"
+                     + (f" (|s| {e:.3g} on vidinv's scale)" if abs(abs(t.strength) - e) > 1e-6 * e else "")
+                     for t, e in strong)
+    _log.warning("%s: far outside the edits the authors demonstrate (|s| 0.3 to %.1f, see `vidinv edit --help`; "
+                 "warning above %.1f), expect an unnatural face. A source's own number is not s: STIT's "
+                 "--edit_range -8 for age is s = -0.83.", what, DEMONSTRATED_MAX_STRENGTH, STRENGTH_WARNING)
 
 
 # ------------------------------------------------------------------------------------- documentation

@@ -62,6 +62,7 @@ __all__ = [
     "LatentEdit",
     "EditTerm",
     "as_delta",
+    "check_strength",
     "load_direction_file",
     "parse_layers",
     "read_array",
@@ -93,6 +94,29 @@ USER_SHAPES: list[tuple[int, ...]] = accepted_shapes()
 
 class DirectionError(ValueError):
     """A direction file or specification cannot be used (unreadable file, unknown name, bad layers)."""
+
+
+def check_strength(value: Any, what: str = "strength") -> float:
+    """A strength as a finite Python float.
+
+    Args:
+        value: a number (int, float, numpy or 0-d torch scalar, or text such as ``"0.5"``).
+        what: how to name it in the message (``"--strength"``, ``"strength of stit:age"``).
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        DirectionError: not a number, or NaN / +-inf (e.g. ``--strength nan``, ``smile=1e400``): a
+            non-finite strength makes every edited code NaN and every face a black patch.
+    """
+    try:
+        s = float(value)
+    except (TypeError, ValueError) as exc:
+        raise DirectionError(f"{what} {value!r} is not a number") from exc
+    if not math.isfinite(s):
+        raise DirectionError(f"{what} {value!r} is not a finite number (got {s}); give a value such as 1 or -0.5")
+    return s
 
 
 class DirectionShapeError(DirectionError):
@@ -337,9 +361,16 @@ class Direction:
 
     # -------------------------------------------------------------- Δw
     def delta64(self, strength: float = 1.0, layers: str | Iterable[int] | None = None) -> torch.Tensor:
-        """Δw in float64 on the CPU: (n_latent, D) = ``strength · scale · vector`` on ``layers``."""
+        """Δw in float64 on the CPU: (n_latent, D) = ``strength · scale · vector`` on ``layers``.
+
+        Raises:
+            DirectionError: a non-finite strength, or one so large that Δw overflows float64.
+        """
         rows = parse_layers(layers, self.n_latent)
-        d = (float(strength) * self.scale) * self.vector.expand(self.n_latent, -1)
+        s = check_strength(strength, f"strength of {self.name}")
+        d = (s * self.scale) * self.vector.expand(self.n_latent, -1)
+        if not torch.isfinite(d).all():
+            raise DirectionError(f"strength {s:g} of {self.name} overflows: the offset is not finite")
         if rows is not None:
             mask = torch.zeros(self.n_latent, 1, dtype=torch.float64)
             mask[list(rows)] = 1.0
@@ -383,9 +414,12 @@ class Direction:
 
         Raises:
             ValueError: ``w`` does not end in (n_latent, D), or a strength tensor of the wrong size.
+            DirectionError: non-finite strength(s).
         """
         _check_w(w, self.n_latent, self.style_dim, self.name)
         if isinstance(strength, torch.Tensor) and strength.ndim > 0:
+            if not torch.isfinite(strength).all():
+                raise DirectionError(f"{self.name}: the strength tensor holds NaN or infinite values")
             s = strength.to(device=w.device, dtype=w.dtype).reshape(-1)
             if w.ndim != 3 or s.shape[0] != w.shape[0]:
                 raise ValueError(f"{self.name}: a strength tensor needs one value per code: got {tuple(s.shape)} "
@@ -454,11 +488,19 @@ def load_direction_file(path: str | os.PathLike, convention: str, *, name: str |
 
 @dataclass(frozen=True)
 class EditTerm:
-    """One direction at one strength on some rows (a part of a :class:`LatentEdit`)."""
+    """One direction at one strength on some rows (a part of a :class:`LatentEdit`).
+
+    Raises:
+        DirectionError: a non-finite strength.
+    """
 
     direction: Direction
     strength: float = 1.0
     layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # refuse NaN / inf here, so that no LatentEdit can hold one (see check_strength)
+        object.__setattr__(self, "strength", check_strength(self.strength, f"strength of {self.direction.name}"))
 
     def describe(self) -> str:
         """``"fs:smile x1 (rows all)"``-style text."""
@@ -476,7 +518,8 @@ class LatentEdit:
             tuples, or bare :class:`Direction` s (strength 1).
 
     Raises:
-        DirectionError: directions of different W+ layouts, or bad layers.
+        DirectionError: directions of different W+ layouts, bad layers, a non-finite strength, or a
+            sum of offsets that overflows (not finite).
     """
 
     def __init__(self, terms: Iterable[EditTerm | Direction | tuple] = ()):
@@ -500,6 +543,8 @@ class LatentEdit:
             raise DirectionError(f"cannot combine directions of different W+ layouts: {sorted(layouts)}")
         self.terms: tuple[EditTerm, ...] = tuple(out)
         self._cache: dict = {}
+        if self.terms and not torch.isfinite(self.delta64()).all():
+            raise DirectionError(f"the edit {self.describe()} overflows: the summed offset is not finite")
 
     @property
     def n_latent(self) -> int:

@@ -5,6 +5,7 @@
 * :func:`mask_from_landmarks` — face mask from 68 landmarks (convex hull raised to the forehead),
   for when no parsing network is available.
 * :func:`feather_mask` — dilation then Gaussian feathering with a hard support bound.
+* :func:`frame_alpha` — the blend weights :func:`composite` uses, on the whole frame.
 * :func:`composite` — inverse-warp the crop and its mask into the frame (on the quad's bounding
   box only) and alpha-blend, or Poisson-blend (``cv2.seamlessClone``) then alpha-blend.
 
@@ -22,6 +23,7 @@ import numpy as np
 from .align import unalign_roi
 
 __all__ = [
+    "NonFiniteFaceError",
     "CELEBAMASK_HQ_CLASSES",
     "FACE_CLASSES",
     "FS_MASK_CLASSES",
@@ -29,6 +31,7 @@ __all__ = [
     "mask_from_landmarks",
     "feather_mask",
     "composite",
+    "frame_alpha",
 ]
 
 #: The 19 labels of the face-parsing BiSeNet (CelebAMask-HQ order; index = label value).
@@ -43,6 +46,11 @@ FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
 
 #: The set used by the Feature-Style reference (``utils/video_utils.generate_mask``): ours + earrings (9).
 FS_MASK_CLASSES = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13)
+
+class NonFiniteFaceError(ValueError):
+    """An edited face (or its mask) holds NaN or infinite values: it would be pasted as a black patch
+    (NaN cast to uint8 is 0), so :func:`composite` refuses it. ``vidinv edit`` names the frame and track."""
+
 
 _EPS = 1.0 / 512.0  # feathered values below this (< half a uint8 level at full contrast) become 0
 
@@ -180,6 +188,36 @@ def _seamless_roi(src: np.ndarray, dst: np.ndarray, support: np.ndarray) -> np.n
     return out[m:-m, m:-m]
 
 
+def _roi_alpha(mask: np.ndarray, quad, hw, antialias: bool):
+    """Blend weights on the quad's bounding box: the mask warped into the frame (zero border), in
+    [0, 1], 0 where the crop does not cover the pixel; and the box (x0, y0, x1, y1)."""
+    alpha, coverage, box = unalign_roi(mask, quad, hw, antialias=antialias, border_mode="constant")
+    alpha = np.clip(alpha, 0.0, 1.0)
+    alpha[coverage <= 0] = 0.0
+    return alpha, box
+
+
+def frame_alpha(mask_aligned, quad, frame_hw, antialias: bool = True) -> np.ndarray:
+    """The blend weights :func:`composite` uses, on the whole frame.
+
+    Args:
+        mask_aligned: (S, S) blend mask in the crop's coordinates (as for :func:`composite`).
+        quad: (4, 2) the crop's quad (frame index coordinates).
+        frame_hw: (H, W) of the frame.
+        antialias: as for :func:`composite`.
+
+    Returns:
+        (H, W) float32 alpha in [0, 1]; :func:`composite` leaves every pixel where it is 0 byte-identical
+        to the input frame (e.g. to measure what an edit changed outside its mask).
+    """
+    hw = (int(frame_hw[0]), int(frame_hw[1]))
+    out = np.zeros(hw, np.float32)
+    alpha, (x0, y0, x1, y1) = _roi_alpha(_as_float_mask(mask_aligned), quad, hw, antialias)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = alpha
+    return out
+
+
 def composite(frame, crop, quad, mask_aligned, mode: str = "alpha", antialias: bool = True) -> np.ndarray:
     """Paste an (edited) aligned crop back into its frame.
 
@@ -207,6 +245,11 @@ def composite(frame, crop, quad, mask_aligned, mode: str = "alpha", antialias: b
 
     Returns:
         (H, W, 3) uint8 new frame.
+
+    Raises:
+        NonFiniteFaceError: ``crop`` or ``mask_aligned`` holds NaN or infinite values (e.g. a generator
+            that overflowed): refused instead of pasting a black patch.
+        ValueError: bad shapes, dtypes or mode.
     """
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -217,16 +260,20 @@ def composite(frame, crop, quad, mask_aligned, mode: str = "alpha", antialias: b
     mask = _as_float_mask(mask_aligned)
     if mask.shape != crop.shape[:2]:
         raise ValueError(f"mask_aligned {mask.shape} must match the crop {crop.shape[:2]}")
+    if crop.dtype.kind == "f" and not np.isfinite(crop).all():
+        bad = int(np.count_nonzero(~np.isfinite(crop)))
+        raise NonFiniteFaceError(f"the edited face holds {bad} NaN or infinite value(s) of {crop.size}; it would be "
+                                 "pasted as a black patch")
+    if not np.isfinite(mask).all():
+        raise NonFiniteFaceError("the blend mask holds NaN or infinite values")
     if mode not in ("alpha", "poisson"):
         raise ValueError(f"mode must be 'alpha' or 'poisson'; got {mode!r}")
     hw = frame.shape[:2]
-    warped, coverage, (x0, y0, x1, y1) = unalign_roi(crop, quad, hw, antialias=antialias)
+    warped, _, (x0, y0, x1, y1) = unalign_roi(crop, quad, hw, antialias=antialias)
     out = frame.copy()
     if x1 <= x0 or y1 <= y0:
         return out
-    alpha, _, _ = unalign_roi(mask, quad, hw, antialias=antialias, border_mode="constant")
-    alpha = np.clip(alpha, 0.0, 1.0)
-    alpha[coverage <= 0] = 0.0
+    alpha, _ = _roi_alpha(mask, quad, hw, antialias)
     sel = alpha > 0
     if not sel.any():
         return out

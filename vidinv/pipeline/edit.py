@@ -10,13 +10,20 @@ With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by read
 the background. Frames without a tracked face are written unchanged. When no face is found in the
 whole video the output is made by :func:`vidinv.mux.passthrough` (the input, remuxed) with a warning.
 
-Order of checks: every weight and direction file is resolved first (one
-:class:`~vidinv.weights.MissingWeightsError` lists all missing files), then the models are loaded, and
-only then is the video opened.
+Order of checks: the numbers first (a NaN / inf strength is refused), then an export's chunks
+(finite codes), then every weight and direction file is resolved (one
+:class:`~vidinv.weights.MissingWeightsError` lists all missing files; strengths beyond 3x the
+authors' demonstrated range are logged once, as one WARNING, when the directions load), then the
+models are loaded, and only then is the video opened.
+
+Non-finite numbers never reach the output: besides those checks, the composite stage refuses a
+generated face holding NaN / inf (a generator overflow) with an error naming the frame and track,
+and the temporary output is deleted, so no video of black patches is written.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,7 +40,7 @@ from vidinv.pipeline.stages import StagePipeline
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EditOptions", "EditResult", "plan_edit", "run_edit", "direction_weights"]
+__all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "direction_weights"]
 
 
 @dataclass
@@ -113,6 +120,25 @@ def _strength_for(i: int, strengths: Sequence[float]) -> float:
     return float(strengths[i])
 
 
+def check_options(opts: EditOptions) -> None:
+    """The numeric options that no file is needed to judge: every ``--strength`` and ``NAME=S`` is a
+    finite number, ``latent_smoothing`` is finite and >= 0.
+
+    Raises:
+        vidinv.edit.DirectionError: a NaN / infinite strength (``--strength nan``, ``smile=1e400``).
+        ValueError: a bad ``latent_smoothing``.
+    """
+    from vidinv.edit import check_strength, parse_edit_spec
+
+    for s in opts.strengths:
+        check_strength(s, "--strength")
+    for spec in opts.attrs:
+        parse_edit_spec(spec)
+    ls = float(opts.latent_smoothing or 0.0)
+    if not math.isfinite(ls) or ls < 0:
+        raise ValueError(f"--latent-smoothing must be a finite sigma >= 0 (frames), got {opts.latent_smoothing}")
+
+
 def _edit_items(opts: EditOptions) -> tuple[list[tuple], list[tuple]]:
     """(attribute items, file items) for :func:`vidinv.edit.build_edit`.
 
@@ -158,28 +184,35 @@ class _Plan:
 def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
     """Check the options and resolve every file, without loading networks or opening the video.
 
+    Order: option values (:func:`check_options`: non-finite strengths are refused before anything
+    else), the export (every chunk read and checked: sha256, shapes, finite codes), weight files,
+    direction files, input and output paths.
+
     Raises:
         vidinv.weights.MissingWeightsError: missing weight / direction files (all listed).
-        vidinv.edit.DirectionError: unknown attribute, bad direction file or strengths.
-        vidinv.inversion.InversionFormatError: unreadable export.
+        vidinv.edit.DirectionError: unknown attribute, bad direction file, non-finite or mismatched
+            strengths.
+        vidinv.inversion.InversionFormatError: unreadable export, or one whose codes hold NaN / inf.
         ValueError / FileNotFoundError: bad options, missing input.
     """
     from vidinv.edit import build_edit
 
     if not opts.attrs and not opts.directions:
         raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
+    check_options(opts)
+    items, files = _edit_items(opts)
     reader = None
     if opts.from_inversion is not None:
         from vidinv.inversion import InversionReader
 
         reader = InversionReader(opts.from_inversion)
+        reader.check()  # NaN in a hash-consistent export would render every face as a black patch
         encoder = reader.encoder["kind"]
         need_encoder = False
     else:
         encoder, need_encoder = opts.encoder, True
     names = required_weights(encoder, need_encoder=need_encoder) + direction_weights(opts.attrs)
     paths = resolve_weights(names, opts.weights_dir, opts.fetch, mask=opts.mask, quiet=quiet)
-    items, files = _edit_items(opts)
     edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files)
     src = opts.src
     if src is None:
@@ -200,6 +233,27 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
     if opts.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     return _Plan(opts, paths, edit, src, reader)
+
+
+def _finite_faces(stage):
+    """Wrap the composite stage: a generated face with NaN / inf values stops the run with an error
+    naming the frame and track (:class:`vidinv.face.blend.NonFiniteFaceError`), instead of a black
+    patch in the output."""
+    from vidinv.face.blend import NonFiniteFaceError
+
+    def run(items: Iterator[Item]) -> Iterator[Item]:
+        def checked():
+            for it in items:
+                for f in it.faces:
+                    if f.image is not None and not np.isfinite(f.image).all():
+                        t = f" ({it.frame.time:.3f} s)" if it.frame.time is not None else ""
+                        raise NonFiniteFaceError(
+                            f"frame {it.frame.index}{t}, track {f.track_id}: the generated face holds NaN or "
+                            "infinite values (a generator overflow, e.g. under fp16/bf16, or non-finite weights); "
+                            "no output written")
+                yield it
+        return stage(checked())
+    return run
 
 
 class _NoFace(Exception):
@@ -289,7 +343,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
     stages += [("render", render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings,
                                        timings=steps)),
-               ("composite", composite_stage(settings))]
+               ("composite", _finite_faces(composite_stage(settings)))]
 
     def write(items):
         edited = 0

@@ -91,13 +91,19 @@ def _batched(items: Iterable[Item], batch_size: int, need) -> Iterator[list[Item
         yield group
 
 
-def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: dict | None = None):
-    """Stage: items -> items with ``w`` and ``F`` set for every face (batches of ``batch_size`` faces)."""
+def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: dict | None = None, skip=None):
+    """Stage: items -> items with ``w`` and ``F`` set for every face (batches of ``batch_size`` faces).
+
+    ``skip(item) -> bool``: a batch whose items are all skipped passes through unencoded (``w`` None);
+    batches are formed as without it, so the other faces' codes are bit-identical to a full run's
+    (``vidinv invert --resume`` skips the frames already stored)."""
     size = bundle.align_size
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for group in _batched(items, batch_size, lambda f: True):
             faces = [f for it in group for f in it.faces]
+            if faces and skip is not None and all(skip(it) for it in group):
+                faces = []
             if faces:
                 t0 = time.perf_counter()
                 crops = np.stack([align.align_crop(it.frame.image, f.quad, size) for it in group for f in it.faces])
@@ -226,7 +232,8 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
                         img = edit_image(G, w, F, w_edit, bundle.feature_index, noise=noise)
                     else:
                         img = G.synthesis(w_edit, noise=noise)
-                    img = ((img.float().clamp(-1, 1) + 1) * 127.5)
+                    img = img.float()  # +-inf would clamp to a finite colour: keep it non-finite for the guard
+                    img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))
                     outs = []
                     for i, f in enumerate(faces):
                         s = output_size(f.quad, G.size)

@@ -5,6 +5,14 @@ Stages: decode -> faces (detect, landmarks, track, smooth) -> encode (align + en
 track id, frame index, pts, time); ``save_crops`` / ``save_recon`` also store the aligned crop and
 the encoder's reconstruction ``G(w, F)`` as PNGs (``image_size`` pixels). The export names the source
 video, so ``vidinv edit --from-inversion DIR`` can re-render without detection or encoding.
+
+Resume (``resume=True``, ``vidinv invert --resume``): an export left incomplete by an interruption
+(Ctrl-C, SIGTERM, kill, crash, an error) is reopened with :meth:`vidinv.inversion.InversionWriter.resume`
+after checking that it was made with the same video, models and settings. Face detection, tracking
+and landmark smoothing run again from the start of the window (they carry state from frame to frame),
+the encoder runs only on batches that reach :attr:`~vidinv.inversion.InversionWriter.next_frame`
+(batches formed as in a full run), and records are appended from that frame on: on the same
+machine the export's records equal those of one uninterrupted run, byte for byte.
 """
 from __future__ import annotations
 
@@ -27,7 +35,9 @@ __all__ = ["InvertOptions", "InvertResult", "run_invert"]
 @dataclass
 class InvertOptions:
     """Settings of ``vidinv invert`` (see ``vidinv invert --help``); fields as :class:`~vidinv.pipeline.edit.EditOptions`
-    plus ``save_crops``, ``save_recon``, ``image_size`` (PNG side) and ``chunk_size`` (records per chunk)."""
+    plus ``save_crops``, ``save_recon``, ``image_size`` (PNG side), ``chunk_size`` (records per chunk; a
+    resumed export keeps its own), ``overwrite`` (replace an existing export) and ``resume`` (continue an
+    incomplete one, see the module doc; excludes ``overwrite``)."""
 
     src: str | os.PathLike
     dst: str | os.PathLike
@@ -45,17 +55,22 @@ class InvertOptions:
     image_size: int = 256
     chunk_size: int = 32
     overwrite: bool = False
+    resume: bool = False
     queue_size: int = 4
     detector: str = "dlib"
 
 
 @dataclass
 class InvertResult:
-    """Frames read, records written, tracks, per-stage busy seconds, wall time."""
+    """Frames read, records in the export (``records``; of them written by this run: ``records_new``),
+    the frame a resumed run continued from (``resumed_from``, None for a new export), tracks, per-stage
+    busy seconds, wall time."""
 
     dst: Path
     frames: int = 0
     records: int = 0
+    records_new: int = 0
+    resumed_from: int | None = None
     tracks: list[int] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -75,7 +90,10 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
 
     Raises:
         vidinv.weights.MissingWeightsError: before any video work.
-        FileExistsError: ``dst`` holds an export and ``overwrite`` is False.
+        FileExistsError: ``dst`` holds an export and neither ``overwrite`` nor ``resume`` is set.
+        ValueError: ``resume`` with ``overwrite``; ``resume`` of a complete export or of one made
+            with other settings (every differing field named; nothing is changed).
+        vidinv.inversion.InversionFormatError: ``resume`` and ``dst`` holds no readable export.
         Errors of the stages (the export is then left incomplete with the error recorded).
     """
     from vidinv.face.frontend import FaceFrontEnd
@@ -85,11 +103,22 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
     from vidinv.video import VideoReader, probe
 
     t0 = time.perf_counter()
+    if opts.resume and opts.overwrite:
+        raise ValueError("--resume continues an export, --overwrite replaces it: give one of them")
+    if opts.resume:
+        from vidinv.inversion import MANIFEST, InversionReader
+
+        if not (Path(opts.dst) / MANIFEST).is_file():
+            raise FileNotFoundError(f"{opts.dst}: no inversion export to resume; run without --resume to start one")
+        state = InversionReader(opts.dst, allow_incomplete=True)  # unreadable: error before any work
+        if state.complete:
+            raise ValueError(f"{opts.dst}: the export is complete; nothing to resume")
     paths = resolve_weights(required_weights(opts.encoder), opts.weights_dir, opts.fetch, mask="landmarks",
                             quiet=quiet)
     src = Path(opts.src)
     if not src.is_file():
         raise FileNotFoundError(f"input video {src} does not exist")
+    result = InvertResult(Path(opts.dst))
     runtime = Runtime(opts.device, opts.precision)
     bundle = load_bundle(paths, opts.encoder, runtime, mask="landmarks")
     G = bundle.G
@@ -98,20 +127,36 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
     info = probe(src.resolve())
     frames = frame_range(src, opts.start, opts.end)
     video = VideoReader(src, start=frames.start, stop=frames.stop, accurate_color=True)
-    result = InvertResult(Path(opts.dst))
     tracks: set[int] = set()
     extra = {"start": opts.start, "end": opts.end, "face": opts.face, "batch_size": opts.batch_size,
-             "detector": opts.detector, "smoothing": "gaussian", "align_size": bundle.align_size}
-    writer = InversionWriter(opts.dst, encoder=opts.encoder, generator=G, models=models, source=info,
-                             feature_shape=bundle.feature_shape, chunk_size=opts.chunk_size,
-                             save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra,
-                             overwrite=opts.overwrite)
+             "detector": opts.detector, "smoothing": "gaussian", "align_size": bundle.align_size,
+             "precision": opts.precision, "image_size": opts.image_size}
+    header = dict(encoder=opts.encoder, generator=G, models=models, source=info, feature_shape=bundle.feature_shape,
+                  save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra)
+    try:
+        if opts.resume:
+            writer = InversionWriter.resume(opts.dst, **header)
+            result.resumed_from = first = writer.next_frame
+        else:
+            writer = InversionWriter(opts.dst, chunk_size=opts.chunk_size, overwrite=opts.overwrite, **header)
+            first = 0
+    except BaseException:
+        video.close()
+        raise
     keep = opts.save_crops
+
+    def stored(it: Item) -> bool:  # already in the export (resume)
+        return it.frame.index < first
 
     def write(items: Iterator[Item]):
         try:
             with writer:
                 for it in items:
+                    if stored(it):
+                        for f in it.faces:
+                            tracks.add(f.track_id)
+                        yield it
+                        continue
                     recon = None
                     if opts.save_recon and it.faces:
                         with torch.inference_mode(), runtime.autocast():
@@ -131,24 +176,26 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
                                    crop=_resize(f.crop, opts.image_size) if keep else None,
                                    recon=_resize(recon[i], opts.image_size) if recon is not None else None)
                         f.crop = None
+                        result.records_new += 1
                     yield it
         finally:
             video.close()
 
     fe = FaceFrontEnd(opts.detector, Tracker(mode=opts.face))
     pipe = StagePipeline(video, [("faces", front_end_stage(fe)),
-                                 ("encode", encode_stage(bundle, opts.batch_size, keep_crops=keep)),
+                                 ("encode", encode_stage(bundle, opts.batch_size, keep_crops=keep,
+                                                         skip=stored if first > 0 else None)),
                                  ("write", write)], maxsize=opts.queue_size)
     total = len(frames)
     try:
         for it in pipe:
             result.frames += 1
-            result.records += len(it.faces)
             if progress is not None:
                 progress(result.frames, total)
     finally:
         if not writer._closed:
             writer.abort("stopped before the first frame")
+    result.records = writer.n_records
     result.tracks = sorted(tracks)
     result.stage_s = {s.name: s.busy_s for s in pipe.stats}
     result.wall_s = time.perf_counter() - t0
