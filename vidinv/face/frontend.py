@@ -23,8 +23,9 @@ Memory is bounded: at most ``batch_size + (max_gap + 1) + delay`` decoded frames
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -160,7 +161,7 @@ class FaceFrontEnd:
     def __init__(self, detector: LandmarkDetector | str | None = None, tracker: Tracker | None = None, *,
                  smoothing: str = "gaussian", sigma: float = 3.0, sigma_quad: float | None = None,
                  variant: str = "ffhq", one_euro: dict | None = None, lk_refine: bool = False,
-                 batch_size: int = 8, scene_cut: SceneCutDetector | None | bool = None):
+                 batch_size: int = 8, scene_cut: SceneCutDetector | bool | None = None):
         if smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {smoothing!r}")
         if variant not in align.VARIANTS:
