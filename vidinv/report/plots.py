@@ -14,8 +14,8 @@ Colours are fixed so the report reads the same everywhere: source :data:`SOURCE_
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
