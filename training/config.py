@@ -147,8 +147,9 @@ class RunConfig:
 class DataConfig:
     """Where the real (aligned) face images come from."""
 
-    real_dir: Union[str, None] = _f(None, "Folder of aligned face images (FFHQ-aligned, e.g. ffhq-dataset/images1024x1024). "
-                                          "Images are resized to the training resolution.")
+    real_dir: Union[str, None] = _f(None, "Folder of aligned face images (FFHQ-aligned, e.g. "
+                                          "ffhq-dataset/images1024x1024). Images are resized to the training "
+                                          "resolution.")
     recursive: bool = _f(True, "Also look for images in sub-folders of real_dir (FFHQ ships 70 folders of 1000).")
     train_split: float = _f(0.9, "Fraction of the sorted image list used for training (FS utils/datasets.py: "
                                  "0.9; pSp: 1.0). The rest is held out.")
@@ -162,7 +163,8 @@ class DataConfig:
     video_detector: str = _f("dlib", "Landmark back-end of the face front-end ('dlib' or 'fan').")
     hflip: bool = _f(False, "Random horizontal flip (p = 0.5) of real images (pSp ffhq_encode: yes; FS and pSp "
                             "super-resolution: no).")
-    num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, pSp --workers 8).")
+    num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, "
+                             "pSp --workers 8).")
 
     def validate(self) -> None:
         """Ranges of the data section. Raises: ConfigError naming the key."""

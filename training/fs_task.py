@@ -33,10 +33,22 @@ from torch import nn
 
 from training.config import ConfigError, FSTrainConfig
 from training.export import FS_EXPORT_NAME, export_fs_encoder
-from training.losses import (LPIPS_MIN_SIZE, MultiLayerIdentityLoss, ParsingLoss, build_lpips,
-                             feature_reconstruction_loss, mse_loss, multiscale_lpips)
-from training.networks import (WeightFiles, build_fs_encoder, init_fs_encoder_from_arcface, is_official_arch,
-                               load_training_generator)
+from training.losses import (
+    LPIPS_MIN_SIZE,
+    MultiLayerIdentityLoss,
+    ParsingLoss,
+    build_lpips,
+    feature_reconstruction_loss,
+    mse_loss,
+    multiscale_lpips,
+)
+from training.networks import (
+    WeightFiles,
+    build_fs_encoder,
+    init_fs_encoder_from_arcface,
+    is_official_arch,
+    load_training_generator,
+)
 from training.task import StepOutput, TrainingTask
 from vidinv.models.bisenet import load_bisenet
 from vidinv.models.fs_encoder import downscale

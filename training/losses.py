@@ -184,7 +184,7 @@ class MultiLayerIdentityLoss(nn.Module):
         self.net = arcface.eval().requires_grad_(False)
         self.resize_mode = resize_mode
 
-    def train(self, mode: bool = True) -> "MultiLayerIdentityLoss":
+    def train(self, mode: bool = True) -> MultiLayerIdentityLoss:
         super().train(mode)
         self.net.eval()  # BatchNorm always uses the stored statistics
         return self
@@ -220,7 +220,7 @@ class ParsingLoss(nn.Module):
         self.net = bisenet.eval().requires_grad_(False)
         self.size = int(size)
 
-    def train(self, mode: bool = True) -> "ParsingLoss":
+    def train(self, mode: bool = True) -> ParsingLoss:
         super().train(mode)
         self.net.eval()
         return self
@@ -249,7 +249,7 @@ class IRSEIdentityLoss(nn.Module):
         super().__init__()
         self.net = irse50.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "IRSEIdentityLoss":
+    def train(self, mode: bool = True) -> IRSEIdentityLoss:
         super().train(mode)
         self.net.eval()
         return self

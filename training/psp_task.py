@@ -26,8 +26,13 @@ from torch import nn
 from training.config import ConfigError, PSPTrainConfig, config_to_dict
 from training.export import PSP_EXPORT_NAMES, export_psp
 from training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
-from training.networks import (WeightFiles, build_psp_encoder, init_psp_encoder_from_irse50, is_official_arch,
-                               load_training_generator)
+from training.networks import (
+    WeightFiles,
+    build_psp_encoder,
+    init_psp_encoder_from_irse50,
+    is_official_arch,
+    load_training_generator,
+)
 from training.task import StepOutput, TrainingTask
 from vidinv.models.irse import load_irse50
 

@@ -32,8 +32,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from training import distributed
-from training.config import (RUN_CONTROL_KEYS, ConfigError, FSTrainConfig, OptimConfig, PSPTrainConfig,
-                             config_to_dict, flatten_dict, upgrade_legacy_keys)
+from training.config import (
+    RUN_CONTROL_KEYS,
+    ConfigError,
+    FSTrainConfig,
+    OptimConfig,
+    PSPTrainConfig,
+    config_to_dict,
+    flatten_dict,
+    upgrade_legacy_keys,
+)
 from training.data import FaceImageDataset, ShardedStream, StepBatchSampler, list_images, mix_seed, split_train
 from training.export import cpu_state_dict
 from training.fs_task import FSTask
@@ -41,8 +49,17 @@ from training.networks import resolve_weight_files
 from training.psp_task import PSPTask
 from training.ranger import Ranger
 from training.records import ScalarLog, save_sample_grid
-from training.state import (STATE_FORMAT, atomic_torch_save, atomic_write_text, capture_rng, checkpoint_name,
-                            latest_checkpoint, prune_checkpoints, read_state, restore_rng)
+from training.state import (
+    STATE_FORMAT,
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng,
+    checkpoint_name,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_state,
+    restore_rng,
+)
 from training.task import TrainingTask
 
 log = logging.getLogger(__name__)
