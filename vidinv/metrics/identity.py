@@ -172,7 +172,7 @@ class DlibEmbedder(IdentityEmbedder):
         self.num_jitters = int(num_jitters)
         self.chip_size = int(chip_size)
         self.padding = float(padding)
-        self._sha = None
+        self._sha: str | None = None
 
     def describe(self) -> dict:
         if self._sha is None:
@@ -243,7 +243,7 @@ class ArcFaceEmbedder(IdentityEmbedder):
         self.crop_size = int(crop_size)
         self.resize = resize
         self.batch_size = int(batch_size)
-        self._sha = None
+        self._sha: str | None = None
 
     @classmethod
     def from_weights(cls, weights_dir: str | os.PathLike | None = None, device: torch.device | str | None = None,
