@@ -155,7 +155,7 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8).copy()
     except OSError as exc:
         raise OSError(f"cannot read training image {path}: {exc}") from exc

@@ -26,6 +26,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -324,15 +325,22 @@ class _Session:
         self.out_dir, self.ckpt_dir = out_dir, out_dir / "checkpoints"
         r = cfg.run
         self.batch = task.real_per_step
-        self.stream = self.dataset = None
+        self.stream: ShardedStream | None = None
+        self.dataset: FaceImageDataset | None = None
         if self.batch > 0:
             real = _real_files(cfg, task, info, out_dir)
             self.dataset = FaceImageDataset(real, task.image_size, seed=r.seed, **task.dataset_options())
             self.stream = ShardedStream(len(self.dataset), info.rank, info.world_size, seed=r.seed)
         self.steps_per_epoch = r.steps_per_epoch or max(1, (self.stream.per_rank // self.batch) if self.stream else 1)
         self.amp = _autocast(info.device, r.precision)
-        self.model = self.optimizer = self.scheduler = self.scaler = None
-        self.scalars_log = self.pbar = None
+        # built by restore(), which _train calls right after construction
+        self.model: torch.nn.Module
+        self.optimizer: torch.optim.Optimizer
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR
+        self.scaler: torch.amp.GradScaler | None = None
+        # opened by open_logs() on rank 0
+        self.scalars_log: ScalarLog | None = None
+        self.pbar: Any = None  # a tqdm progress bar
 
     # ------------------------------------------------------------------------------------ restore
     def restore(self, state: dict | None, resume_path: Path | None) -> int:
@@ -386,7 +394,7 @@ class _Session:
 
     def open_loader(self, start: int):
         """Iterator over this rank's real batches from step ``start`` on (None without real images)."""
-        if self.dataset is None:
+        if self.dataset is None or self.stream is None:  # both or neither (no real images)
             return None
         r = self.cfg.run
         loader = DataLoader(self.dataset, batch_sampler=StepBatchSampler(self.stream, self.batch, start, r.max_steps),
