@@ -66,7 +66,7 @@ class _Replay(LandmarkDetector):
 
 def _main_track(results):
     tracks: dict[int, list] = {}
-    for i, faces in results:
+    for _, faces in results:
         for f in faces:
             tracks.setdefault(f.track_id, []).append(f)
     return max(tracks.values(), key=len) if tracks else []

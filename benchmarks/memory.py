@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     args = ap.parse_args()
     from tiny_bundle import write_tiny_bundle
+
     from vidinv.video import probe
 
     fps = probe(args.video).fps or Fraction(30)

@@ -112,10 +112,9 @@ def _load(task: str, kw: dict):
 
 
 def _run(task: str, kw: dict) -> None:
-    from vidinv.weights import MissingWeightsError
-
     from training.networks import ExplicitWeightsError
     from training.runner import TRAINING_TASKS, train
+    from vidinv.weights import MissingWeightsError
 
     if kw.get("describe_"):
         click.echo(describe(task))

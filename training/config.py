@@ -147,8 +147,9 @@ class RunConfig:
 class DataConfig:
     """Where the real (aligned) face images come from."""
 
-    real_dir: Union[str, None] = _f(None, "Folder of aligned face images (FFHQ-aligned, e.g. ffhq-dataset/images1024x1024). "
-                                          "Images are resized to the training resolution.")
+    real_dir: Union[str, None] = _f(None, "Folder of aligned face images (FFHQ-aligned, e.g. "
+                                          "ffhq-dataset/images1024x1024). Images are resized to the training "
+                                          "resolution.")
     recursive: bool = _f(True, "Also look for images in sub-folders of real_dir (FFHQ ships 70 folders of 1000).")
     train_split: float = _f(0.9, "Fraction of the sorted image list used for training (FS utils/datasets.py: "
                                  "0.9; pSp: 1.0). The rest is held out.")
@@ -162,7 +163,8 @@ class DataConfig:
     video_detector: str = _f("dlib", "Landmark back-end of the face front-end ('dlib' or 'fan').")
     hflip: bool = _f(False, "Random horizontal flip (p = 0.5) of real images (pSp ffhq_encode: yes; FS and pSp "
                             "super-resolution: no).")
-    num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, pSp --workers 8).")
+    num_workers: int = _f(2, "DataLoader worker processes per rank (0 = load in the main process; FS 2, "
+                             "pSp --workers 8).")
 
     def validate(self) -> None:
         """Ranges of the data section. Raises: ConfigError naming the key."""
@@ -435,14 +437,14 @@ def default_config(task: str, objective: str = "encode") -> FSTrainConfig | PSPT
         ConfigError: unknown task or pSp objective.
     """
     if task == "fs":
-        cfg = FSTrainConfig()
-        cfg.run.out_dir = "runs/fs"
-        return cfg
+        fs = FSTrainConfig()
+        fs.run.out_dir = "runs/fs"
+        return fs
     if task != "psp":
         raise _unknown_task(task)
     if objective not in PSP_OBJECTIVES:
         raise ConfigError(f"objective: must be one of {', '.join(map(repr, PSP_OBJECTIVES))}, got {objective!r}")
-    cfg = PSPTrainConfig(objective=objective)
+    cfg = PSPTrainConfig(objective=objective)  # type: ignore[arg-type]  # checked against PSP_OBJECTIVES above
     cfg.run.out_dir = f"runs/psp_{objective}"
     cfg.run.max_steps = 500_000
     cfg.run.steps_per_epoch = None
@@ -562,7 +564,7 @@ def _check_sections(cls: type, data: Mapping, prefix: str = "") -> None:
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         tp = hints.get(key) if isinstance(key, str) else None
-        if tp is None or not dataclasses.is_dataclass(tp):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):  # only sections (dataclass types)
             continue
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping):
@@ -588,7 +590,9 @@ def _build(task: str, layers: list[tuple[str, dict]]) -> FSTrainConfig | PSPTrai
     for _, data in layers:
         _check_sections(cls, data)
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(base, *(data for _, data in layers)))
+        # a structured config converts back to its dataclass instance
+        cfg = typing.cast(FSTrainConfig | PSPTrainConfig,
+                          OmegaConf.to_object(OmegaConf.merge(base, *(data for _, data in layers))))
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(exc, cls)) from None
     cfg.validate()
@@ -633,7 +637,7 @@ def _dotlist(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected section.key=value")
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist([o.strip() for o in overrides]))
+        return typing.cast(dict, OmegaConf.to_container(OmegaConf.from_dotlist([o.strip() for o in overrides])))
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise ConfigError(f"overrides {' '.join(overrides)}: {(str(exc).splitlines() or [''])[0]}") from None
 
@@ -712,7 +716,7 @@ def describe(task: str) -> str:
         for f in dataclasses.fields(c):
             key = f"{prefix}{f.name}"
             tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 lines.append(f"[{key}] {f.metadata.get('doc', '')}")
                 walk(tp, key + ".")
             else:

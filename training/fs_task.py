@@ -33,10 +33,22 @@ from torch import nn
 
 from training.config import ConfigError, FSTrainConfig, config_to_dict
 from training.export import export_fs_encoder, fs_export_name, run_name
-from training.losses import (LPIPS_MIN_SIZE, MultiLayerIdentityLoss, ParsingLoss, build_lpips,
-                             feature_reconstruction_loss, mse_loss, multiscale_lpips)
-from training.networks import (WeightFiles, build_fs_encoder, init_fs_encoder_from_arcface, is_official_arch,
-                               load_training_generator)
+from training.losses import (
+    LPIPS_MIN_SIZE,
+    MultiLayerIdentityLoss,
+    ParsingLoss,
+    build_lpips,
+    feature_reconstruction_loss,
+    mse_loss,
+    multiscale_lpips,
+)
+from training.networks import (
+    WeightFiles,
+    build_fs_encoder,
+    init_fs_encoder_from_arcface,
+    is_official_arch,
+    load_training_generator,
+)
 from training.task import StepOutput, TrainingTask
 from vidinv.models.bisenet import load_bisenet
 from vidinv.models.fs_encoder import downscale
@@ -133,9 +145,14 @@ class FSTask(TrainingTask):
 
         self.lpips = build_lpips(files.lpips_alexnet, random_backbone=cfg.weights.lpips_random_backbone,
                                  device=device) if lo.use_lpips else None
-        self.id_loss = MultiLayerIdentityLoss(arcface, lo.id_resize_mode).to(device) if lo.use_id else None
-        self.parsing_loss = (ParsingLoss(load_bisenet(files.parsing), lo.parsing_size).to(device)
-                             if lo.use_parsing else None)
+        self.id_loss: MultiLayerIdentityLoss | None = None
+        if lo.use_id:
+            assert arcface is not None  # weight_roles makes arcface a required file with loss.use_id
+            self.id_loss = MultiLayerIdentityLoss(arcface, lo.id_resize_mode).to(device)
+        self.parsing_loss: ParsingLoss | None = None
+        if lo.use_parsing:
+            assert files.parsing is not None  # weight_roles makes parsing a required file with loss.use_parsing
+            self.parsing_loss = ParsingLoss(load_bisenet(files.parsing), lo.parsing_size).to(device)
         self.image_size = G.size
         self.real_per_step = int(cfg.real_per_batch)
 

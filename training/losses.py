@@ -157,13 +157,18 @@ def cosine_distance_sum(feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]
 
     Returns:
         0-dim tensor.
+
+    Raises:
+        ValueError: the lists differ in length or are empty.
     """
     if len(feats_x) != len(feats_y):
         raise ValueError(f"feature lists differ in length: {len(feats_x)} vs {len(feats_y)}")
-    per_sample = None
+    per_sample: torch.Tensor | None = None
     for a, b in zip(feats_x, feats_y):
         d = 1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-6)
         per_sample = d if per_sample is None else per_sample + d
+    if per_sample is None:
+        raise ValueError("no feature maps to compare")
     return per_sample.mean()
 
 
@@ -184,7 +189,7 @@ class MultiLayerIdentityLoss(nn.Module):
         self.net = arcface.eval().requires_grad_(False)
         self.resize_mode = resize_mode
 
-    def train(self, mode: bool = True) -> "MultiLayerIdentityLoss":
+    def train(self, mode: bool = True) -> MultiLayerIdentityLoss:
         super().train(mode)
         self.net.eval()  # BatchNorm always uses the stored statistics
         return self
@@ -220,7 +225,7 @@ class ParsingLoss(nn.Module):
         self.net = bisenet.eval().requires_grad_(False)
         self.size = int(size)
 
-    def train(self, mode: bool = True) -> "ParsingLoss":
+    def train(self, mode: bool = True) -> ParsingLoss:
         super().train(mode)
         self.net.eval()
         return self
@@ -249,7 +254,7 @@ class IRSEIdentityLoss(nn.Module):
         super().__init__()
         self.net = irse50.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "IRSEIdentityLoss":
+    def train(self, mode: bool = True) -> IRSEIdentityLoss:
         super().train(mode)
         self.net.eval()
         return self

@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -122,9 +123,9 @@ def resolve_weight_files(weights: WeightsConfig, required: dict[str, str],
             if p.is_file():
                 found[role] = p
         else:
-            p = locate(value, weights.weights_dir)
-            if p is not None:
-                found[role] = Path(p)
+            loc = locate(value, weights.weights_dir)
+            if loc is not None:
+                found[role] = Path(loc)
     return WeightFiles(**found)
 
 
@@ -193,8 +194,10 @@ def build_fs_encoder(n_styles: int, style_dim: int, feature_channels: int, width
     Returns:
         The encoder (train mode, CPU, float32). F has shape (B, C, input_size / (8 * stride), same).
     """
-    w = tuple(int(x) for x in widths)
-    enc = FeatureStyleEncoder(n_styles, stride, widths=w, depths=tuple(int(b) for b in blocks), stem_width=w[0],
+    # four stages (the config checks the lengths); the encoder's constructor checks them again
+    w = cast(tuple[int, int, int, int], tuple(int(x) for x in widths))
+    d = cast(tuple[int, int, int, int], tuple(int(b) for b in blocks))
+    enc = FeatureStyleEncoder(n_styles, stride, widths=w, depths=d, stem_width=w[0],
                               content_channels=int(feature_channels), style_dim=int(style_dim))
     enc.enc_resolution = int(input_size)
     return enc

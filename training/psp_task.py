@@ -26,8 +26,13 @@ from torch import nn
 from training.config import ConfigError, PSPTrainConfig, config_to_dict
 from training.export import export_psp, psp_export_name, run_name
 from training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
-from training.networks import (WeightFiles, build_psp_encoder, init_psp_encoder_from_irse50, is_official_arch,
-                               load_training_generator)
+from training.networks import (
+    WeightFiles,
+    build_psp_encoder,
+    init_psp_encoder_from_irse50,
+    is_official_arch,
+    load_training_generator,
+)
 from training.task import StepOutput, TrainingTask
 from vidinv.models.irse import load_irse50
 
@@ -92,7 +97,10 @@ class PSPTask(TrainingTask):
         lo = cfg.loss
         self.lpips = build_lpips(files.lpips_alexnet, random_backbone=cfg.weights.lpips_random_backbone,
                                  device=device) if lo.use_lpips else None
-        self.id_loss = IRSEIdentityLoss(irse).to(device) if lo.use_id else None
+        self.id_loss: IRSEIdentityLoss | None = None
+        if lo.use_id:
+            assert irse is not None  # weight_roles makes irse50 a required file with loss.use_id
+            self.id_loss = IRSEIdentityLoss(irse).to(device)
         self.image_size = PSP_SIZE
         self.real_per_step = int(cfg.batch_size)
 
@@ -115,10 +123,12 @@ class PSPTask(TrainingTask):
             ``total``), image columns ``[input, target, output]``.
         """
         G, dev, lo = self.G, self.device, self.cfg.loss
+        assert real is not None  # every pSp step is a real batch (real_per_step = batch_size > 0)
         x = real["input"].to(dev, non_blocking=True).float()
         y = real["target"].to(dev, non_blocking=True).float()
         codes = model(x)
         w = codes + self.latent_avg.to(codes.dtype)
+        noise: list[torch.Tensor] | str
         if self.cfg.noise == "random":
             noise = [torch.randn(x.shape[0], 1, *getattr(G.noises, f"noise_{i}").shape[-2:], generator=g).to(dev)
                      for i in range(G.num_layers)]

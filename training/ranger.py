@@ -21,7 +21,7 @@ is in ``state_dict()``, so a run resumes exactly.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch.optim import Optimizer

@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 

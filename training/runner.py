@@ -26,14 +26,23 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from training import distributed
-from training.config import (RUN_CONTROL_KEYS, ConfigError, FSTrainConfig, OptimConfig, PSPTrainConfig,
-                             config_to_dict, flatten_dict, upgrade_legacy_keys)
+from training.config import (
+    RUN_CONTROL_KEYS,
+    ConfigError,
+    FSTrainConfig,
+    OptimConfig,
+    PSPTrainConfig,
+    config_to_dict,
+    flatten_dict,
+    upgrade_legacy_keys,
+)
 from training.data import FaceImageDataset, ShardedStream, StepBatchSampler, list_images, mix_seed, split_train
 from training.export import cpu_state_dict
 from training.fs_task import FSTask
@@ -41,8 +50,17 @@ from training.networks import resolve_weight_files
 from training.psp_task import PSPTask
 from training.ranger import Ranger
 from training.records import ScalarLog, save_sample_grid
-from training.state import (STATE_FORMAT, atomic_torch_save, atomic_write_text, capture_rng, checkpoint_name,
-                            latest_checkpoint, prune_checkpoints, read_state, restore_rng)
+from training.state import (
+    STATE_FORMAT,
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng,
+    checkpoint_name,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_state,
+    restore_rng,
+)
 from training.task import TrainingTask
 
 log = logging.getLogger(__name__)
@@ -307,15 +325,22 @@ class _Session:
         self.out_dir, self.ckpt_dir = out_dir, out_dir / "checkpoints"
         r = cfg.run
         self.batch = task.real_per_step
-        self.stream = self.dataset = None
+        self.stream: ShardedStream | None = None
+        self.dataset: FaceImageDataset | None = None
         if self.batch > 0:
             real = _real_files(cfg, task, info, out_dir)
             self.dataset = FaceImageDataset(real, task.image_size, seed=r.seed, **task.dataset_options())
             self.stream = ShardedStream(len(self.dataset), info.rank, info.world_size, seed=r.seed)
         self.steps_per_epoch = r.steps_per_epoch or max(1, (self.stream.per_rank // self.batch) if self.stream else 1)
         self.amp = _autocast(info.device, r.precision)
-        self.model = self.optimizer = self.scheduler = self.scaler = None
-        self.scalars_log = self.pbar = None
+        # built by restore(), which _train calls right after construction
+        self.model: torch.nn.Module
+        self.optimizer: torch.optim.Optimizer
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR
+        self.scaler: torch.amp.GradScaler | None = None
+        # opened by open_logs() on rank 0
+        self.scalars_log: ScalarLog | None = None
+        self.pbar: Any = None  # a tqdm progress bar
 
     # ------------------------------------------------------------------------------------ restore
     def restore(self, state: dict | None, resume_path: Path | None) -> int:
@@ -369,7 +394,7 @@ class _Session:
 
     def open_loader(self, start: int):
         """Iterator over this rank's real batches from step ``start`` on (None without real images)."""
-        if self.dataset is None:
+        if self.dataset is None or self.stream is None:  # both or neither (no real images)
             return None
         r = self.cfg.run
         loader = DataLoader(self.dataset, batch_sampler=StepBatchSampler(self.stream, self.batch, start, r.max_steps),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,7 +98,7 @@ def smoke_config(task: str, files: dict[str, Path], out_dir: str | os.PathLike, 
     for role in ("arcface", "parsing", "irse50", "lpips_alexnet"):
         if role in files:
             weights[role] = str(files[role])
-    data = {
+    data: dict[str, Any] = {
         "run": {"out_dir": str(out_dir), "max_steps": 4, "steps_per_epoch": 2, "log_every": 1, "sample_every": 2,
                 "checkpoint_every": 2, "progress": False, "num_threads": 1},
         "data": {"real_dir": str(real_dir) if real_dir else None, "train_split": 1.0, "num_workers": 0},

@@ -79,6 +79,7 @@ def capture_rng() -> dict:
     """
     py = random.getstate()
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the global RandomState is MT19937: the legacy tuple
     out = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),

@@ -26,9 +26,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def dlib_model_path(filename: str) -> Path:
         raise DetectorUnavailableError(
             "the dlib detector needs the model files of the 'face_recognition_models' package "
             "(pip install face-recognition-models), which is not installed")
-    p = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
+    p = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
     if not p.is_file():
         raise DetectorUnavailableError(f"dlib model file {p} is missing; reinstall face-recognition-models")
     return p
@@ -221,12 +221,12 @@ class DlibLandmarkDetector(LandmarkDetector):
         faces = []
         for r, sc in zip(rects, scores):
             if s == 1.0:
-                l, t, rr, b = r.left(), r.top(), r.right(), r.bottom()
-                box = np.array([l, t, rr, b], dtype=np.float64)
+                x0, y0, x1, y1 = r.left(), r.top(), r.right(), r.bottom()
+                box = np.array([x0, y0, x1, y1], dtype=np.float64)
             else:  # map the pixel span [l, r] of the small image back: [l/s, (r+1)/s - 1]
                 box = np.array([r.left() / s, r.top() / s, (r.right() + 1) / s - 1, (r.bottom() + 1) / s - 1])
-                l, t, rr, b = (int(round(v)) for v in box)
-            faces.append(Face(box=box, landmarks=self._landmarks(frame, l, t, rr, b), score=float(sc),
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+            faces.append(Face(box=box, landmarks=self._landmarks(frame, x0, y0, x1, y1), score=float(sc),
                               detector="dlib_hog"))
         return faces
 
@@ -249,8 +249,8 @@ class DlibLandmarkDetector(LandmarkDetector):
                                         (r.bottom() + 1) / s - 1])
                         shift = self.CNN_BOX_SHIFT_Y * (box[2] - box[0])
                         pbox = box + np.array([0.0, shift, 0.0, shift])
-                        l, t, rr, b = (int(round(v)) for v in pbox)
-                        out[i].append(Face(box=pbox, landmarks=self._landmarks(frame, l, t, rr, b),
+                        x0, y0, x1, y1 = (int(round(v)) for v in pbox)
+                        out[i].append(Face(box=pbox, landmarks=self._landmarks(frame, x0, y0, x1, y1),
                                            score=float(d.confidence), detector="dlib_cnn"))
         return out
 
@@ -339,7 +339,7 @@ class FanLandmarkDetector(LandmarkDetector):
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        lt = getattr(face_alignment.LandmarksType, "TWO_D", None) or getattr(face_alignment.LandmarksType, "_2D")
+        lt = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
         self._fa = face_alignment.FaceAlignment(lt, device=str(device), face_detector="sfd", flip_input=False)
         self.device = str(device)
         self.max_side = max_side

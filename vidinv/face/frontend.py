@@ -23,8 +23,9 @@ Memory is bounded: at most ``batch_size + (max_gap + 1) + delay`` decoded frames
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class FaceFrame(NamedTuple):
     is a list of :class:`TrackedFace` sorted by track id (empty: no tracked face in this frame).
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index, part of the public API
     frame: Frame
     faces: list[TrackedFace]
 
@@ -99,6 +100,7 @@ class _TrackSmoother:
         self.frames: deque[int] = deque()  # frame indices pushed, not yet output (gaussian)
         self.prev_gray: np.ndarray | None = None
         self.prev_landmarks: np.ndarray | None = None
+        self.smoother: smoothing.QuadSmoother | smoothing.OneEuroFilter | None
         if mode == "gaussian":
             self.smoother = smoothing.QuadSmoother(sigma_landmarks=sigma, sigma_quad=sigma_quad, variant=variant)
         elif mode == "one_euro":
@@ -108,10 +110,10 @@ class _TrackSmoother:
 
     def push(self, index: int, landmarks: np.ndarray, time: float | None) -> list[tuple]:
         """-> [(frame index, smoothed landmarks, quad, qsize)]"""
-        if self.mode == "gaussian":
+        if isinstance(self.smoother, smoothing.QuadSmoother):  # mode "gaussian"
             self.frames.append(index)
             return self._convert(self.smoother.push(landmarks))
-        if self.mode == "one_euro":
+        if isinstance(self.smoother, smoothing.OneEuroFilter):  # mode "one_euro"
             lm = self.smoother(landmarks, time)
         else:
             lm = np.array(landmarks, dtype=np.float64)
@@ -127,7 +129,7 @@ class _TrackSmoother:
         return out
 
     def flush(self) -> list[tuple]:
-        if self.mode == "gaussian":
+        if isinstance(self.smoother, smoothing.QuadSmoother):  # mode "gaussian"
             return self._convert(self.smoother.flush())
         return []
 
@@ -160,7 +162,7 @@ class FaceFrontEnd:
     def __init__(self, detector: LandmarkDetector | str | None = None, tracker: Tracker | None = None, *,
                  smoothing: str = "gaussian", sigma: float = 3.0, sigma_quad: float | None = None,
                  variant: str = "ffhq", one_euro: dict | None = None, lk_refine: bool = False,
-                 batch_size: int = 8, scene_cut: SceneCutDetector | None | bool = None):
+                 batch_size: int = 8, scene_cut: SceneCutDetector | bool | None = None):
         if smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {smoothing!r}")
         if variant not in align.VARIANTS:
@@ -211,7 +213,7 @@ class FaceFrontEnd:
         slots: dict[int, _Slot] = {}
         order: deque[int] = deque()
         states: dict[int, _TrackSmoother] = {}
-        stats = {"frames": 0, "frames_with_face": 0, "interpolated": 0, "tracks": set(), "cuts": 0,
+        stats: dict[str, Any] = {"frames": 0, "frames_with_face": 0, "interpolated": 0, "tracks": set(), "cuts": 0,
                  "max_buffered": 0}
         self.stats = stats
 

@@ -136,7 +136,7 @@ class StreamingGaussian:
         self._buf: deque = deque(maxlen=self.max_buffer)
         self._n = 0
         self._next = 0
-        self._shape = None
+        self._shape: tuple[int, ...] | None = None
         self._flushed = False
 
     @property
@@ -169,7 +169,7 @@ class StreamingGaussian:
 
     def _compute(self, t: int, n: int | None) -> np.ndarray:
         r = self.radius
-        acc = None
+        acc: np.ndarray | None = None
         for j, w in enumerate(self.weights):
             i = t - r + j
             if n is not None:
@@ -178,6 +178,7 @@ class StreamingGaussian:
                 i = -i - 1
             term = w * self._sample(i)
             acc = term if acc is None else acc + term
+        assert acc is not None  # the kernel has 2 * radius + 1 >= 1 taps
         return acc
 
     def push(self, sample) -> list[tuple[int, np.ndarray]]:
@@ -335,9 +336,9 @@ class OneEuroFilter:
         self.reset()
 
     def reset(self) -> None:
-        self._x = None
-        self._dx = None
-        self._t = None
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
 
     @staticmethod
     def _alpha(cutoff, dt: float):
@@ -403,9 +404,10 @@ def refine_landmarks_lk(prev_image, image, prev_landmarks, landmarks, sigma: flo
     win_size = max(int(win_size), 5)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(max_iter), float(eps))
     p0 = prev.astype(np.float32).reshape(-1, 1, 2)
+    # nextPts=None (OpenCV allocates the output) is valid, but the opencv-python stubs do not allow it
     tracked, status, _ = cv2.calcOpticalFlowPyrLK(np.ascontiguousarray(prev_image), np.ascontiguousarray(image), p0,
                                                   None, winSize=(win_size, win_size), maxLevel=int(max_level),
-                                                  criteria=criteria)
+                                                  criteria=criteria)  # type: ignore[call-overload]
     tracked = tracked.reshape(-1, 2).astype(np.float64)
     ok = (status.reshape(-1) == 1) & np.all(np.isfinite(tracked), axis=1)
     d2 = np.sum((prev - det) ** 2, axis=1)

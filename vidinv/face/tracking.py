@@ -29,8 +29,8 @@ Because a gap can only be filled once the face is found again, results come out 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class TrackerOutput:
     frames: list[tuple[int, list[TrackPoint]]] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)
 
-    def extend(self, other: "TrackerOutput") -> None:
+    def extend(self, other: TrackerOutput) -> None:
         self.frames.extend(other.frames)
         self.ended.extend(other.ended)
 
@@ -99,7 +99,7 @@ def landmark_distance(a: np.ndarray, b: np.ndarray, size: float) -> float:
 
 
 class _Track:
-    __slots__ = ("id", "last_index", "landmarks", "box", "score", "detector", "velocity", "hits")
+    __slots__ = ("box", "detector", "hits", "id", "landmarks", "last_index", "score", "velocity")
 
     def __init__(self, tid: int, index: int, face: Face):
         self.id = tid

@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ class DlibEmbedder(IdentityEmbedder):
         self.num_jitters = int(num_jitters)
         self.chip_size = int(chip_size)
         self.padding = float(padding)
-        self._sha = None
+        self._sha: str | None = None
 
     def describe(self) -> dict:
         if self._sha is None:
@@ -192,7 +192,7 @@ class DlibEmbedder(IdentityEmbedder):
             "same_person": "Euclidean descriptor distance < 0.6 (dlib's verification threshold)",
         }
 
-    def shape5(self, frame: np.ndarray, face) -> "object":
+    def shape5(self, frame: np.ndarray, face) -> object:
         """dlib ``full_object_detection`` with the 5 points predicted inside the face box."""
         box = np.asarray(face.box, dtype=np.float64)
         rect = self._dlib.rectangle(*(int(round(v)) for v in box[:4]))
@@ -243,11 +243,11 @@ class ArcFaceEmbedder(IdentityEmbedder):
         self.crop_size = int(crop_size)
         self.resize = resize
         self.batch_size = int(batch_size)
-        self._sha = None
+        self._sha: str | None = None
 
     @classmethod
     def from_weights(cls, weights_dir: str | os.PathLike | None = None, device: torch.device | str | None = None,
-                     **kwargs) -> "ArcFaceEmbedder":
+                     **kwargs) -> ArcFaceEmbedder:
         """Load ``backbone.pth`` (found by :func:`vidinv.weights.resolve`, never downloaded).
 
         Raises:

@@ -243,6 +243,7 @@ def ssim(x, y, mask=None, data_range: float | None = None, win_size: int = SSIM_
     if mask is None:
         return _out(per_pos.mean(axis=(1, 2)), batched)
     m = _mask_array(mask, n, h + win_size - 1, w + win_size - 1)
+    assert m is not None  # mask is not None here
     box = np.ones(win_size, dtype=np.float32)
     vals = np.empty(n)
     for i in range(n):

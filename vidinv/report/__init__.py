@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,22 +136,26 @@ def _plots(out_dir: Path, doc: dict) -> list[dict]:
                 continue
             g = "source" if v["role"] == "source" else output_group(v["path"], vids[v["source"]]["path"])
             groups.setdefault(g, []).append(_num(v["identity"][primary]["consistency"]))
+        data: Mapping[str, Sequence[float] | np.ndarray]
+        cols: dict[str, str] | None
         if any(len(x) >= 2 for x in groups.values()):
             title = f"Identity consistency across videos ({primary}; one point per video)"
             data, ylabel, cols = groups, "identity consistency (eq. 9)", None
         else:  # one video per group: each video's per-frame similarity to its reference frame
-            data, cols = {}, {}
+            per_video: dict[str, np.ndarray] = {}
+            cols = {}
             for v in doc["videos"]:
                 if primary not in v["identity"]:
                     continue
                 vi = v["identity"][primary]
-                sims = _arr(vi["similarity_to_reference"])
+                ref_sims = _arr(vi["similarity_to_reference"])
                 if vi["reference_frame"] is not None:
                     r = v["frames"]["frame_index"].index(vi["reference_frame"])
-                    sims = np.delete(sims, r)
-                data[v["label"]] = sims
+                    ref_sims = np.delete(ref_sims, r)
+                per_video[v["label"]] = ref_sims
                 cols[v["label"]] = (pl.SOURCE_COLOUR if v["role"] == "source"
                                     else colour_of.get(v["id"], pl.OUTPUT_COLOURS[0]))
+            data = per_video
             title = f"Identity consistency per video ({primary}; one point per frame: cos(e_i, e_ref))"
             ylabel = "cos(e_i, e_ref)"
         pl.plot_consistency_boxplot(out_dir / "consistency_boxplot.png", data, title, ylabel, colours=cols)
@@ -319,7 +324,7 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
     elif detector == "dlib":
         from vidinv.face.detect import DlibLandmarkDetector
 
-        kw = {"cnn_fallback": bool(cnn_fallback)}
+        kw: dict[str, Any] = {"cnn_fallback": bool(cnn_fallback)}
         if detect_size is not None:
             kw["max_side"] = int(detect_size)
         fe = FaceFrontEnd(detector=DlibLandmarkDetector(**kw))

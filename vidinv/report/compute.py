@@ -30,9 +30,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -174,7 +174,7 @@ PER_FRAME_PIXEL = ("crop_mse", "crop_psnr", "crop_ssim", "crop_lpips", "bg_psnr"
 
 def iter_frames(path: str | os.PathLike, stride: int = 1, max_frames: int | None = None,
                 notes: list[str] | None = None, start: int = 0, stop: int | None = None
-                ) -> Iterator[tuple[Frame, int]]:
+                ) -> Generator[tuple[Frame, int], None, None]:
     """Decode ``path`` and yield ``(frame, original_index)`` for every ``stride``-th frame of
     ``[start, stop)`` (original frame indices; ``stop=None``: to the end).
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["VIDEO_EXTENSIONS", "expand_videos", "pair_outputs", "InputError"]
 

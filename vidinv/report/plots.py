@@ -14,8 +14,8 @@ Colours are fixed so the report reads the same everywhere: source :data:`SOURCE_
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -173,8 +173,8 @@ def plot_video_consistency(path: Path, frame_index: Sequence[int], curves: dict[
     return _save(fig, path)
 
 
-def plot_consistency_boxplot(path: Path, groups: dict[str, Sequence[float]], title: str, ylabel: str,
-                             colours: dict[str, str] | None = None) -> Path:
+def plot_consistency_boxplot(path: Path, groups: Mapping[str, Sequence[float] | np.ndarray], title: str,
+                             ylabel: str, colours: dict[str, str] | None = None) -> Path:
     """Box plot (quartiles, 1.5 IQR whiskers) of values per group with the individual values overlaid.
 
     Args:

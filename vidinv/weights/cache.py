@@ -29,9 +29,9 @@ import hashlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from vidinv.weights import registry
 from vidinv.weights.registry import WeightFile
@@ -93,7 +93,7 @@ def _package_models_dir(package: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
 def cache_path(entry: WeightFile | str, home: str | os.PathLike | None = None) -> Path:

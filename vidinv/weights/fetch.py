@@ -31,8 +31,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
 
 from vidinv import __version__
 from vidinv.weights import registry
@@ -183,6 +183,7 @@ def download(url: str, dest: str | os.PathLike, *, quiet: bool = False, timeout:
             status = getattr(resp, "status", None) or 200
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
+            total: int | None
             if offset and status == 206:
                 m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "") or "")
                 start = int(m.group(1)) if m else None

@@ -34,8 +34,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Union
+from typing import Literal
 
 __all__ = [
     "WeightFile",
@@ -59,7 +60,7 @@ __all__ = [
 
 Kind = Literal["weights", "direction", "external"]
 Terms = Literal["permissive", "non-commercial", "research-only", "check-terms", "unknown"]
-Checker = Union[str, Callable[..., object], None]
+Checker = str | Callable[..., object] | None
 
 #: Browser URL of a Google Drive file (what a person opens to download it by hand).
 GDRIVE_VIEW = "https://drive.google.com/file/d/{id}/view"
