@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from cli.main import cli
+from cli.main import cli, one_line_errors
 from vidinv.weights import cache, fetch as fetch_mod, registry
 from vidinv.weights.cache import MissingWeightsError
 from vidinv.weights.registry import USES, UnknownWeightError, WeightFile
@@ -21,8 +21,8 @@ weights_dir_option = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    """Print ``message`` to stderr and exit with status 1."""
-    click.echo(message, err=True)
+    """Print ``vidinv: error: <message>`` to stderr and exit with status 1."""
+    click.echo(f"vidinv: error: {message}", err=True)
     sys.exit(1)
 
 
@@ -30,7 +30,7 @@ def _expand(names: tuple[str, ...]) -> list[str]:
     try:
         return registry.expand_names(names)
     except UnknownWeightError as exc:
-        _fail(f"Error: {exc}")
+        _fail(str(exc))
 
 
 @cli.group("weights")
@@ -116,6 +116,22 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
                    "`vidinv weights list --long` for details).")
 
 
+def _check_cache_writable(names: list[str]) -> None:
+    """Every cache folder the download of ``names`` writes to can be written, before any download."""
+    from vidinv.outputs import OutputPathError, check_output
+
+    seen = set()
+    for n in names:
+        dst = cache.cache_path(registry.get(n))
+        if dst.parent in seen:
+            continue
+        seen.add(dst.parent)
+        try:
+            check_output(dst, what="cache file")
+        except OutputPathError as exc:
+            _fail(f"{exc} (set $VIDINV_HOME to a writable folder)")
+
+
 @weights.command("fetch")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every weight file and direction (several GB).")
@@ -130,6 +146,7 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
 @click.option("--retries", type=click.IntRange(0, 20), default=2, show_default=True,
               help="Resumptions after an interrupted download.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
 def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: Path | None, mirror: str | None,
               force: bool, no_check: bool, retries: int, quiet: bool) -> None:
     """Download NAMES (or --all, or --for USE) into the cache, resumably, checking each file.
@@ -154,6 +171,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
         if e.kind == "external":
             wanted.remove(n)
             external.append(e)
+    _check_cache_writable(wanted)
     failures: list[cache.MissingFile] = []
     for n in wanted:
         e = registry.get(n)
@@ -178,7 +196,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
         else:
             click.echo(f"missing  {e.name}  (external, not fetched by vidinv: {e.hint})", err=True)
     if failures:
-        _fail("\n" + str(MissingWeightsError(failures, fetch_attempted=True)))
+        _fail(str(MissingWeightsError(failures, fetch_attempted=True)))
 
 
 @weights.command("verify")
@@ -215,7 +233,7 @@ def verify_cmd(names: tuple[str, ...], weights_dir: Path | None, no_structure: b
                 for line in m.splitlines()[1:]:
                     click.echo(f"         {line}", err=True)
     if bad:
-        _fail(f"Error: {bad} file(s) failed verification or are missing")
+        _fail(f"{bad} file(s) failed verification or are missing")
     if not checked:
         click.echo("no files present to verify (see `vidinv weights list`)")
 
@@ -229,7 +247,7 @@ def path_cmd(name: str, weights_dir: Path | None) -> None:
         entry = registry.get(name)
         paths = cache.resolve([entry.name], weights_dir=weights_dir)
     except UnknownWeightError as exc:
-        _fail(f"Error: {exc}")
+        _fail(str(exc))
     except MissingWeightsError as exc:
         _fail(str(exc))
     click.echo(str(paths[entry.name]))
