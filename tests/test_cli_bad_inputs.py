@@ -31,6 +31,25 @@ from conftest import REPO, require_shared
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
+
+def _unwritable_folder() -> str | None:
+    """A folder no file can be created in: ``ro`` (mode 0o555, in the work folder) for a normal user; for
+    root, who ignores permission bits, /sys where the kernel refuses new files; None if neither works."""
+    if not IS_ROOT:
+        return "ro"
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return "/sys"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+RO = _unwritable_folder()
+
 SUBCOMMANDS = ("track", "edit", "invert", "report", "sefa", "train", "weights")
 CASES = ("missing", "empty", "random", "truncated", "truncated_faststart", "audio_only", "out_is_in",
          "out_dotdot", "out_symlink", "parent_is_file", "readonly_dir", "unknown_ext", "json_is_in", "json_is_out")
@@ -49,7 +68,7 @@ EXPECT = {
     "out_dotdot": r"resolves through '\.\.' to the input|is a file",
     "out_symlink": r"resolves through a symbolic link to the input|is a file",
     "parent_is_file": r"file\.txt is not a folder",
-    "readonly_dir": r"not writable|permission denied",
+    "readonly_dir": r"(folder|cannot create folders in) \S*(/ro|/sys)( is not writable)? \(Permission denied\)",
     "unknown_ext": r"knows no video container with the extension '\.xyz'",
     "json_is_in": r"the JSON file sub/\.\./in\.mp4 resolves through '\.\.' to the input",
     "json_is_out": r"the same path out\.mp4 is given for two outputs",
@@ -166,7 +185,7 @@ def _argv(sub: str, case: str) -> list[str] | None:
     elif case == "parent_is_file":
         out = f"file.txt/{out}"
     elif case == "readonly_dir":
-        out = f"ro/{out}"
+        out = f"{RO}/{out}"
     elif case == "unknown_ext":
         if sub not in FILE_OUT:
             return None  # folder outputs have no extension
@@ -207,8 +226,8 @@ def _applies(sub: str, case: str) -> bool:
 
 WEIGHTS_CASES = ("parent_is_file", "readonly_dir")  # weights fetch has no input file: only its destination
 MATRIX = [pytest.param(sub, case, id=f"{sub}-{case}",
-                       marks=[pytest.mark.skipif(IS_ROOT, reason="root ignores permission bits; the unwritable "
-                                                 "folder case is covered by parent_is_file")]
+                       marks=[pytest.mark.skipif(RO is None, reason="running as root and /sys accepts files: no "
+                                                 "unwritable folder (parent_is_file covers the case)")]
                        if case == "readonly_dir" else [])
           for sub in SUBCOMMANDS for case in CASES if _applies(sub, case)]
 
@@ -217,7 +236,7 @@ MATRIX = [pytest.param(sub, case, id=f"{sub}-{case}",
 def test_bad_input_one_line_error_nothing_written(sub, case, work, tmp_path, capfd, monkeypatch):
     extra = None
     if sub == "weights":
-        extra = {"VIDINV_HOME": str(work / {"parent_is_file": "file.txt", "readonly_dir": "ro"}[case] / "home")}
+        extra = {"VIDINV_HOME": str(work / {"parent_is_file": "file.txt", "readonly_dir": RO}[case] / "home")}
         argv = ["weights", "fetch", "stit_w/smile.npy"]
     else:
         argv = _argv(sub, case)
@@ -378,3 +397,15 @@ def test_check_output_hard_links_members_and_folders(tmp_path):
     # a folder that does not exist yet is fine when its nearest existing parent is writable; nothing is created
     assert check_output(tmp_path / "new" / "deeper" / "o.mkv", [src], kind="video", codec="libx264")
     assert not (tmp_path / "new").exists()
+
+
+def test_check_output_warns_when_the_disk_is_nearly_full(tmp_path, monkeypatch, caplog):
+    import collections
+
+    from vidinv import outputs
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
+    with caplog.at_level("WARNING", logger="vidinv.outputs"):
+        outputs.check_output(tmp_path / "o.mp4", kind="video", codec="libx264", expect_bytes=50 * 10**6)
+    assert "only 1 MB free" in caplog.text and "about 50 MB" in caplog.text

@@ -228,16 +228,15 @@ def _check_folder_writable(folder: Path, dst: Path, what: str) -> None:
     base, missing = _nearest_existing(folder)
     if not base.is_dir():
         raise OutputPathError(f"cannot write the {what} {dst}: {base} is not a folder")
-    if missing:
-        # the folders below ``base`` will be created: ``base`` must be writable
-        if not os.access(base, os.W_OK | os.X_OK):
-            raise OutputPathError(f"cannot write the {what} {dst}: cannot create folders in {base} "
-                                  f"(permission denied or read-only)")
-        return
+    # a probe file (deleted at once) rather than os.access: it also sees read-only mounts, ACLs and the
+    # file systems that refuse new entries even to root
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".vidinv-probe-")
     except OSError as e:
         reason = e.strerror or str(e)
+        if missing:  # the folders below ``base`` would have to be created there
+            raise OutputPathError(f"cannot write the {what} {dst}: cannot create folders in {base} "
+                                  f"({reason})") from None
         raise OutputPathError(f"cannot write the {what} {dst}: folder {base} is not writable ({reason})") from None
     os.close(fd)
     os.unlink(probe)
