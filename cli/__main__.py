@@ -1,3 +1,10 @@
-from cli.main import main
+"""``python -m cli``: the ``vidinv`` command (:func:`cli.main.main`)."""
+import sys
+
+try:
+    from cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: no traceback
+    sys.stderr.write("vidinv: interrupted\n")
+    sys.exit(130)
 
 main()

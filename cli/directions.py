@@ -7,13 +7,14 @@ from typing import NoReturn
 
 import click
 
-from cli.main import cli
+from cli.main import cli, fail, one_line_errors
 from vidinv.edit import attributes as attr_mod
 from vidinv.edit.directions import CONVENTIONS, DirectionError, format_layers, load_direction_file
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
+    """Print ``vidinv: error: <message>`` and exit with status 1."""
+    click.echo(f"vidinv: error: {message}", err=True)
     sys.exit(1)
 
 
@@ -83,11 +84,9 @@ def info_cmd(name: str, convention: str | None, layers: str | None, strength: fl
             d = attr_mod.load_attribute(name, weights_dir=weights_dir, fetch=fetch)
         st = d.stats(strength, layers)
     except DirectionError as exc:
-        _fail(f"Error: {exc}")
-    except MissingWeightsError as exc:
         _fail(str(exc))
-    except WeightHashMismatchError as exc:  # a --weights-dir file that differs from the registry
-        _fail(f"vidinv: error: {exc}")
+    except (MissingWeightsError, WeightHashMismatchError) as exc:
+        fail(exc)
     click.echo(f"{d.name}: {d.description}")
     click.echo(f"  file:        {d.path}")
     click.echo(f"  stored:      {tuple(d.vector.shape)} ({'one vector per style row' if d.per_row else 'one W vector, every row'})")
@@ -103,7 +102,7 @@ def info_cmd(name: str, convention: str | None, layers: str | None, strength: fl
               help="W+ rows whose style layers are factorized, e.g. 0-3 (default: all styled conv rows, 0-16 at "
                    "1024).")
 @click.option("--torgb", is_flag=True, help="Also factorize the ToRGB style layers of those rows.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Generator checkpoint (pSp .pt, rosinality .pt or a plain state_dict); default: the decoder "
                    "of psp_ffhq_encode.pt (the Feature-Style encoder's generator).")
 @weights_dir_option
@@ -111,6 +110,7 @@ def info_cmd(name: str, convention: str | None, layers: str | None, strength: fl
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder for sefa_<i>.npy and sefa.json.")
 @click.option("--prefix", default="sefa", show_default=True, help="File name prefix.")
+@one_line_errors
 def sefa_cmd(top: int, layers: str | None, torgb: bool, checkpoint: Path | None, weights_dir: Path | None,
              fetch: bool, out_dir: Path, prefix: str) -> None:
     """Write the top-N SeFa directions (Shen & Zhou, CVPR 2021) as --direction files.
@@ -122,17 +122,22 @@ def sefa_cmd(top: int, layers: str | None, torgb: bool, checkpoint: Path | None,
     from vidinv.checkpoints import CheckpointError
     from vidinv.edit.sefa import sefa
     from vidinv.models.stylegan2 import load_generator
+    from vidinv.outputs import check_output, check_torch_file
     from vidinv.weights import MissingWeightsError, resolve
 
+    members = (f"{prefix}_*.npy", f"{prefix}.json")
     try:
+        # the files first: nothing is loaded or downloaded for a bad checkpoint or output folder
+        if checkpoint is not None:
+            check_torch_file(checkpoint, "checkpoint")
+        check_output(out_dir, [checkpoint], kind="dir", members=members)
         if checkpoint is None:
             checkpoint = resolve(["psp_ffhq_encode.pt"], weights_dir=weights_dir, fetch=fetch)["psp_ffhq_encode.pt"]
+            check_output(out_dir, [checkpoint], kind="dir", members=members)
         G, _ = load_generator(checkpoint)
         res = sefa(G, top=top, rows=layers, include_torgb=torgb, source=str(checkpoint))
-    except MissingWeightsError as exc:
-        _fail(str(exc))
-    except (CheckpointError, DirectionError, ValueError) as exc:
-        _fail(f"Error: {exc}")
+    except (MissingWeightsError, CheckpointError, DirectionError, ValueError) as exc:
+        fail(exc)
     paths = res.save(out_dir, prefix=prefix)
     ev = ", ".join(f"{float(v):.3g}" for v in res.eigenvalues[: min(5, len(res))])
     click.echo(f"wrote {len(paths)} direction(s) to {out_dir} (rows {format_layers(res.rows)}, "

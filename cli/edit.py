@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cli.main import cli
+from cli.main import cli, fail  # noqa: F401 - fail: the one-line error of every command
 from vidinv.edit.attributes import strength_table
 
 
@@ -44,12 +44,32 @@ def print_timings(stage_s: dict, frames: int, wall_s: float, step_s: dict | None
     click.echo(f"{'end to end':<12} {wall_s:7.2f}   {frames / wall_s if wall_s > 0 else 0.0:8.2f}", err=True)
 
 
-def fail(exc: BaseException) -> None:
-    msg = str(exc).strip() or type(exc).__name__
-    if "\n" in msg and type(exc).__name__ != "MissingWeightsError":
-        msg = msg.splitlines()[0]
-    click.echo(f"vidinv: error: {msg}", err=True)
-    sys.exit(2 if type(exc).__name__ == "MissingWeightsError" else 1)
+def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None) -> None:
+    """The files of `vidinv edit`, checked before any weight file is resolved or model loaded: IN is a
+    readable video; OUT is not (and would not replace) IN, a --direction file or the --from-inversion
+    export, its folder is writable and its extension a container that holds ``codec``; the same for the
+    --report folder.
+
+    Raises:
+        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError; InversionFormatError (export).
+    """
+    from pathlib import Path
+
+    from cli.report import REPORT_MEMBERS
+    from vidinv.outputs import check_output, check_video_input
+
+    inputs = [from_inversion, *directions]
+    if src is None and from_inversion is not None:
+        from vidinv.inversion import InversionReader
+
+        src = InversionReader(from_inversion).source.get("path")
+    if src is not None:
+        check_video_input(src)
+        inputs.append(src)
+    size = Path(src).stat().st_size if src is not None else None
+    check_output(dst, inputs, kind="video", codec=codec, expect_bytes=size)
+    if report_dir is not None:
+        check_output(report_dir, inputs, kind="dir", members=REPORT_MEMBERS, also_written=[dst], what="report folder")
 
 
 @cli.command("edit", help="Edit the faces of video IN and write the result to OUT.\n\n" + strength_table(for_click=True),
@@ -105,6 +125,7 @@ def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layer
         fail(click.UsageError("give the input video IN (or --from-inversion DIR)"))
     bar = None
     try:
+        check_files(src, dst, codec, directions, from_inversion, report_dir)  # before any weights or models
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
         bar, update = progress_bar(quiet, "edit")
         res = run_edit(opts, plan=plan, progress=update, quiet=quiet)

@@ -9,8 +9,26 @@ from cli.edit import fail, install_signal_handlers, print_timings, progress_bar
 from cli.main import cli
 
 
+#: What an export folder holds (vidinv.inversion): an input there would be replaced.
+EXPORT_MEMBERS = ("manifest.json", "chunks", "images")
+
+
+def check_files(src, dst) -> None:
+    """The files of `vidinv invert`, checked before any weight file is resolved or model loaded: SRC is a
+    readable video; the export folder OUT is not SRC, does not resolve to it, would not replace it (SRC
+    inside OUT's manifest.json / chunks / images) and can be written.
+
+    Raises:
+        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError.
+    """
+    from vidinv.outputs import check_output, check_video_input
+
+    check_video_input(src)
+    check_output(dst, [src], kind="dir", members=EXPORT_MEMBERS, what="export folder")
+
+
 @cli.command("invert")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--encoder", type=click.Choice(["fs", "psp"]), default="fs", show_default=True)
 @click.option("--face", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
@@ -40,6 +58,10 @@ def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, en
                          precision=precision, start=start, end=end, weights_dir=weights_dir, fetch=fetch,
                          save_crops=save_crops, save_recon=save_recon, image_size=image_size, overwrite=overwrite,
                          resume=resume)
+    try:
+        check_files(src, dst)  # before any weights or models
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
     bar, update = progress_bar(quiet, "invert")
     try:
         res = run_invert(opts, progress=update, quiet=quiet)

@@ -6,7 +6,28 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli
+from cli.main import cli, fail, one_line_errors
+
+
+#: What `vidinv report` writes into its folder (vidinv.report): an input there would be replaced.
+REPORT_MEMBERS = ("report.json", "report.html", "*.png")
+
+
+def check_files(source: str, outputs, out_dir) -> None:
+    """The files of `vidinv report`, checked before any network is loaded: every video SOURCE and OUTPUT
+    name (files, folders, globs) is readable, and the report folder does not replace any of them (a video
+    named report.json/report.html/*.png in it) or resolve to one, and can be written.
+
+    Raises:
+        vidinv.report.InputError, vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError.
+    """
+    from vidinv.outputs import check_output, check_video_input
+    from vidinv.report.inputs import expand_videos
+
+    videos = [v for spec in (source, *outputs) for v in expand_videos(spec)]
+    for v in videos:
+        check_video_input(v)
+    check_output(out_dir, videos, kind="dir", members=REPORT_MEMBERS, what="report folder")
 
 
 @cli.command("report")
@@ -45,6 +66,7 @@ from cli.main import cli
                    "report.json (videos[].detection) count the frames it ran on.")
 @click.option("--device", default=None, help="Torch device for ArcFace / LPIPS (default cpu).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
 def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tuple[str, ...], weights_dir: Path | None,
            lpips: bool | None, crop_size: int, stride: int, max_frames: int | None, source_start: int,
            source_end: int | None, detector: str, detect_size: int | None, cnn_fallback: bool, device: str | None,
@@ -74,12 +96,12 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     opts = ReportOptions(crop_size=crop_size, stride=stride, max_frames=max_frames, progress=not quiet,
                          source_start=source_start, source_stop=source_end)
     try:
+        check_files(source, outputs, out_dir)
         doc = run_report([source], list(outputs), out_dir, embedder_keys=embedders, weights_dir=weights_dir,
                          device=device, options=opts, lpips=lpips, detector=detector, detect_size=detect_size,
                          cnn_fallback=cnn_fallback, echo=lambda m: click.echo(m, err=True))
     except (InputError, EmbedderUnavailable, LPIPSUnavailable, DetectorUnavailableError, FileNotFoundError,
             ValueError) as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     for line in summary_lines(doc):
         click.echo(line)

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli.main import cli
+from cli.main import cli, one_line_errors
 
 # colours (RGB) of the preview overlay
 _TRACK_COLOURS = [(0, 255, 0), (255, 0, 255), (0, 200, 255), (255, 255, 0), (255, 128, 0), (128, 128, 255)]
@@ -107,7 +107,7 @@ def face_record(f) -> dict:
 
 
 @cli.command("track")
-@click.argument("input_path", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Preview video to write (H.264 MP4, same frame count and rate as IN, no audio).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -135,6 +135,7 @@ def face_record(f) -> dict:
 @click.option("--crf", type=int, default=20, show_default=True, help="x264 quality of the preview.")
 @click.option("--max-frames", type=int, default=None, help="Only the first N frames (quick look).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
 def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode: str, detector: str,
               smoothing: str, sigma: float, variant: str, max_gap: int, lk: bool, max_side: int, upsample: int,
               cnn_fallback: bool, no_mask: bool, crf: int, max_frames: int | None, quiet: bool) -> None:
@@ -144,6 +145,14 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     top of the aligned crop), the track id and the blend-mask outline (landmark hull mask warped back
     from the aligned crop). Runs on CPU; uses no model weights beyond dlib's bundled files.
     """
+    from vidinv.outputs import atomic_write_text, check_output, check_video_input
+
+    # every file checked before any work; the preview and the JSON are written atomically
+    check_video_input(input_path)
+    check_output(output, [input_path], kind="video", codec="libx264", expect_bytes=input_path.stat().st_size)
+    if json_path is not None:
+        check_output(json_path, [input_path], also_written=[output], what="JSON file")
+
     from tqdm import tqdm
 
     from vidinv.face.detect import DetectorUnavailableError, get_detector
@@ -171,32 +180,35 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     bar = tqdm(total=total, unit="frame", desc=f"track {input_path.name}", file=sys.stderr,
                disable=quiet, dynamic_ncols=True)
     n = 0
-    with VideoWriter(output, width, height, fps=fps, crf=crf, preset="veryfast") as writer:
-        for index, frame, faces in frontend.process(reader):
-            writer.write(draw_overlay(frame.image, faces, draw_mask=not no_mask))
-            n += 1
-            bar.update(1)
-            if json_path is not None:
-                frames_json.append({"index": index, "time": frame.time, "faces": [face_record(f) for f in faces]})
-            for f in faces:
-                t = tracks.setdefault(int(f.track_id), {"first": index, "last": index, "frames": 0, "interpolated": 0})
-                t["last"] = index
-                t["frames"] += 1
-                t["interpolated"] += int(f.interpolated)
-    bar.close()
+    try:
+        with VideoWriter(output, width, height, fps=fps, crf=crf, preset="veryfast") as writer:
+            for index, frame, faces in frontend.process(reader):
+                writer.write(draw_overlay(frame.image, faces, draw_mask=not no_mask))
+                n += 1
+                bar.update(1)
+                if json_path is not None:
+                    frames_json.append({"index": index, "time": frame.time,
+                                        "faces": [face_record(f) for f in faces]})
+                for f in faces:
+                    t = tracks.setdefault(int(f.track_id),
+                                          {"first": index, "last": index, "frames": 0, "interpolated": 0})
+                    t["last"] = index
+                    t["frames"] += 1
+                    t["interpolated"] += int(f.interpolated)
+            if json_path is not None:  # before the preview is moved into place: an error here leaves neither
+                doc = {
+                    "video": str(input_path), "width": width, "height": height, "fps": float(fps),
+                    "num_frames": n, "detector": detector, "face": face_mode, "smoothing": smoothing,
+                    "sigma": sigma, "variant": variant, "max_gap": max_gap, "lk": lk,
+                    "units": "frame pixels, x = column, y = row; quad corners: top-left, bottom-left, "
+                             "bottom-right, top-right of the aligned crop",
+                    "tracks": {str(k): v for k, v in sorted(tracks.items())},
+                    "frames": frames_json,
+                }
+                atomic_write_text(json_path, json.dumps(doc))
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
-    if json_path is not None:
-        doc = {
-            "video": str(input_path), "width": width, "height": height, "fps": float(fps),
-            "num_frames": n, "detector": detector, "face": face_mode, "smoothing": smoothing, "sigma": sigma,
-            "variant": variant, "max_gap": max_gap, "lk": lk,
-            "units": "frame pixels, x = column, y = row; quad corners: top-left, bottom-left, bottom-right, "
-                     "top-right of the aligned crop",
-            "tracks": {str(k): v for k, v in sorted(tracks.items())},
-            "frames": frames_json,
-        }
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(doc))
     st = frontend.stats
     click.echo(f"{n} frames, {st['frames_with_face']} with a tracked face, {len(tracks)} track(s), "
                f"{st['interpolated']} interpolated, {st['cuts']} scene cut(s); {elapsed:.1f} s "

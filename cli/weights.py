@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from cli.main import cli
+from cli.main import cli, one_line_errors
 from vidinv.weights import cache, fetch as fetch_mod, registry
 from vidinv.weights.cache import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
 from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
@@ -26,21 +26,16 @@ OWN_LICENCE = ("vidinv's own code is MIT: see the LICENSE file of the vidinv rep
 
 
 def _fail(message: str) -> NoReturn:
-    """Print ``message`` to stderr and exit with status 1."""
-    click.echo(message, err=True)
+    """Print ``vidinv: error: <message>`` to stderr and exit with status 1."""
+    click.echo(f"vidinv: error: {message}", err=True)
     sys.exit(1)
-
-
-def _error(message: str) -> NoReturn:
-    """One-line user error: ``vidinv: error: <message>`` on stderr, exit status 1."""
-    _fail(f"vidinv: error: {message}")
 
 
 def _expand(names: tuple[str, ...]) -> list[str]:
     try:
         return registry.expand_names(names)
     except UnknownWeightError as exc:
-        _error(str(exc))
+        _fail(str(exc))
 
 
 @cli.group("weights")
@@ -141,6 +136,22 @@ def licence_summary(entries: list[WeightFile]) -> str:
     return "\n".join(lines)
 
 
+def _check_cache_writable(names: list[str]) -> None:
+    """Every cache folder the download of ``names`` writes to can be written, before any download."""
+    from vidinv.outputs import OutputPathError, check_output
+
+    seen = set()
+    for n in names:
+        dst = cache.cache_path(registry.get(n))
+        if dst.parent in seen:
+            continue
+        seen.add(dst.parent)
+        try:
+            check_output(dst, what="cache file")
+        except OutputPathError as exc:
+            _fail(f"{exc} (set $VIDINV_HOME to a writable folder)")
+
+
 @weights.command("fetch")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every weight file and direction (several GB).")
@@ -155,6 +166,7 @@ def licence_summary(entries: list[WeightFile]) -> str:
 @click.option("--retries", type=click.IntRange(0, 20), default=2, show_default=True,
               help="Resumptions after an interrupted download.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
 def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: Path | None, mirror: str | None,
               force: bool, no_check: bool, retries: int, quiet: bool) -> None:
     """Download NAMES (or --all, or --for USE) into the cache, resumably, checking each file.
@@ -179,6 +191,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
         if e.kind == "external":
             wanted.remove(n)
             external.append(e)
+    _check_cache_writable(wanted)
     failures: list[cache.MissingFile] = []
     for n in wanted:
         e = registry.get(n)
@@ -207,7 +220,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
         else:
             click.echo(f"missing  {e.name}  (external, not fetched by vidinv: {e.hint})", err=True)
     if failures:
-        _fail("\n" + str(MissingWeightsError(failures, fetch_attempted=True)))
+        _fail(str(MissingWeightsError(failures, fetch_attempted=True)))
 
 
 @weights.command("verify")
@@ -244,7 +257,7 @@ def verify_cmd(names: tuple[str, ...], weights_dir: Path | None, no_structure: b
                 for line in m.splitlines()[1:]:
                     click.echo(f"         {line}", err=True)
     if bad:
-        _error(f"{bad} file(s) failed verification or are missing")
+        _fail(f"{bad} file(s) failed verification or are missing")
     if not checked:
         click.echo("no files present to verify (see `vidinv weights list`)")
 
@@ -265,9 +278,9 @@ def path_cmd(name: str, weights_dir: Path | None, allow_hash_mismatch: bool) -> 
         entry = registry.get(name)
         paths = cache.resolve([entry.name], weights_dir=weights_dir, allow_hash_mismatch=allow_hash_mismatch or None)
     except UnknownWeightError as exc:
-        _error(str(exc))
+        _fail(str(exc))
     except WeightHashMismatchError as exc:
-        _error(str(exc))
+        _fail(str(exc))
     except MissingWeightsError as exc:
         _fail(str(exc))
     click.echo(str(paths[entry.name]))

@@ -111,6 +111,33 @@ def _load(task: str, kw: dict):
     return cfg
 
 
+#: What a run writes into ``run.out_dir`` (training.runner): an input there would be replaced.
+RUN_MEMBERS = ("checkpoints", "samples", "logs", "export", "video_faces")
+
+
+def check_paths(cfg, config_path: str | None = None) -> None:
+    """The files of a training run, checked before any weights or networks are loaded: ``data.real_dir``
+    (when set) is a folder; ``run.out_dir`` is not, does not resolve to and would not replace (under its
+    checkpoints/ samples/ logs/ export/ video_faces/) the images folder, a video, the config file or the
+    weights folder, does not lie inside the images folder (its sample grids would become training images)
+    and can be written.
+
+    Raises:
+        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError (both ``ValueError``).
+    """
+    from pathlib import Path
+
+    from vidinv.outputs import InputFileError, check_output
+
+    real_dir = cfg.data.real_dir
+    if real_dir and not Path(real_dir).is_dir():
+        state = "is not a folder" if Path(real_dir).exists() else "does not exist"
+        raise InputFileError(f"data.real_dir (--real-dir) {real_dir} {state}")
+    inputs = [real_dir, config_path, cfg.weights.weights_dir, *(cfg.data.videos or [])]
+    check_output(cfg.run.out_dir, inputs, kind="dir", members=RUN_MEMBERS, forbid_inside=[real_dir],
+                 what="run folder (run.out_dir)")
+
+
 def _run(task: str, kw: dict) -> None:
     from training.networks import ExplicitWeightsError
     from training.runner import TRAINING_TASKS, train
@@ -123,6 +150,11 @@ def _run(task: str, kw: dict) -> None:
     if kw.get("print_config"):
         click.echo(to_yaml(cfg), nl=False)
         return
+    try:
+        check_paths(cfg, kw.get("config_path"))  # before any weights or networks
+    except ValueError as exc:
+        click.echo(f"vidinv: error: {exc}", err=True)
+        sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     resume = kw.get("resume_from") or bool(kw.get("resume"))
     flags = ", ".join(TRAINING_TASKS[task].loss_flags)
@@ -137,7 +169,7 @@ def _run(task: str, kw: dict) -> None:
         click.echo(_DISABLE_HINT.format(flags=flags), err=True)
         sys.exit(2)
     except (ConfigError, FileExistsError, FileNotFoundError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"vidinv: error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"trained {result.step} steps; run folder {result.out_dir}"
                + (f"; exported {result.export}" if result.export else ""))

@@ -615,7 +615,10 @@ def _read_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text (YAML or JSON expected)") from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)

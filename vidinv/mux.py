@@ -12,7 +12,8 @@ Atomic output
 -------------
 Both write to a temporary file in the destination folder, named ``.<stem>.<random>.part<suffix>``
 (the suffix keeps the muxer choice of the destination, e.g. ``.out.3fa9c1d2.part.mp4``), and move it
-to the destination with :func:`os.replace` only once the file is complete. Hence:
+to the destination with :func:`os.replace` only once the file is complete and flushed to disk
+(:func:`vidinv.outputs.commit`; the same helpers as every other vidinv output). Hence:
 
 * on a Python exception, including :class:`KeyboardInterrupt` (Ctrl-C / SIGINT), the temporary file
   is closed and deleted; the destination is never created half-written and an existing destination
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import struct
 from fractions import Fraction
@@ -48,6 +48,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidinv.outputs import atomic_path, commit, discard, temp_path_for
 from vidinv.video import ACCURATE_RGB, Frame, _normalise_rotation, _open, _rate
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,6 @@ _SWS_COLORSPACE = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
 class MissingFrameError(RuntimeError):
     """Frames were skipped or written out of order, or fewer frames than the input has were written."""
-
-
-def temp_path_for(dst: str | os.PathLike) -> Path:
-    """A fresh temporary name in ``dst``'s folder: ``.<stem>.<8 hex>.part<suffix>`` (same extension)."""
-    dst = Path(dst)
-    return dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.part{dst.suffix}")
 
 
 def video_frame_times(path: str | os.PathLike) -> tuple[list[int], Fraction]:
@@ -406,7 +401,7 @@ class EditedVideoWriter:
             self._output = None
             self._input.close()
             self._input = None
-            os.replace(self.temp_path, self.dst_path)
+            commit(self.temp_path, self.dst_path)
             self._done = True
         except BaseException:
             self.abort()
@@ -423,11 +418,7 @@ class EditedVideoWriter:
                 except Exception as e:  # noqa: BLE001 - closing a half-written file may fail; it is deleted
                     log.debug("closing %s failed: %s", attr, e)
                 setattr(self, attr, None)
-        if self.temp_path is not None:
-            try:
-                self.temp_path.unlink()
-            except FileNotFoundError:
-                pass
+        discard(self.temp_path)
 
     def __enter__(self) -> "EditedVideoWriter":
         return self
@@ -459,20 +450,11 @@ def passthrough(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"video file {src} does not exist")
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"the output {dst} is the input; write to another file")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dst)
-    try:
+    with atomic_path(dst) as tmp:
         if src.suffix.lower() == dst.suffix.lower():
             shutil.copyfile(src, tmp)
         else:
             _remux(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
     return dst
 
 

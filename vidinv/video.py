@@ -25,6 +25,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
+from vidinv.outputs import commit, discard, temp_path_for
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Frame", "VideoInfo", "VideoReader", "VideoWriter", "probe", "read_frames", "upright"]
@@ -313,6 +315,12 @@ class VideoWriter:
     ``write(image)`` encodes one frame with ``pts`` = number of frames written so far; ``close()``
     flushes the encoder. Use as a context manager.
 
+    The file is written atomically (:mod:`vidinv.outputs`): frames go to a temporary file beside
+    ``path`` (``.<stem>.<hex>.part<suffix>``, attribute ``temp_path``), which :meth:`close` moves to
+    ``path``; leaving the ``with`` block on an exception (``KeyboardInterrupt`` included) calls
+    :meth:`abort` instead, which deletes it, so ``path`` never holds a partial video and an existing
+    ``path`` is kept.
+
     Raises:
         ValueError: a frame with another shape or dtype than ``(height, width, 3)`` ``uint8``.
     """
@@ -325,23 +333,32 @@ class VideoWriter:
         self.size = (self.width + self.width % 2, self.height + self.height % 2)
         rate = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
-        self._stream = self._container.add_stream("libx264", rate=rate)
-        self._stream.width, self._stream.height = self.size
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.time_base = Fraction(1, 1) / rate
-        opts = {"crf": str(crf), "preset": preset}
-        opts.update(options or {})
-        self._stream.options = opts
-        if rotation:
-            self._stream.set_display_rotation(rotation)
+        self.temp_path = temp_path_for(self.path)
+        self._container = None
         self.frames_written = 0
+        try:
+            self._container = av.open(str(self.temp_path), mode="w")
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = self.size
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.time_base = Fraction(1, 1) / rate
+            opts = {"crf": str(crf), "preset": preset}
+            opts.update(options or {})
+            self._stream.options = opts
+            if rotation:
+                self._stream.set_display_rotation(rotation)
+        except BaseException:
+            self.abort()
+            raise
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def write(self, image: np.ndarray) -> None:
         """Encode one ``(height, width, 3)`` ``uint8`` RGB frame."""
@@ -360,10 +377,29 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and close the file (idempotent)."""
+        """Flush the encoder, close the file and move it to ``path`` (idempotent).
+
+        Raises:
+            OSError / av errors of the encoder or the rename; the temporary file is then deleted.
+        """
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            commit(self.temp_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Stop without producing ``path``: close the container and delete the temporary file (idempotent)."""
+        c, self._container = self._container, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception as e:  # noqa: BLE001 - closing a half-written file may fail; it is deleted
+                log.debug("closing %s failed: %s", self.temp_path, e)
+        discard(self.temp_path)

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from vidinv.edit.directions import Direction, DirectionError, format_layers, parse_layers
+from vidinv.outputs import atomic_write, atomic_write_text
 
 __all__ = ["SefaResult", "sefa", "style_layers", "modulation_weights"]
 
@@ -181,10 +182,8 @@ class SefaResult:
         paths = []
         for i in range(len(self)):
             p = out / f"{prefix}_{i:0{width}d}.npy"
-            tmp = p.with_name(p.name + ".tmp")
-            with open(tmp, "wb") as f:
+            with atomic_write(p) as f:
                 np.save(f, self.to_wplus(i).numpy())
-            os.replace(tmp, p)
             paths.append(p)
         meta = {
             "method": "SeFa (Shen & Zhou, CVPR 2021): top eigenvectors of A^T A, A = row-normalised modulation weights",
@@ -197,10 +196,7 @@ class SefaResult:
                      "row) or unit (|dw| = 15*strength over W+)",
             **self.meta,
         }
-        jp = out / f"{prefix}.json"
-        tmp = jp.with_name(jp.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, jp)
+        atomic_write_text(out / f"{prefix}.json", json.dumps(meta, indent=2) + "\n")
         return paths
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from vidinv.outputs import atomic_write_text
 from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, analyse_video, compare_videos
 from vidinv.report.document import SCHEMA_ID, build_document, jsonable
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs
@@ -228,9 +229,9 @@ def write_outputs(out_dir: Path, doc: dict) -> tuple[Path, Path]:
 
     validate(doc)
     jpath = out_dir / "report.json"
-    jpath.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_text(jpath, json.dumps(doc, indent=1, allow_nan=False) + "\n")
     hpath = out_dir / "report.html"
-    hpath.write_text(render_html(doc, out_dir), encoding="utf-8")
+    atomic_write_text(hpath, render_html(doc, out_dir))
     return jpath, hpath
 
 

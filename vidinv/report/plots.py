@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidinv.outputs import atomic_path
+
 __all__ = ["SOURCE_COLOUR", "OUTPUT_COLOURS", "plot_comparison_identity", "plot_comparison_quality",
            "plot_video_consistency", "plot_consistency_boxplot"]
 
@@ -41,7 +43,8 @@ def _figure(w: float, h: float, rows: int = 1):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(str(path), format="png", dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), format="png", dpi=DPI)
     return path
 
 
