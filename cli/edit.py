@@ -100,6 +100,12 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
 @click.option("--end", type=float, default=None, help="End of the window (seconds, exclusive).")
 @click.option("--weights-dir", type=click.Path(file_okay=False), default=None, help="Folder of weight files.")
 @click.option("--fetch/--no-fetch", default=False, show_default=True, help="Download missing weight files.")
+@click.option("--allow-hash-mismatch", is_flag=True, default=False,
+              help="Accept a --weights-dir file whose sha256 differs from the registry's (default: an error naming "
+                   "both hashes); also VIDINV_ALLOW_HASH_MISMATCH=1.")
+@click.option("--encoder-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="An encoder you trained with `vidinv train` (its exported file, e.g. run_fs_encoder.pth) instead of "
+                   "the official one of --encoder.")
 @click.option("--from-inversion", type=click.Path(file_okay=False), default=None,
               help="Re-render from a `vidinv invert` export (IN defaults to its source video).")
 @click.option("--noise", type=click.Choice(["const", "random"]), default="const", show_default=True)
@@ -111,8 +117,8 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")
 def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layers, encoder, face, blend, mask,
-             batch_size, device, precision, crf, codec, pix_fmt, start, end, weights_dir, fetch, from_inversion, noise,
-             latent_smoothing, report_dir, quiet, verbose):
+             batch_size, device, precision, crf, codec, pix_fmt, start, end, weights_dir, fetch, allow_hash_mismatch,
+             encoder_checkpoint, from_inversion, noise, latent_smoothing, report_dir, quiet, verbose):
     from vidinv.pipeline.edit import EditOptions, plan_edit, run_edit
 
     install_signal_handlers()
@@ -120,6 +126,7 @@ def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layer
                        direction_convention=direction_convention, layers=layers, encoder=encoder, face=face,
                        blend=blend, mask=mask, batch_size=batch_size, device=device, precision=precision, crf=crf,
                        codec=codec, pix_fmt=pix_fmt, start=start, end=end, weights_dir=weights_dir, fetch=fetch,
+                       allow_hash_mismatch=allow_hash_mismatch, encoder_checkpoint=encoder_checkpoint,
                        from_inversion=from_inversion, noise=noise, latent_smoothing=latent_smoothing)
     if src is None and from_inversion is None:
         fail(click.UsageError("give the input video IN (or --from-inversion DIR)"))

@@ -39,6 +39,12 @@ def check_files(src, dst) -> None:
 @click.option("--end", type=float, default=None, help="End of the window (seconds, exclusive).")
 @click.option("--weights-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--fetch/--no-fetch", default=False, show_default=True)
+@click.option("--allow-hash-mismatch", is_flag=True, default=False,
+              help="Accept a --weights-dir file whose sha256 differs from the registry's (default: an error naming "
+                   "both hashes); also VIDINV_ALLOW_HASH_MISMATCH=1.")
+@click.option("--encoder-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="An encoder you trained with `vidinv train` (its exported file, e.g. run_fs_encoder.pth) instead of "
+                   "the official one of --encoder.")
 @click.option("--save-crops", is_flag=True, help="Also store each aligned crop as PNG.")
 @click.option("--save-reconstructions", "save_recon", is_flag=True, help="Also store each reconstruction G(w, F).")
 @click.option("--image-size", type=int, default=256, show_default=True, help="Side of the PNGs.")
@@ -48,7 +54,8 @@ def check_files(src, dst) -> None:
                    "and options as the first run; the result equals one uninterrupted run).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")
-def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, end, weights_dir, fetch, save_crops,
+def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, end, weights_dir, fetch,
+               allow_hash_mismatch, encoder_checkpoint, save_crops,
                save_recon, image_size, overwrite, resume, quiet, verbose):
     """Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."""
     from vidinv.pipeline.invert import InvertOptions, run_invert
@@ -56,6 +63,7 @@ def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, en
     install_signal_handlers()
     opts = InvertOptions(src=src, dst=dst, encoder=encoder, face=face, batch_size=batch_size, device=device,
                          precision=precision, start=start, end=end, weights_dir=weights_dir, fetch=fetch,
+                         allow_hash_mismatch=allow_hash_mismatch, encoder_checkpoint=encoder_checkpoint,
                          save_crops=save_crops, save_recon=save_recon, image_size=image_size, overwrite=overwrite,
                          resume=resume)
     try:

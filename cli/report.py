@@ -1,13 +1,11 @@
 """``vidinv report SOURCE [OUTPUT ...] -o DIR``: identity-consistency and quality report of face videos."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from cli.main import cli, fail, one_line_errors
-
 
 #: What `vidinv report` writes into its folder (vidinv.report): an input there would be replaced.
 REPORT_MEMBERS = ("report.json", "report.html", "*.png")

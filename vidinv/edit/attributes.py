@@ -354,7 +354,7 @@ def direction_from_file(entry: AttributeSource, path: str | os.PathLike) -> Dire
 
 
 def load_attributes(specs: Iterable[str], weights_dir: str | os.PathLike | None = None,
-                    fetch: bool = False) -> list[Direction]:
+                    fetch: bool = False, *, allow_hash_mismatch: bool | None = None) -> list[Direction]:
     """Load several named directions, resolving all their files in one go.
 
     Args:
@@ -362,6 +362,8 @@ def load_attributes(specs: Iterable[str], weights_dir: str | os.PathLike | None 
         weights_dir: folder of files placed by hand (``DIR/featurestyle/...``, ``DIR/stit_w/...``,
             ``DIR/e4e/...``), searched before the cache.
         fetch: download missing files into the cache.
+        allow_hash_mismatch: accept ``weights_dir`` files whose sha256 differs from the registry's (see
+            :func:`vidinv.weights.resolve`; None reads ``VIDINV_ALLOW_HASH_MISMATCH``).
 
     Returns:
         One :class:`Direction` per spec, in order.
@@ -370,11 +372,13 @@ def load_attributes(specs: Iterable[str], weights_dir: str | os.PathLike | None 
         DirectionError: unknown names (before any file is looked up).
         vidinv.weights.MissingWeightsError: one error listing every missing file, its URL and where
             to put it.
+        vidinv.weights.WeightHashMismatchError: a ``weights_dir`` file differs from the registry's sha256.
     """
     from vidinv.weights import resolve
 
     entries = [lookup(s) for s in specs]
-    paths = resolve(sorted({e.weight for e in entries}), weights_dir=weights_dir, fetch=fetch) if entries else {}
+    paths = resolve(sorted({e.weight for e in entries}), weights_dir=weights_dir, fetch=fetch,
+                    allow_hash_mismatch=allow_hash_mismatch) if entries else {}
     return [direction_from_file(e, paths[e.weight]) for e in entries]
 
 
@@ -409,7 +413,8 @@ def parse_edit_spec(text: str) -> tuple[str, float, tuple[int, ...] | None]:
 
 
 def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | None = None, fetch: bool = False,
-               *, files: Iterable[tuple[str | os.PathLike, str, float, object]] = ()) -> LatentEdit:
+               *, files: Iterable[tuple[str | os.PathLike, str, float, object]] = (),
+               allow_hash_mismatch: bool | None = None) -> LatentEdit:
     """Make one :class:`~vidinv.edit.directions.LatentEdit` (sum of Δw) from named attributes and files.
 
     Args:
@@ -417,6 +422,7 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
             tuples, or ``(Direction, strength[, layers])`` tuples.
         weights_dir, fetch: as :func:`load_attributes` (every named file is resolved at once).
         files: ``(path, convention, strength, layers)`` for ``--direction FILE`` directions.
+        allow_hash_mismatch: as :func:`load_attributes`.
 
     Every strength is checked (finite) before any file is looked up. An edit whose
     :func:`equivalent_strength` exceeds :data:`STRENGTH_WARNING` is logged once, as one WARNING of
@@ -436,7 +442,7 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
             parsed.append((name, check_strength(rest[0], what) if rest else 1.0, rest[1] if len(rest) > 1 else None))
     files = [(path, conv, check_strength(s, f"strength of --direction {path}"), lay) for path, conv, s, lay in files]
     names = [p[0] for p in parsed if isinstance(p[0], str)]
-    loaded = iter(load_attributes(names, weights_dir=weights_dir, fetch=fetch))
+    loaded = iter(load_attributes(names, weights_dir=weights_dir, fetch=fetch, allow_hash_mismatch=allow_hash_mismatch))
     terms = []
     for name, s, lay in parsed:
         d = next(loaded) if isinstance(name, str) else name

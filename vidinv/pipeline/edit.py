@@ -58,6 +58,9 @@ class EditOptions:
         batch_size: faces per encoder / generator batch; device, precision: see :class:`Runtime`.
         crf, codec, pix_fmt: output encoding; start, end: window in seconds (output cut to it).
         weights_dir, fetch: where to find / whether to download weight files.
+        allow_hash_mismatch: accept a ``weights_dir`` file whose sha256 differs from the registry's.
+        encoder_checkpoint: an encoder trained with vidinv's ``training/`` (its own file name, with the
+            vidinv record), used instead of the official encoder of ``encoder``.
         from_inversion: a ``vidinv invert`` export to re-render from (src may then be None: the
             export's source path is used).
         noise: ``"const"`` (the generator's noise buffers) or ``"random"``.
@@ -86,6 +89,8 @@ class EditOptions:
     end: float | None = None
     weights_dir: str | os.PathLike | None = None
     fetch: bool = False
+    allow_hash_mismatch: bool = False
+    encoder_checkpoint: str | os.PathLike | None = None
     from_inversion: str | os.PathLike | None = None
     noise: str = "const"
     latent_smoothing: float = 0.0
@@ -211,9 +216,12 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         need_encoder = False
     else:
         encoder, need_encoder = opts.encoder, True
-    names = required_weights(encoder, need_encoder=need_encoder) + direction_weights(opts.attrs)
-    paths = resolve_weights(names, opts.weights_dir, opts.fetch, mask=opts.mask, quiet=quiet)
-    edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files)
+    own = opts.encoder_checkpoint if need_encoder else None
+    names = required_weights(encoder, need_encoder=need_encoder, encoder_checkpoint=own) + direction_weights(opts.attrs)
+    paths = resolve_weights(names, opts.weights_dir, opts.fetch, mask=opts.mask, quiet=quiet, encoder_checkpoint=own,
+                            allow_hash_mismatch=opts.allow_hash_mismatch or None)
+    edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files,
+                      allow_hash_mismatch=opts.allow_hash_mismatch or None)
     src = opts.src
     if src is None:
         if reader is None:
@@ -310,7 +318,8 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     runtime = Runtime(opts.device, opts.precision)
     reader = plan.reader
     encoder = reader.encoder["kind"] if reader is not None else opts.encoder
-    bundle = load_bundle(plan.paths, encoder, runtime, need_encoder=reader is None, mask=opts.mask)
+    bundle = load_bundle(plan.paths, encoder, runtime, need_encoder=reader is None, mask=opts.mask,
+                         encoder_checkpoint=opts.encoder_checkpoint if reader is None else None)
     if reader is not None:
         from vidinv.inversion import InversionFormatError
 

@@ -50,6 +50,8 @@ class InvertOptions:
     end: float | None = None
     weights_dir: str | os.PathLike | None = None
     fetch: bool = False
+    allow_hash_mismatch: bool = False
+    encoder_checkpoint: str | os.PathLike | None = None
     save_crops: bool = False
     save_recon: bool = False
     image_size: int = 256
@@ -113,14 +115,16 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         state = InversionReader(opts.dst, allow_incomplete=True)  # unreadable: error before any work
         if state.complete:
             raise ValueError(f"{opts.dst}: the export is complete; nothing to resume")
-    paths = resolve_weights(required_weights(opts.encoder), opts.weights_dir, opts.fetch, mask="landmarks",
-                            quiet=quiet)
+    own = opts.encoder_checkpoint
+    paths = resolve_weights(required_weights(opts.encoder, encoder_checkpoint=own), opts.weights_dir, opts.fetch,
+                            mask="landmarks", quiet=quiet, encoder_checkpoint=own,
+                            allow_hash_mismatch=opts.allow_hash_mismatch or None)
     src = Path(opts.src)
     if not src.is_file():
         raise FileNotFoundError(f"input video {src} does not exist")
     result = InvertResult(Path(opts.dst))
     runtime = Runtime(opts.device, opts.precision)
-    bundle = load_bundle(paths, opts.encoder, runtime, mask="landmarks")
+    bundle = load_bundle(paths, opts.encoder, runtime, mask="landmarks", encoder_checkpoint=own)
     G = bundle.G
     models = [model_file(p, "encoder" if name != GENERATOR_FILE else "generator", name=name)
               for name, p in paths.items()]

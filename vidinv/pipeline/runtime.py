@@ -114,7 +114,8 @@ def required_weights(encoder: str = "fs", *, need_encoder: bool = True,
 
 def resolve_weights(names: list[str], weights_dir: str | os.PathLike | None = None, fetch: bool = False, *,
                     mask: str = "auto", quiet: bool = False,
-                    encoder_checkpoint: str | os.PathLike | None = None) -> dict[str, Path]:
+                    encoder_checkpoint: str | os.PathLike | None = None,
+                    allow_hash_mismatch: bool | None = None) -> dict[str, Path]:
     """Find every file of ``names`` (and the face parser) in one go.
 
     Args:
@@ -125,12 +126,15 @@ def resolve_weights(names: list[str], weights_dir: str | os.PathLike | None = No
             from landmarks instead, and how to get the file); ``"landmarks"`` never uses it.
         encoder_checkpoint: the user's own encoder file (see :func:`load_bundle`); added to the result
             under its file name.
+        allow_hash_mismatch: accept ``weights_dir`` files whose sha256 differs from the registry's (see
+            :func:`vidinv.weights.resolve`; None reads ``VIDINV_ALLOW_HASH_MISMATCH``).
 
     Returns:
         ``{name: path}``; ``79999_iter.pth`` is in it when it will be used.
 
     Raises:
         vidinv.weights.MissingWeightsError: every missing file, with URLs and target paths.
+        vidinv.weights.WeightHashMismatchError: a ``weights_dir`` file differs from the registry's sha256.
         FileNotFoundError: ``encoder_checkpoint`` is not a file.
         ValueError: ``encoder_checkpoint`` has the name of a registry file.
     """
@@ -148,10 +152,12 @@ def resolve_weights(names: list[str], weights_dir: str | os.PathLike | None = No
                              "belongs in --weights-dir")
         if not own.is_file():
             raise FileNotFoundError(f"encoder checkpoint {own} does not exist")
-    paths = resolve(wanted, weights_dir=weights_dir, fetch=fetch, quiet=quiet)
+    paths = resolve(wanted, weights_dir=weights_dir, fetch=fetch, quiet=quiet,
+                    allow_hash_mismatch=allow_hash_mismatch)
     if mask == "auto":
         try:
-            paths.update(resolve([PARSER_FILE], weights_dir=weights_dir, fetch=False, quiet=True))
+            paths.update(resolve([PARSER_FILE], weights_dir=weights_dir, fetch=False, quiet=True,
+                                 allow_hash_mismatch=allow_hash_mismatch))
         except MissingWeightsError:
             where = f"--weights-dir {weights_dir} or the cache" if weights_dir else "the cache"
             log.warning("%s (BiSeNet face parsing) was not found in %s: --mask auto uses landmark masks (the hull "
