@@ -56,7 +56,7 @@ def main() -> None:
     import os
 
     from vidinv.pipeline import EditOptions, run_edit
-    from vidinv.video import probe
+    from vidinv.io.video import probe
 
     fps = float(probe(args.video).fps or Fraction(25))
     cuda = torch.cuda.is_available() and args.device != "cpu"

@@ -35,7 +35,7 @@ from scipy.ndimage import gaussian_filter1d  # noqa: E402
 from vidinv.face import align, smoothing  # noqa: E402
 from vidinv.face.detect import LandmarkDetector, get_detector  # noqa: E402
 from vidinv.face.frontend import FaceFrontEnd  # noqa: E402
-from vidinv.video import VideoReader  # noqa: E402
+from vidinv.io.video import VideoReader  # noqa: E402
 
 VIDEOS = ["greenscreen_frontal", "talking_wink", "interview_720p", "selfie_portrait", "crowd_1080p"]
 

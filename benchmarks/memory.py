@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     from tiny_bundle import write_tiny_bundle
 
-    from vidinv.video import probe
+    from vidinv.io.video import probe
 
     fps = probe(args.video).fps or Fraction(30)
     with tempfile.TemporaryDirectory() as home:
@@ -47,7 +47,7 @@ def main() -> None:
         rows = []
         for n in args.frames:
             end = (n - 0.5) / float(fps)
-            cmd = [sys.executable, "-m", "cli", "edit", args.video, "-o", f"{home}/out_{n}.mp4", "--attr", "smile",
+            cmd = [sys.executable, "-m", "vidinv.cli", "edit", args.video, "-o", f"{home}/out_{n}.mp4", "--attr", "smile",
                    "--end", f"{end:.4f}", "--batch-size", str(args.batch_size), "--device", "cpu", "-q"]
             rows.append((n, peak_rss_mb(cmd, env)))
     print(f"video: {args.video}")

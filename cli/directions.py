@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from cli.main import cli, fail, one_line_errors
+from vidinv.cli.main import cli, fail, one_line_errors
 from vidinv.edit import attributes as attr_mod
 from vidinv.edit.directions import CONVENTIONS, DirectionError, format_layers, load_direction_file
 
@@ -119,10 +119,10 @@ def sefa_cmd(top: int, layers: str | None, torgb: bool, checkpoint: Path | None,
     Use it with `vidinv edit --direction FILE` and convention raw (strength = SeFa distance on each
     of those rows) or unit (|dw| = 15*strength). sefa.json lists the eigenvalues and rows.
     """
-    from vidinv.checkpoints import CheckpointError
+    from vidinv.io.checkpoints import CheckpointError
     from vidinv.edit.sefa import sefa
     from vidinv.models.stylegan2 import load_generator
-    from vidinv.outputs import check_output, check_torch_file
+    from vidinv.io.outputs import check_output, check_torch_file
     from vidinv.weights import MissingWeightsError, resolve
 
     members = (f"{prefix}_*.npy", f"{prefix}.json")

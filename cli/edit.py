@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cli.main import cli, fail  # noqa: F401 - fail: the one-line error of every command
+from vidinv.cli.main import cli, fail  # noqa: F401 - fail: the one-line error of every command
 from vidinv.edit.attributes import strength_table
 
 
@@ -51,16 +51,16 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
     --report folder.
 
     Raises:
-        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError; InversionFormatError (export).
+        vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError; InversionFormatError (export).
     """
     from pathlib import Path
 
-    from cli.report import REPORT_MEMBERS
-    from vidinv.outputs import check_output, check_video_input
+    from vidinv.cli.report import REPORT_MEMBERS
+    from vidinv.io.outputs import check_output, check_video_input
 
     inputs = [from_inversion, *directions]
     if src is None and from_inversion is not None:
-        from vidinv.inversion import InversionReader
+        from vidinv.io.inversion import InversionReader
 
         src = InversionReader(from_inversion).source.get("path")
     if src is not None:
@@ -160,7 +160,7 @@ def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layer
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:
     """``vidinv edit --report``: the report of ``dst`` against the frames of ``src`` it was made from."""
-    from vidinv.mux import frame_range
+    from vidinv.io.mux import frame_range
     from vidinv.report import run_report
     from vidinv.report.compute import ReportOptions
 

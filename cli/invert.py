@@ -5,11 +5,11 @@ import sys
 
 import click
 
-from cli.edit import fail, install_signal_handlers, print_timings, progress_bar
-from cli.main import cli
+from vidinv.cli.edit import fail, install_signal_handlers, print_timings, progress_bar
+from vidinv.cli.main import cli
 
 
-#: What an export folder holds (vidinv.inversion): an input there would be replaced.
+#: What an export folder holds (vidinv.io.inversion): an input there would be replaced.
 EXPORT_MEMBERS = ("manifest.json", "chunks", "images")
 
 
@@ -19,9 +19,9 @@ def check_files(src, dst) -> None:
     inside OUT's manifest.json / chunks / images) and can be written.
 
     Raises:
-        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError.
+        vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError.
     """
-    from vidinv.outputs import check_output, check_video_input
+    from vidinv.io.outputs import check_output, check_video_input
 
     check_video_input(src)
     check_output(dst, [src], kind="dir", members=EXPORT_MEMBERS, what="export folder")

@@ -25,13 +25,13 @@ from vidinv import __version__
 
 #: Sub-command name -> module that registers it on :data:`cli` when imported.
 _COMMAND_MODULES = {
-    "weights": "cli.weights",
-    "train": "cli.train",
-    "directions": "cli.directions",
-    "track": "cli.track",
-    "edit": "cli.edit",
-    "invert": "cli.invert",
-    "report": "cli.report",
+    "weights": "vidinv.cli.weights",
+    "train": "vidinv.cli.train",
+    "directions": "vidinv.cli.directions",
+    "track": "vidinv.cli.track",
+    "edit": "vidinv.cli.edit",
+    "invert": "vidinv.cli.invert",
+    "report": "vidinv.cli.report",
 }
 
 #: Environment variable: set to 1 to see Python tracebacks instead of one-line errors.
@@ -69,13 +69,13 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     # Each sub-command module adds itself to ``cli``; imported here so ``vidinv --help`` lists them.
-    from cli import weights  # noqa: F401
-    from cli import train  # noqa: F401
-    from cli import directions  # noqa: F401
-    from cli import track  # noqa: F401
-    from cli import edit  # noqa: F401
-    from cli import invert  # noqa: F401
-    from cli import report  # noqa: F401
+    from vidinv.cli import weights  # noqa: F401
+    from vidinv.cli import train  # noqa: F401
+    from vidinv.cli import directions  # noqa: F401
+    from vidinv.cli import track  # noqa: F401
+    from vidinv.cli import edit  # noqa: F401
+    from vidinv.cli import invert  # noqa: F401
+    from vidinv.cli import report  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import cli, fail, one_line_errors
+from vidinv.cli.main import cli, fail, one_line_errors
 
 #: What `vidinv report` writes into its folder (vidinv.report): an input there would be replaced.
 REPORT_MEMBERS = ("report.json", "report.html", "*.png")
@@ -17,9 +17,9 @@ def check_files(source: str, outputs, out_dir) -> None:
     named report.json/report.html/*.png in it) or resolve to one, and can be written.
 
     Raises:
-        vidinv.report.InputError, vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError.
+        vidinv.report.InputError, vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError.
     """
-    from vidinv.outputs import check_output, check_video_input
+    from vidinv.io.outputs import check_output, check_video_input
     from vidinv.report.inputs import expand_videos
 
     videos = [v for spec in (source, *outputs) for v in expand_videos(spec)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli.main import cli, one_line_errors
+from vidinv.cli.main import cli, one_line_errors
 
 # colours (RGB) of the preview overlay
 _TRACK_COLOURS = [(0, 255, 0), (255, 0, 255), (0, 200, 255), (255, 255, 0), (255, 128, 0), (128, 128, 255)]
@@ -145,7 +145,7 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     top of the aligned crop), the track id and the blend-mask outline (landmark hull mask warped back
     from the aligned crop). Runs on CPU; uses no model weights beyond dlib's bundled files.
     """
-    from vidinv.outputs import atomic_write_text, check_output, check_video_input
+    from vidinv.io.outputs import atomic_write_text, check_output, check_video_input
 
     # every file checked before any work; the preview and the JSON are written atomically
     check_video_input(input_path)
@@ -158,7 +158,7 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     from vidinv.face.detect import DetectorUnavailableError, get_detector
     from vidinv.face.frontend import FaceFrontEnd
     from vidinv.face.tracking import Tracker
-    from vidinv.video import VideoReader, VideoWriter
+    from vidinv.io.video import VideoReader, VideoWriter
 
     try:
         if detector == "dlib":

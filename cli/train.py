@@ -1,13 +1,13 @@
-"""``vidinv train fs|psp``: alias of ``python -m training fs|psp`` (see :mod:`training.cli`)."""
+"""``vidinv train fs|psp``: alias of ``python -m vidinv.training fs|psp`` (see :mod:`training.cli`)."""
 from __future__ import annotations
 
-from cli.main import cli
-from training.cli import fs_command, psp_command
+from vidinv.cli.main import cli
+from vidinv.training.cli import fs_command, psp_command
 
 
 @cli.group("train")
 def train() -> None:
-    """Train the Feature-Style encoder or a pSp encoder (same options as `python -m training`)."""
+    """Train the Feature-Style encoder or a pSp encoder (same options as `python -m vidinv.training`)."""
 
 
 train.add_command(fs_command, "fs")

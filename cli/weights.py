@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from cli.main import cli, one_line_errors
+from vidinv.cli.main import cli, one_line_errors
 from vidinv.weights import cache, fetch as fetch_mod, registry
 from vidinv.weights.cache import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
 from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
@@ -138,7 +138,7 @@ def licence_summary(entries: list[WeightFile]) -> str:
 
 def _check_cache_writable(names: list[str]) -> None:
     """Every cache folder the download of ``names`` writes to can be written, before any download."""
-    from vidinv.outputs import OutputPathError, check_output
+    from vidinv.io.outputs import OutputPathError, check_output
 
     seen = set()
     for n in names:

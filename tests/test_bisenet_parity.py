@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import assert_parity, manifest_state_dict, require_shared
-from vidinv.checkpoints import CheckpointMismatchError
+from vidinv.io.checkpoints import CheckpointMismatchError
 from vidinv.models.bisenet import (CLASS_INDEX, CLASS_NAMES, FS_VIDEO_MASK_LABELS, BiSeNet, class_mask,
                                    load_bisenet, to_bisenet_input)
 

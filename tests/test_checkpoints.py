@@ -1,4 +1,4 @@
-"""Generic checkpoint reading and strict loading (vidinv.checkpoints)."""
+"""Generic checkpoint reading and strict loading (vidinv.io.checkpoints)."""
 from __future__ import annotations
 
 import collections
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vidinv.checkpoints import (CheckpointError, CheckpointMismatchError, load_strict, read_checkpoint,
+from vidinv.io.checkpoints import (CheckpointError, CheckpointMismatchError, load_strict, read_checkpoint,
                                 select_prefix)
 
 
@@ -87,7 +87,7 @@ def test_load_strict_rejects_non_tensor():
 
 
 def test_vidinv_record_round_trip_and_checks(tmp_path):
-    from vidinv.checkpoints import USER_TRAINED_LICENCE, read_vidinv_record, vidinv_record
+    from vidinv.io.checkpoints import USER_TRAINED_LICENCE, read_vidinv_record, vidinv_record
 
     rec = vidinv_record("fs_encoder", {"widths": (8, 8), "nested": {"a": (1, 2)}}, licence=USER_TRAINED_LICENCE,
                         name="mine_fs_encoder.pth", trained_from={"generator": "psp_ffhq_encode.pt"})

@@ -8,7 +8,7 @@ regular file; a read-only folder when not root) and an unknown output extension.
 line ``vidinv: error: …`` saying why (so the check ran before any weight lookup: VIDINV_HOME is empty),
 print no traceback, leave every input byte-identical and leave nothing behind (no output, no temporary
 file, no folder). Most combinations run in-process through ``cli.main.main`` with file-descriptor
-capture (C-level output of FFmpeg included); one per sub-command runs as a real ``python -m cli``
+capture (C-level output of FFmpeg included); one per sub-command runs as a real ``python -m vidinv.cli``
 process. Ctrl-C is tested on real processes: during start-up, and during ``vidinv track`` once the
 preview's frames are being written (nothing may appear at the destination).
 """
@@ -84,7 +84,7 @@ SUBPROCESS = {("track", "random"), ("track", "truncated_faststart"), ("track", "
 # ------------------------------------------------------------------------------------------------ files
 
 def _write_clip(path: Path, n: int = 6, size: int = 64) -> None:
-    from vidinv.video import VideoWriter
+    from vidinv.io.video import VideoWriter
 
     with VideoWriter(path, size, size, fps=25, crf=23, preset="ultrafast") as w:
         for i in range(n):
@@ -244,11 +244,11 @@ def test_bad_input_one_line_error_nothing_written(sub, case, work, tmp_path, cap
     env = _env(home, extra)
     before = _snapshot(work)
     if (sub, case) in SUBPROCESS:
-        p = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=work, env=env, capture_output=True,
+        p = subprocess.run([sys.executable, "-m", "vidinv.cli", *argv], cwd=work, env=env, capture_output=True,
                            text=True, timeout=300)
         rc, out, err = p.returncode, p.stdout, p.stderr
     else:
-        from cli.main import main
+        from vidinv.cli.main import main
 
         for k in ("VIDINV_HOME", "VIDINV_MIRROR"):
             monkeypatch.setenv(k, env[k])
@@ -287,7 +287,7 @@ def test_track_ctrl_c_leaves_nothing_at_the_destination(tmp_path):
     src = require_shared("videos") / "talking_wink.mp4"
     out = tmp_path / "out" / "preview.mp4"
     js = tmp_path / "out" / "tracks.json"
-    cmd = [sys.executable, "-m", "cli", "track", str(src), "-o", str(out), "--json", str(js), "--quiet",
+    cmd = [sys.executable, "-m", "vidinv.cli", "track", str(src), "-o", str(out), "--json", str(js), "--quiet",
            "--smoothing", "none", "--max-side", "256", "--no-cnn-fallback"]
     p = subprocess.Popen(cmd, env=_env(tmp_path / "home"), cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -315,7 +315,7 @@ def test_ctrl_c_during_start_up_prints_no_traceback(trigger, tmp_path):
     i.e. while cli.main loads; or while torch loads for `vidinv edit`): one line, exit status 130."""
     video = tmp_path / "in.mp4"
     _write_clip(video)
-    cmd = [sys.executable, "-X", "importtime", "-m", "cli", "edit", str(video), "-o", str(tmp_path / "o.mp4"),
+    cmd = [sys.executable, "-X", "importtime", "-m", "vidinv.cli", "edit", str(video), "-o", str(tmp_path / "o.mp4"),
            "--attr", "smile"]
     p = subprocess.Popen(cmd, env=_env(tmp_path / "home"), cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -344,8 +344,8 @@ def test_ctrl_c_during_start_up_prints_no_traceback(trigger, tmp_path):
 # ------------------------------------------------------------------------------------------------ helpers
 
 def test_atomic_helpers_keep_the_destination_on_error(tmp_path):
-    from vidinv.outputs import TEMP_NAME_RE, atomic_write, atomic_write_text
-    from vidinv.video import VideoWriter, probe
+    from vidinv.io.outputs import TEMP_NAME_RE, atomic_write, atomic_write_text
+    from vidinv.io.video import VideoWriter, probe
 
     dst = tmp_path / "a.json"
     atomic_write_text(dst, "old")
@@ -371,7 +371,7 @@ def test_atomic_helpers_keep_the_destination_on_error(tmp_path):
 
 
 def test_check_output_hard_links_members_and_folders(tmp_path):
-    from vidinv.outputs import OutputPathError, check_output
+    from vidinv.io.outputs import OutputPathError, check_output
 
     src = tmp_path / "in.mp4"
     _write_clip(src, n=2)
@@ -402,10 +402,10 @@ def test_check_output_hard_links_members_and_folders(tmp_path):
 def test_check_output_warns_when_the_disk_is_nearly_full(tmp_path, monkeypatch, caplog):
     import collections
 
-    from vidinv import outputs
+    from vidinv.io import outputs
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
-    with caplog.at_level("WARNING", logger="vidinv.outputs"):
+    with caplog.at_level("WARNING", logger="vidinv.io.outputs"):
         outputs.check_output(tmp_path / "o.mp4", kind="video", codec="libx264", expect_bytes=50 * 10**6)
     assert "only 1 MB free" in caplog.text and "about 50 MB" in caplog.text

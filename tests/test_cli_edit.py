@@ -27,7 +27,7 @@ def _env(home: Path) -> dict:
 
 
 def _vidinv(args: list[str], home: Path, **kw):
-    return [sys.executable, "-m", "cli", *args], dict(env=_env(home), cwd=kw.pop("cwd", REPO), **kw)
+    return [sys.executable, "-m", "vidinv.cli", *args], dict(env=_env(home), cwd=kw.pop("cwd", REPO), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_killing_mid_run_leaves_no_output(tiny_home, tmp_path, sig):
 
 
 def test_help_shows_strength_table():
-    p = subprocess.run([sys.executable, "-m", "cli", "edit", "--help"], capture_output=True, text=True, cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "vidinv.cli", "edit", "--help"], capture_output=True, text=True, cwd=REPO,
                        timeout=60)
     assert p.returncode == 0 and "--strength s adds s steps" in p.stdout and "--from-inversion" in p.stdout
 
@@ -148,7 +148,7 @@ def _invoke(args: list[str], home: Path):
     undone afterwards. For refusals that happen before any model or video work."""
     from click.testing import CliRunner
 
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     old = signal.getsignal(signal.SIGTERM)
@@ -206,8 +206,8 @@ def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
     refused by ``vidinv edit --from-inversion`` with one line naming the record, frame and track."""
     from test_inversion_format import poison_chunk
     from tiny_bundle import tiny_generator
-    from vidinv.inversion import InversionWriter, model_file
-    from vidinv.video import probe
+    from vidinv.io.inversion import InversionWriter, model_file
+    from vidinv.io.video import probe
 
     video = require_shared("videos") / "greenscreen_frontal.mp4"
     inv = tmp_path / "nan.vinv"
@@ -244,7 +244,7 @@ def test_strength_far_outside_the_demonstrated_range_warns_once(tiny_home, tmp_p
 def test_invert_resume_refusals(tmp_path):
     """``vidinv invert --resume`` without an export, on a complete one, or with --overwrite: one line each,
     before any weight is looked for (the home is empty), nothing changed."""
-    from vidinv.inversion import InversionWriter
+    from vidinv.io.inversion import InversionWriter
 
     video = require_shared("videos") / "greenscreen_frontal.mp4"
     home = tmp_path / "empty_home"

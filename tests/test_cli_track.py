@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import cached_detection, require_shared
-from vidinv.video import VideoWriter, probe, read_frames
+from vidinv.io.video import VideoWriter, probe, read_frames
 
 # frame counts of ../shared/videos/README.md
 COUNTS = {"crowd_1080p": 105, "greenscreen_frontal": 78, "interview_720p": 282, "selfie_portrait": 352,
@@ -24,7 +24,7 @@ def _shared_detections():
 
 @pytest.fixture(scope="module")
 def cli_app():
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     return cli

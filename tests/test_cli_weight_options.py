@@ -20,7 +20,7 @@ from tiny_bundle import tiny_fs_encoder, write_tiny_bundle
 
 def _run(args: list[str], home: Path, timeout: int = 600):
     env = dict(os.environ, VIDINV_HOME=str(home), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "vidinv.cli", *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=REPO)
 
 
@@ -77,7 +77,7 @@ def test_allow_hash_mismatch_uses_the_users_file(tiny_home, altered_weights_dir,
 def test_invert_with_the_users_encoder_checkpoint(tiny_home, tmp_path):
     """`vidinv invert --encoder-checkpoint myrun_fs_encoder.pth` runs without 143_enc.pth, records the user's
     file in the export, and refuses a user file named like an official one."""
-    from training.export import export_fs_encoder, fs_export_name
+    from vidinv.training.export import export_fs_encoder, fs_export_name
 
     home = tmp_path / "home"
     shutil.copytree(tiny_home, home)

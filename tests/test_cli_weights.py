@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-import cli.main
+from vidinv.cli import main as cli_main
 from conftest import require_shared
 from test_weights import LocalServer, dead_url, make_checkpoint, make_entry
 from vidinv.weights import registry
 
-cli.main._register()
+cli_main._register()
 
 
 @pytest.fixture
@@ -31,12 +31,12 @@ def server():
 
 
 def run(*args):
-    return CliRunner().invoke(cli.main.cli, list(args), catch_exceptions=False)
+    return CliRunner().invoke(cli_main.cli, list(args), catch_exceptions=False)
 
 
 def test_help_lists_weights_group(capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main.main(["--help"])
+        cli_main.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "weights" in out and "List, fetch and verify" in out

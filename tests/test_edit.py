@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import assert_parity, require_shared
-from vidinv.checkpoints import read_checkpoint
+from vidinv.io.checkpoints import read_checkpoint
 from vidinv.edit import (
     ATTRIBUTES,
     DEFAULT_SOURCE,
@@ -461,7 +461,7 @@ def test_edit_frame_equals_full_pass_formula():
 # ------------------------------------------------------------------------------ CLI
 
 def test_cli_directions_list_and_info(ddir):
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     r = CliRunner().invoke(cli, ["directions", "list", "--weights-dir", str(ddir)])

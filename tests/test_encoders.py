@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidinv.checkpoints import CheckpointError, CheckpointMismatchError
+from vidinv.io.checkpoints import CheckpointError, CheckpointMismatchError
 from vidinv.models.fs_encoder import (FS_FEATURE_LAYER, FeatureStyleEncoder, downscale, load_fs_encoder)
 from vidinv.models.iresnet import IBasicBlock, iresnet50, load_arcface
 
@@ -178,7 +178,7 @@ def _small_fs():
 
 
 def test_vidinv_trained_fs_encoder_loads_by_its_record(tmp_path):
-    from training.export import export_fs_encoder
+    from vidinv.training.export import export_fs_encoder
 
     enc = _small_fs()
     path = export_fs_encoder(enc, tmp_path / "mine_fs_encoder.pth")
@@ -193,7 +193,7 @@ def test_vidinv_trained_fs_encoder_loads_by_its_record(tmp_path):
 
 
 def test_fs_files_not_matching_their_architecture_are_refused(tmp_path):
-    from training.export import export_fs_encoder
+    from vidinv.training.export import export_fs_encoder
 
     enc = _small_fs()
     path = export_fs_encoder(enc, tmp_path / "mine_fs_encoder.pth")

@@ -79,7 +79,7 @@ def test_downscaled_detection_stays_close(dlib_detector, ffhq_align):
 
 
 def test_greenscreen_frames_one_face(dlib_detector):
-    from vidinv.video import read_frames
+    from vidinv.io.video import read_frames
 
     path = require_shared("videos") / "greenscreen_frontal.mp4"
     frames = [f.image for f in read_frames(path) if f.index in (0, 39, 77)]

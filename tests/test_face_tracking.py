@@ -205,7 +205,7 @@ def test_scene_cut_detector_synthetic():
 
 
 def test_scene_cut_detector_on_shared_videos():
-    from vidinv.video import read_frames
+    from vidinv.io.video import read_frames
 
     videos = require_shared("videos")
     det = SceneCutDetector()

@@ -21,7 +21,7 @@ from vidinv.face import align, blend, smoothing
 from vidinv.face.detect import Face, LandmarkDetector, get_detector
 from vidinv.face.frontend import FaceFrontEnd
 from vidinv.face.tracking import Tracker
-from vidinv.video import Frame, VideoReader, probe, read_frames
+from vidinv.io.video import Frame, VideoReader, probe, read_frames
 
 VIDEOS = ["greenscreen_frontal", "talking_wink", "interview_720p", "selfie_portrait", "crowd_1080p"]
 SLOW = {"interview_720p", "selfie_portrait", "crowd_1080p"}

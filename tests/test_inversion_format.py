@@ -1,4 +1,4 @@
-"""The inversion export format (vidinv.inversion): round trip, versions, corruption, crashes, resume."""
+"""The inversion export format (vidinv.io.inversion): round trip, versions, corruption, crashes, resume."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidinv.inversion import (
+from vidinv.io.inversion import (
     FORMAT_VERSION,
     MANIFEST,
     IncompleteInversionError,
@@ -182,7 +182,7 @@ def test_version_mismatch_and_corruption(tmp_path):
 _CRASH = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from vidinv.inversion import InversionWriter
+    from vidinv.io.inversion import InversionWriter
     out, n = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(0)
     wr = InversionWriter(out, encoder="fs", generator={"n_latent": 18, "style_dim": 512}, chunk_size=4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import assert_parity, manifest_state_dict, require_shared
-from vidinv.checkpoints import CheckpointMismatchError
+from vidinv.io.checkpoints import CheckpointMismatchError
 from vidinv.models.irse import IRSE50Backbone, id_loss_crop, load_irse50
 
 

@@ -1,4 +1,4 @@
-"""Tests of vidinv.mux: edited-video writer (timestamps, audio copy, rotation, atomic output) and passthrough."""
+"""Tests of vidinv.io.mux: edited-video writer (timestamps, audio copy, rotation, atomic output) and passthrough."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, require_shared
-from vidinv.mux import EditedVideoWriter, MissingFrameError, frame_range, passthrough, video_frame_times
-from vidinv.video import VideoReader, VideoWriter, probe
+from vidinv.io.mux import EditedVideoWriter, MissingFrameError, frame_range, passthrough, video_frame_times
+from vidinv.io.video import VideoReader, VideoWriter, probe
 
 FAST = dict(preset="veryfast")
 
@@ -248,8 +248,8 @@ def test_missing_frames_raise(tmp_path):
 
 _KILL_SCRIPT = """
 import sys, time
-from vidinv.mux import EditedVideoWriter
-from vidinv.video import VideoReader
+from vidinv.io.mux import EditedVideoWriter
+from vidinv.io.video import VideoReader
 src, dst = sys.argv[1], sys.argv[2]
 with EditedVideoWriter(src, dst, preset="veryfast") as w:
     for f in VideoReader(src):

@@ -18,12 +18,12 @@ import torch
 from conftest import cached_detection, require_shared
 from tiny_bundle import write_tiny_bundle
 from vidinv.face import blend
-from vidinv.inversion import InversionReader
-from vidinv.mux import frame_range, video_frame_times
+from vidinv.io.inversion import InversionReader
+from vidinv.io.mux import frame_range, video_frame_times
 from vidinv.pipeline import EditOptions, InvertOptions, StagePipeline, run_edit, run_invert
 from vidinv.pipeline.faces import FaceCode, Item, latent_smoothing_stage
 from vidinv.face.smoothing import gaussian_smooth
-from vidinv.video import Frame, VideoReader
+from vidinv.io.video import Frame, VideoReader
 
 WINDOW = (0.0, 0.5)  # seconds of interview_720p.mp4 (15 frames at 30 fps; face off-centre, AAC audio)
 
@@ -265,7 +265,7 @@ def test_invert_interrupted_then_resumed_equals_one_run(interview, inverted, tmp
     # the CLI, in this process (click's runner; the detection cache applies)
     from click.testing import CliRunner
 
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     old = signal.getsignal(signal.SIGTERM)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidinv.checkpoints import CheckpointError, CheckpointMismatchError
+from vidinv.io.checkpoints import CheckpointError, CheckpointMismatchError
 from vidinv.models.psp import (PSP, GradualStyleEncoder, load_psp, load_psp_encoder, n_styles_for_size,
                                read_psp_checkpoint)
 from vidinv.models.stylegan2 import Generator
@@ -206,7 +206,7 @@ def test_small_encoder_taps_and_sizes():
 def _small_psp_export(tmp_path, name, **enc_kw):
     """A small pSp written by vidinv's training export (with its vidinv record): encoder of ``enc_kw`` sizes,
     decoder Generator(32, 512, 2, channel_multiplier=1, max_channels=16) (8 styles)."""
-    from training.export import export_psp
+    from vidinv.training.export import export_psp
 
     torch.manual_seed(0)
     G = Generator(32, 512, 2, channel_multiplier=1, max_channels=16).eval()

@@ -29,8 +29,8 @@ def _shared_detections():
 @pytest.fixture(scope="module")
 def cli_report(tmp_path_factory):
     """CLI report of the first 8 frames of greenscreen_frontal.mp4 against a re-encoded copy."""
-    from cli.main import _register, cli
-    from vidinv.video import VideoReader, VideoWriter, probe
+    from vidinv.cli.main import _register, cli
+    from vidinv.io.video import VideoReader, VideoWriter, probe
 
     src = require_shared("videos") / "greenscreen_frontal.mp4"
     tmp = tmp_path_factory.mktemp("html")
@@ -70,7 +70,7 @@ def test_cli_writes_a_valid_report(cli_report):
 
 
 def test_cli_errors_are_reported(tmp_path):
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "r")])
@@ -126,8 +126,8 @@ def test_report_html_shows_the_plots_in_chromium(cli_report, tmp_path):
 def test_cli_cnn_fallback_switch(tmp_path):
     """`vidinv report --cnn-fallback` on a face-free clip: the summary says on how many frames the CNN ran;
     without the flag it did not run and the summary counts the frames HOG missed."""
-    from cli.main import _register, cli
-    from vidinv.video import VideoWriter
+    from vidinv.cli.main import _register, cli
+    from vidinv.io.video import VideoWriter
 
     rng = np.random.default_rng(17)
     clip = tmp_path / "noise.mp4"

@@ -69,7 +69,7 @@ N = 16
 
 
 def _write(path, frames, fps):
-    from vidinv.video import VideoWriter
+    from vidinv.io.video import VideoWriter
 
     h, w = frames[0].shape[:2]
     with VideoWriter(path, w, h, fps=fps, crf=18) as wr:
@@ -85,7 +85,7 @@ def swap_report(tmp_path_factory):
 
     from vidinv.face import align, blend
     from vidinv.face.frontend import FaceFrontEnd
-    from vidinv.video import VideoReader, probe
+    from vidinv.io.video import VideoReader, probe
 
     src = require_shared("videos") / "talking_wink.mp4"
     other_img = require_shared("images") / "ffhq_00020.jpg"
@@ -173,7 +173,7 @@ def test_report_files(swap_report):
 
 def test_video_without_faces_is_reported_not_crashed(tmp_path):
     """A clip of blank frames: no face anywhere, identity metrics are null with the frames counted."""
-    from vidinv.video import probe
+    from vidinv.io.video import probe
 
     src = require_shared("videos") / "greenscreen_frontal.mp4"
     blank = [np.full((64, 64, 3), 30, np.uint8)] * 5
@@ -217,7 +217,7 @@ def test_report_with_both_identity_networks(tmp_path):
 
 def test_output_of_a_source_window(tmp_path):
     """An output cut to source frames [10, 14) is compared with those frames (source_start)."""
-    from vidinv.video import VideoReader, probe
+    from vidinv.io.video import VideoReader, probe
 
     src = require_shared("videos") / "greenscreen_frontal.mp4"
     frames = [f.image for f in VideoReader(src, start=10, stop=14)]

@@ -13,12 +13,12 @@ import torch
 
 from conftest import require_shared
 from tiny_bundle import TINY_BISENET_WIDTH, tiny_bisenet, tiny_fs_encoder, write_tiny_bundle
-from vidinv.checkpoints import CheckpointMismatchError
-from vidinv.mux import frame_range
+from vidinv.io.checkpoints import CheckpointMismatchError
+from vidinv.io.mux import frame_range
 from vidinv.pipeline import EditOptions, run_edit
 from vidinv.pipeline.runtime import (GENERATOR_FILE, LATENT_AVG_SAMPLES, PARSER_FILE, Runtime, load_bundle,
                                      required_weights, resolve_weights)
-from vidinv.video import VideoReader
+from vidinv.io.video import VideoReader
 
 RUNTIME_LOG = "vidinv.pipeline.runtime"
 
@@ -166,7 +166,7 @@ def test_generator_with_latent_avg_is_silent(home, caplog):
 def test_user_trained_encoder_checkpoint(home, tmp_path):
     """An encoder exported by training/ under its own name is used through ``encoder_checkpoint=``; 143_enc.pth
     is then not needed, and a file named like a registry file is refused."""
-    from training.export import export_fs_encoder, fs_export_name
+    from vidinv.training.export import export_fs_encoder, fs_export_name
 
     enc = tiny_fs_encoder(seed=7)
     own = export_fs_encoder(enc, tmp_path / "exp" / fs_export_name("myrun"))

@@ -92,7 +92,7 @@ def test_sefa_layer_choices(G):
 
 
 def test_cli_sefa_writes_loadable_files(tmp_path):
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     # a generator with the FFHQ layout (18 W+ rows of 512) but 2 channels, saved as a plain state_dict
     torch.manual_seed(1)

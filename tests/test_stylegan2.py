@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidinv.checkpoints import CheckpointError, CheckpointMismatchError
+from vidinv.io.checkpoints import CheckpointError, CheckpointMismatchError
 from vidinv.models.ops import fused_leaky_relu, upfirdn2d
 from vidinv.models.stylegan2 import (CoarseState, Generator, _channel_table, edit_image, edit_layer_count,
                                      load_generator, make_kernel)
@@ -352,7 +352,7 @@ def test_load_generator_layouts(tmp_path, G):
     sd = G.state_dict()
     la18 = torch.randn(G.n_latent, 512)
     la = torch.randn(512)
-    from vidinv.checkpoints import vidinv_record
+    from vidinv.io.checkpoints import vidinv_record
 
     # A small pSp-layout decoder loads only with vidinv's record declaring it; without one the file is held to
     # the decoder pSp builds from opts (Generator(64, 512, 8, channel_multiplier=2)).

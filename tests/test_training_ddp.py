@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import REPO, require_shared
-from training.config import config_to_dict
-from training.data import list_images
-from training.records import read_scalars_csv
-from training.smoke import smoke_config, write_smoke_weights
-from training.state import read_state
+from vidinv.training.config import config_to_dict
+from vidinv.training.data import list_images
+from vidinv.training.records import read_scalars_csv
+from vidinv.training.smoke import smoke_config, write_smoke_weights
+from vidinv.training.state import read_state
 
 
 def _faces(tmp_path: Path, size: int) -> Path:
@@ -41,7 +41,7 @@ def test_torchrun_two_ranks_gloo_identical_weights(tmp_path, task):
     cfg_path.write_text(json.dumps(config_to_dict(cfg)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training", task, "--config", str(cfg_path)]
+           "-m", "vidinv.training", task, "--config", str(cfg_path)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     replicas = json.loads((tmp_path / "run" / "logs" / "replicas.json").read_text())

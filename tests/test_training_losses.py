@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.degrade import bicubic_downsample, bicubic_kernel, degrade
-from training.fs_task import feature_scale
-from training.losses import (IRSEIdentityLoss, MultiLayerIdentityLoss, ParsingLoss, build_lpips,
+from vidinv.training.degrade import bicubic_downsample, bicubic_kernel, degrade
+from vidinv.training.fs_task import feature_scale
+from vidinv.training.losses import (IRSEIdentityLoss, MultiLayerIdentityLoss, ParsingLoss, build_lpips,
                              cosine_distance_sum, feature_reconstruction_loss, mse_loss, multiscale_lpips,
                              w_norm_loss)
-from training.ranger import Ranger
-from training.runner import lr_factor
+from vidinv.training.ranger import Ranger
+from vidinv.training.runner import lr_factor
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import require_shared
-from training.config import ConfigError
-from training.data import list_images
-from training.records import read_scalars_csv
-from training.runner import train
-from training.smoke import smoke_config, write_smoke_weights
-from training.state import checkpoint_name, list_checkpoints, read_state
+from vidinv.training.config import ConfigError
+from vidinv.training.data import list_images
+from vidinv.training.records import read_scalars_csv
+from vidinv.training.runner import train
+from vidinv.training.smoke import smoke_config, write_smoke_weights
+from vidinv.training.state import checkpoint_name, list_checkpoints, read_state
 
 N = 3
 

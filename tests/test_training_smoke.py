@@ -11,14 +11,14 @@ import torch
 from click.testing import CliRunner
 
 from conftest import require_shared
-from training.config import (ConfigError, config_to_dict, default_config, describe, load_config, to_yaml)
-from training.data import ShardedStream, list_images
-from training.networks import ExplicitWeightsError, build_fs_encoder, build_psp_encoder
-from training.records import read_scalars_csv
-from training.runner import train
-from training.smoke import SMOKE_GENERATOR, smoke_config, write_smoke_generator, write_smoke_weights
-from training.state import read_state
-from vidinv.checkpoints import USER_TRAINED_LICENCE
+from vidinv.training.config import (ConfigError, config_to_dict, default_config, describe, load_config, to_yaml)
+from vidinv.training.data import ShardedStream, list_images
+from vidinv.training.networks import ExplicitWeightsError, build_fs_encoder, build_psp_encoder
+from vidinv.training.records import read_scalars_csv
+from vidinv.training.runner import train
+from vidinv.training.smoke import SMOKE_GENERATOR, smoke_config, write_smoke_generator, write_smoke_weights
+from vidinv.training.state import read_state
+from vidinv.io.checkpoints import USER_TRAINED_LICENCE
 import yaml
 
 
@@ -95,7 +95,7 @@ def test_psp_super_resolution_smoke_every_loss_logged(tmp_path):
 
 
 def test_training_refuses_missing_weights_unless_losses_disabled(tmp_path, monkeypatch):
-    from training.cli import training_cli
+    from vidinv.training.cli import training_cli
 
     monkeypatch.setenv("VIDINV_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -168,7 +168,7 @@ def test_config_defaults_are_the_official_recipes_and_documented():
         for line in text.splitlines():
             if line.startswith("      "):
                 assert line.strip(), "a field without documentation"
-        from training.config import _docs, TASKS
+        from vidinv.training.config import _docs, TASKS
 
         undocumented = [k for k, d in _docs(TASKS[task]).items() if not d.strip()]
         assert not undocumented, undocumented
@@ -220,9 +220,9 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path):
 
 
 def test_psp_task_key_is_read_as_objective_with_a_deprecation_warning(tmp_path):
-    from training.cli import training_cli
-    from training.config import ConfigDeprecationWarning, upgrade_legacy_keys
-    from training.runner import config_differences
+    from vidinv.training.cli import training_cli
+    from vidinv.training.config import ConfigDeprecationWarning, upgrade_legacy_keys
+    from vidinv.training.runner import config_differences
 
     new = load_config("psp", overrides=["objective=super_resolution"])
     assert new.objective == "super_resolution" and not new.data.hflip and new.run.out_dir == "runs/psp_super_resolution"
@@ -253,10 +253,10 @@ def test_psp_task_key_is_read_as_objective_with_a_deprecation_warning(tmp_path):
 
 
 def test_training_tasks_name_their_config_and_weight_files():
-    from training.fs_task import FSTask
-    from training.psp_task import PSPTask
-    from training.runner import TRAINING_TASKS, task_type
-    from training.task import TrainingTask
+    from vidinv.training.fs_task import FSTask
+    from vidinv.training.psp_task import PSPTask
+    from vidinv.training.runner import TRAINING_TASKS, task_type
+    from vidinv.training.task import TrainingTask
 
     assert TRAINING_TASKS == {"fs": FSTask, "psp": PSPTask}
     assert task_type(default_config("fs")) is FSTask and task_type(default_config("psp")) is PSPTask
@@ -294,7 +294,7 @@ def test_sharded_stream_partitions_each_pass_and_is_stateless():
 
 
 def test_exports_load_through_the_official_loaders(tmp_path):
-    from training.export import export_fs_encoder, export_psp, fs_export_name, psp_export_name
+    from vidinv.training.export import export_fs_encoder, export_psp, fs_export_name, psp_export_name
     from vidinv.models.fs_encoder import load_fs_encoder
     from vidinv.models.psp import load_psp
     from vidinv.models.stylegan2 import Generator
@@ -330,7 +330,7 @@ def test_exports_load_through_the_official_loaders(tmp_path):
 
 
 def test_vidinv_train_alias():
-    from cli.main import _register, cli
+    from vidinv.cli.main import _register, cli
 
     _register()
     res = CliRunner().invoke(cli, ["train", "fs", "--describe"])
@@ -341,7 +341,7 @@ def test_vidinv_train_alias():
 
 
 def test_video_faces_dataset(tmp_path):
-    from training.video_faces import VideoFaceDataset, VideoFacesUnavailable
+    from vidinv.training.video_faces import VideoFaceDataset, VideoFacesUnavailable
 
     video = require_shared("videos") / "greenscreen_frontal.mp4"
     if not video.is_file():
@@ -374,7 +374,7 @@ def test_fs_overfit_four_images_halves_the_reconstruction_loss(tmp_path):
 
 
 def test_official_encoders_start_from_the_recognition_networks():
-    from training.networks import init_fs_encoder_from_arcface, init_psp_encoder_from_irse50
+    from vidinv.training.networks import init_fs_encoder_from_arcface, init_psp_encoder_from_irse50
     from vidinv.models.iresnet import iresnet50
     from vidinv.models.irse import IRSE50Backbone
 

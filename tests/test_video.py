@@ -1,4 +1,4 @@
-"""Video decoding / encoding (vidinv.video) on the shared test videos and synthetic clips."""
+"""Video decoding / encoding (vidinv.io.video) on the shared test videos and synthetic clips."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from vidinv.video import VideoReader, VideoWriter, probe, read_frames, upright
+from vidinv.io.video import VideoReader, VideoWriter, probe, read_frames, upright
 
 # The table of ../shared/videos/README.md: (width, height, fps, frames, audio codec or None, audio rate)
 VIDEOS = {

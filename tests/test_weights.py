@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from conftest import SHARED, require_shared
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint
 from vidinv.weights import cache, fetch as fetch_mod, registry
 from vidinv.weights.cache import MissingWeightsError, WeightHashMismatchError, resolve
 from vidinv.weights.fetch import ChecksumError, DownloadInterrupted, FetchError, StructureError

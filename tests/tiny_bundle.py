@@ -2,7 +2,7 @@
 
 :func:`write_tiny_bundle` writes into ``HOME/weights/`` (the registry's cache layout, so that
 ``VIDINV_HOME=HOME`` makes :func:`vidinv.weights.resolve` and the real loaders find them). The networks
-are small, so every file carries a vidinv record (``vidinv_config``, :func:`vidinv.checkpoints.vidinv_record`)
+are small, so every file carries a vidinv record (``vidinv_config``, :func:`vidinv.io.checkpoints.vidinv_record`)
 declaring its architecture, exactly as vidinv's training export writes it (the files are built by
 :func:`training.export.psp_checkpoint` / :func:`training.export.fs_encoder_checkpoint`, only saved under the
 registry names and with the :data:`TINY_LICENCE` label); official files, which have no record, are held to
@@ -101,8 +101,8 @@ def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = 
     ``parser=True`` also writes the tiny face parser ``79999_iter.pth`` (:func:`tiny_bisenet`), so that
     ``--mask auto`` / ``parsing`` take the face-parsing path.
     """
-    from training.export import fs_encoder_checkpoint, psp_checkpoint
-    from vidinv.checkpoints import vidinv_record
+    from vidinv.training.export import fs_encoder_checkpoint, psp_checkpoint
+    from vidinv.io.checkpoints import vidinv_record
 
     home = Path(home)
     wdir = home / "weights"

@@ -1,14 +1,14 @@
-"""Command line of the trainers: ``python -m training fs|psp`` and its alias ``vidinv train fs|psp``.
+"""Command line of the trainers: ``python -m vidinv.training fs|psp`` and its alias ``vidinv train fs|psp``.
 
 Examples::
 
-    python -m training fs --config my_fs.yaml                     # official Feature-Style recipe
-    python -m training fs --real-dir ffhq/images1024x1024 --out-dir runs/fs --weights-dir weights/
-    python -m training psp --objective super_resolution --real-dir celeba_hq/train --out-dir runs/sr
-    python -m training fs --config my_fs.yaml --resume            # continue the latest checkpoint
-    torchrun --nproc_per_node 4 -m training fs --config my_fs.yaml
-    python -m training fs --print-config > my_fs.yaml             # commented defaults to edit
-    python -m training fs --describe                              # every field, documented
+    python -m vidinv.training fs --config my_fs.yaml                     # official Feature-Style recipe
+    python -m vidinv.training fs --real-dir ffhq/images1024x1024 --out-dir runs/fs --weights-dir weights/
+    python -m vidinv.training psp --objective super_resolution --real-dir celeba_hq/train --out-dir runs/sr
+    python -m vidinv.training fs --config my_fs.yaml --resume            # continue the latest checkpoint
+    torchrun --nproc_per_node 4 -m vidinv.training fs --config my_fs.yaml
+    python -m vidinv.training fs --print-config > my_fs.yaml             # commented defaults to edit
+    python -m vidinv.training fs --describe                              # every field, documented
 
 A loss whose network weights are missing stops the command before training (the message lists every
 missing file and where to get it), unless disabled explicitly with ``--no-id-loss``,
@@ -26,7 +26,7 @@ import warnings
 
 import click
 
-from training.config import PSP_OBJECTIVES, ConfigDeprecationWarning, ConfigError, describe, load_config, to_yaml
+from vidinv.training.config import PSP_OBJECTIVES, ConfigDeprecationWarning, ConfigError, describe, load_config, to_yaml
 
 __all__ = ["training_cli", "fs_command", "psp_command"]
 
@@ -123,11 +123,11 @@ def check_paths(cfg, config_path: str | None = None) -> None:
     and can be written.
 
     Raises:
-        vidinv.outputs.InputFileError, vidinv.outputs.OutputPathError (both ``ValueError``).
+        vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError (both ``ValueError``).
     """
     from pathlib import Path
 
-    from vidinv.outputs import InputFileError, check_output
+    from vidinv.io.outputs import InputFileError, check_output
 
     real_dir = cfg.data.real_dir
     if real_dir and not Path(real_dir).is_dir():
@@ -139,8 +139,8 @@ def check_paths(cfg, config_path: str | None = None) -> None:
 
 
 def _run(task: str, kw: dict) -> None:
-    from training.networks import ExplicitWeightsError
-    from training.runner import TRAINING_TASKS, train
+    from vidinv.training.networks import ExplicitWeightsError
+    from vidinv.training.runner import TRAINING_TASKS, train
     from vidinv.weights import MissingWeightsError
 
     if kw.get("describe_"):

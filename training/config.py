@@ -2,13 +2,13 @@
 
 Two tasks share the ``run``, ``data``, ``weights`` and ``optim`` sections:
 
-* :class:`FSTrainConfig` (``python -m training fs``): the Feature-Style encoder (Yao et al., ECCV 2022,
+* :class:`FSTrainConfig` (``python -m vidinv.training fs``): the Feature-Style encoder (Yao et al., ECCV 2022,
   section 4). Defaults = the official ``configs/001.yaml`` with ``trainer.py``/``train.py``: one
   synthetic + one real image per step, 12 epochs of 10 000 iterations, Ranger lr 1e-4 with betas
   (0.95, 0.999), ``StepLR(step_size=10 epochs, gamma=0.1)``, loss weights l2 1, lpips 0.2 (three
   scales), f_recon 0.01, id 0.1 (five ArcFace layers), parsing 0.1 (three BiSeNet heads), feature
   scale warm-up ``min(1, 1e-4 * iteration)``.
-* :class:`PSPTrainConfig` (``python -m training psp``): pSp (Richardson et al., CVPR 2021), objectives
+* :class:`PSPTrainConfig` (``python -m vidinv.training psp``): pSp (Richardson et al., CVPR 2021), objectives
   ``encode`` and ``super_resolution`` (field ``objective``; before it was called ``task``, a name still
   read with a :class:`ConfigDeprecationWarning`). Defaults = ``options/train_options.py`` and the README
   commands / ``configs/train/{encode,superres}.yaml``: batch 8, Ranger lr 1e-4 (constant), 500 000
@@ -296,7 +296,7 @@ class FSEncoderConfig:
 
 @dataclass
 class FSTrainConfig:
-    """Feature-Style encoder training (``python -m training fs``)."""
+    """Feature-Style encoder training (``python -m vidinv.training fs``)."""
 
     run: RunConfig = _f(doc="Run control.", factory=RunConfig)
     data: DataConfig = _f(doc="Real images.", factory=DataConfig)
@@ -373,7 +373,7 @@ class PSPEncoderConfig:
 
 @dataclass
 class PSPTrainConfig:
-    """pSp training (``python -m training psp``)."""
+    """pSp training (``python -m vidinv.training psp``)."""
 
     run: RunConfig = _f(doc="Run control.", factory=RunConfig)
     data: DataConfig = _f(doc="Real images (targets).", factory=DataConfig)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.degrade import degrade
+from vidinv.training.degrade import degrade
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -1,6 +1,6 @@
 """Multi-process training through ``torchrun`` (DistributedDataParallel).
 
-``torchrun --nproc_per_node N -m training fs --config ...`` (or ``python -m torch.distributed.run``)
+``torchrun --nproc_per_node N -m vidinv.training fs --config ...`` (or ``python -m torch.distributed.run``)
 sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup`
 reads them, picks the device (``cuda:LOCAL_RANK`` when CUDA is used, else CPU) and joins the process
 group with NCCL on CUDA and Gloo on CPU. Without those variables the run is single-process.

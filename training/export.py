@@ -4,11 +4,11 @@ An encoder trained with ``training/`` is the user's: it is exported under a name
 (:func:`fs_export_name`, :func:`psp_export_name`; by default the run folder's name, e.g.
 ``runs/faces_v2`` → ``faces_v2_fs_encoder.pth`` / ``faces_v2_psp_encode.pt``), never under an official
 registry name such as ``143_enc.pth`` (whose registry entry carries InterDigital's licence), and every
-file carries a vidinv record (:func:`vidinv.checkpoints.vidinv_record`) with
+file carries a vidinv record (:func:`vidinv.io.checkpoints.vidinv_record`) with
 
 * ``architecture``: the encoder's (and for pSp the decoder's) constructor arguments, from which
   vidinv's loaders build the network (official files are held to the official architecture instead);
-* ``licence``: :data:`vidinv.checkpoints.USER_TRAINED_LICENCE` (the weights' terms are the user's; the
+* ``licence``: :data:`vidinv.io.checkpoints.USER_TRAINED_LICENCE` (the weights' terms are the user's; the
   generator, data and initialisation weights they were trained from keep their own terms);
 * ``name``, ``trained_from`` (generator file, initialisation file, data) and ``training_config``.
 
@@ -36,8 +36,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from training.state import atomic_torch_save
-from vidinv.checkpoints import USER_TRAINED_LICENCE, vidinv_record
+from vidinv.training.state import atomic_torch_save
+from vidinv.io.checkpoints import USER_TRAINED_LICENCE, vidinv_record
 
 __all__ = ["fs_export_name", "psp_export_name", "run_name", "export_fs_encoder", "export_psp", "cpu_state_dict",
            "check_export_name", "fs_encoder_checkpoint", "psp_checkpoint"]
@@ -106,7 +106,7 @@ def export_fs_encoder(encoder: nn.Module, path: str | os.PathLike, *, config: Ma
         path: output file; its name must not be a registry name (see :func:`check_export_name`).
         config: the vidinv training config (nested plain dict), recorded as ``training_config``.
         trained_from: what the weights were trained from (generator file, data), recorded as is.
-        licence: the licence label (default :data:`vidinv.checkpoints.USER_TRAINED_LICENCE`).
+        licence: the licence label (default :data:`vidinv.io.checkpoints.USER_TRAINED_LICENCE`).
 
     Returns:
         ``path``.
@@ -165,7 +165,7 @@ def export_psp(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Tensor,
         resize_factors: super-resolution factors (recorded as pSp's comma-separated string).
         config: the vidinv training config (nested plain dict), recorded as the record's ``training_config``.
         trained_from: what the weights were trained from, recorded as is.
-        licence: the licence label (default :data:`vidinv.checkpoints.USER_TRAINED_LICENCE`).
+        licence: the licence label (default :data:`vidinv.io.checkpoints.USER_TRAINED_LICENCE`).
 
     Returns:
         ``path``.

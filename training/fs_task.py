@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import ConfigError, FSTrainConfig, config_to_dict
-from training.export import export_fs_encoder, fs_export_name, run_name
-from training.losses import (
+from vidinv.training.config import ConfigError, FSTrainConfig, config_to_dict
+from vidinv.training.export import export_fs_encoder, fs_export_name, run_name
+from vidinv.training.losses import (
     LPIPS_MIN_SIZE,
     MultiLayerIdentityLoss,
     ParsingLoss,
@@ -42,14 +42,14 @@ from training.losses import (
     mse_loss,
     multiscale_lpips,
 )
-from training.networks import (
+from vidinv.training.networks import (
     WeightFiles,
     build_fs_encoder,
     init_fs_encoder_from_arcface,
     is_official_arch,
     load_training_generator,
 )
-from training.task import StepOutput, TrainingTask
+from vidinv.training.task import StepOutput, TrainingTask
 from vidinv.models.bisenet import load_bisenet
 from vidinv.models.fs_encoder import downscale
 from vidinv.models.iresnet import load_arcface
@@ -71,7 +71,7 @@ def feature_scale(step: int, warmup_steps: int) -> float:
 
 class FSTask(TrainingTask):
     """Everything a Feature-Style run needs besides the loop: networks, losses, one step, export
-    (the :class:`training.task.TrainingTask` of ``python -m training fs``).
+    (the :class:`training.task.TrainingTask` of ``python -m vidinv.training fs``).
 
     Args:
         cfg: the run's :class:`training.config.FSTrainConfig`.

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import load_strict, read_checkpoint
+from vidinv.io.checkpoints import load_strict, read_checkpoint
 from vidinv.models.bisenet import BiSeNet, to_bisenet_input
 from vidinv.models.fs_encoder import downscale
 from vidinv.models.iresnet import ARCFACE_INPUT_SIZE, IResNet
@@ -95,7 +95,7 @@ def build_lpips(alexnet_path: str | os.PathLike | None = None, *, random_backbon
 
     Raises:
         ValueError: neither a path nor ``random_backbone``.
-        vidinv.checkpoints.CheckpointError / CheckpointMismatchError: the file is not an AlexNet state_dict.
+        vidinv.io.checkpoints.CheckpointError / CheckpointMismatchError: the file is not an AlexNet state_dict.
     """
     import lpips  # imported here: it prints and imports torchvision models
 

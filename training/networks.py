@@ -23,7 +23,7 @@ from typing import cast
 
 import torch
 
-from training.config import WeightsConfig
+from vidinv.training.config import WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
 from vidinv.models.iresnet import IResNet
 from vidinv.models.irse import IRSE50Backbone
@@ -152,7 +152,7 @@ def load_training_generator(path: str | os.PathLike, latent_avg_samples: int = 1
     a CPU generator seeded by ``seed``.
 
     Raises:
-        vidinv.checkpoints.CheckpointError: unreadable file or no generator in it.
+        vidinv.io.checkpoints.CheckpointError: unreadable file or no generator in it.
     """
     G, avg = load_generator(path)
     G.requires_grad_(False).eval().to(device)

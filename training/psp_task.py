@@ -23,17 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import ConfigError, PSPTrainConfig, config_to_dict
-from training.export import export_psp, psp_export_name, run_name
-from training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
-from training.networks import (
+from vidinv.training.config import ConfigError, PSPTrainConfig, config_to_dict
+from vidinv.training.export import export_psp, psp_export_name, run_name
+from vidinv.training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
+from vidinv.training.networks import (
     WeightFiles,
     build_psp_encoder,
     init_psp_encoder_from_irse50,
     is_official_arch,
     load_training_generator,
 )
-from training.task import StepOutput, TrainingTask
+from vidinv.training.task import StepOutput, TrainingTask
 from vidinv.models.irse import load_irse50
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ PSP_SIZE = 256
 
 class PSPTask(TrainingTask):
     """Networks, losses, one step and export of a pSp run (the :class:`training.task.TrainingTask` of
-    ``python -m training psp``).
+    ``python -m vidinv.training psp``).
 
     Args:
         cfg: the run's :class:`training.config.PSPTrainConfig`.

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from training import distributed
-from training.config import (
+from vidinv.training import distributed
+from vidinv.training.config import (
     RUN_CONTROL_KEYS,
     ConfigError,
     FSTrainConfig,
@@ -43,14 +43,14 @@ from training.config import (
     flatten_dict,
     upgrade_legacy_keys,
 )
-from training.data import FaceImageDataset, ShardedStream, StepBatchSampler, list_images, mix_seed, split_train
-from training.export import cpu_state_dict
-from training.fs_task import FSTask
-from training.networks import resolve_weight_files
-from training.psp_task import PSPTask
-from training.ranger import Ranger
-from training.records import ScalarLog, save_sample_grid
-from training.state import (
+from vidinv.training.data import FaceImageDataset, ShardedStream, StepBatchSampler, list_images, mix_seed, split_train
+from vidinv.training.export import cpu_state_dict
+from vidinv.training.fs_task import FSTask
+from vidinv.training.networks import resolve_weight_files
+from vidinv.training.psp_task import PSPTask
+from vidinv.training.ranger import Ranger
+from vidinv.training.records import ScalarLog, save_sample_grid
+from vidinv.training.state import (
     STATE_FORMAT,
     atomic_torch_save,
     atomic_write_text,
@@ -61,14 +61,14 @@ from training.state import (
     read_state,
     restore_rng,
 )
-from training.task import TrainingTask
+from vidinv.training.task import TrainingTask
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TRAINING_TASKS", "TrainResult", "train", "task_type", "build_optimizer", "lr_factor",
            "config_differences", "state_digest"]
 
-#: The training tasks by name (``python -m training NAME``, a checkpoint's ``"task"``).
+#: The training tasks by name (``python -m vidinv.training NAME``, a checkpoint's ``"task"``).
 TRAINING_TASKS: dict[str, type[TrainingTask]] = {t.name: t for t in (FSTask, PSPTask)}
 _BY_CONFIG: dict[type, type[TrainingTask]] = {t.config_class: t for t in TRAINING_TASKS.values()}
 
@@ -209,7 +209,7 @@ def _real_files(cfg, task: TrainingTask, info, out_dir: Path) -> list[Path]:
         if not files:
             raise FileNotFoundError(f"data.real_dir {d.real_dir} holds no images ({', '.join(('.jpg', '.png'))} ...)")
     if d.videos:
-        from training.video_faces import extract_video_faces
+        from vidinv.training.video_faces import extract_video_faces
 
         cache = Path(d.video_cache_dir) if d.video_cache_dir else out_dir / "video_faces"
         kw = dict(every=d.video_every, max_frames=d.video_max_frames, detector=d.video_detector)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from training.config import FSTrainConfig, PSPTrainConfig, config_from_dict
+from vidinv.training.config import FSTrainConfig, PSPTrainConfig, config_from_dict
 
 __all__ = ["SMOKE_GENERATOR", "write_smoke_generator", "write_smoke_weights", "smoke_config"]
 

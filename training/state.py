@@ -1,7 +1,7 @@
 """Resumable training checkpoints: atomic writes, RNG states, and the checkpoint folder.
 
 A checkpoint (``out_dir/checkpoints/step_XXXXXXXX.pt``) is one ``torch.save`` dict readable with
-``torch.load(weights_only=True)`` (:func:`vidinv.checkpoints.read_checkpoint`):
+``torch.load(weights_only=True)`` (:func:`vidinv.io.checkpoints.read_checkpoint`):
 
 ``format`` (``"vidinv-train-state/1"``), ``task`` (``"fs"``/``"psp"``), ``step`` (completed optimisation
 steps), ``config`` (the run's config as a nested dict), ``encoder`` (state_dict), ``optimizer``,
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidinv.checkpoints import CheckpointError, read_checkpoint
+from vidinv.io.checkpoints import CheckpointError, read_checkpoint
 
 __all__ = [
     "STATE_FORMAT",
@@ -142,7 +142,7 @@ def read_state(path: str | os.PathLike) -> dict:
     """Read a training checkpoint and check its format.
 
     Raises:
-        vidinv.checkpoints.CheckpointError: unreadable, or not a vidinv training checkpoint.
+        vidinv.io.checkpoints.CheckpointError: unreadable, or not a vidinv training checkpoint.
     """
     state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

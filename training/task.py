@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from training.networks import WeightFiles
+from vidinv.training.networks import WeightFiles
 
 __all__ = ["TrainingTask", "StepOutput"]
 
@@ -32,7 +32,7 @@ class TrainingTask(abc.ABC):
     """One kind of encoder training: its networks, losses, one step's loss, and its export.
 
     Class attributes:
-        name: the task's name on the command line (``python -m training NAME``) and in checkpoints
+        name: the task's name on the command line (``python -m vidinv.training NAME``) and in checkpoints
             (``state["task"]``).
         config_class: the config dataclass of :mod:`training.config` the task is built from.
         default_generator: registry name of the generator used when ``weights.generator`` is null.

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.data import FaceImageDataset
+from vidinv.training.data import FaceImageDataset
 
 __all__ = ["VideoFacesUnavailable", "extract_video_faces", "VideoFaceDataset"]
 
@@ -31,10 +31,10 @@ def _frontend():
     try:
         from vidinv.face.align import align_crop
         from vidinv.face.frontend import FaceFrontEnd
-        from vidinv.video import VideoReader
+        from vidinv.io.video import VideoReader
     except ImportError as exc:
         raise VideoFacesUnavailable(
-            f"training from videos needs vidinv's face front-end (vidinv.face, vidinv.video), which cannot be "
+            f"training from videos needs vidinv's face front-end (vidinv.face, vidinv.io.video), which cannot be "
             f"imported here ({exc}). Align the faces beforehand and train from an image folder "
             "(data.real_dir), or install the missing dependency.") from exc
     return FaceFrontEnd, align_crop, VideoReader

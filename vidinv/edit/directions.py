@@ -209,7 +209,7 @@ def format_layers(rows: Sequence[int] | None) -> str:
 
 def read_array(path: str | os.PathLike) -> Any:
     """Read a direction file: ``.npy`` with ``np.load(allow_pickle=False)``, ``.pt``/``.pth`` with
-    :func:`vidinv.checkpoints.read_checkpoint` (``torch.load(weights_only=True)``, onto the CPU).
+    :func:`vidinv.io.checkpoints.read_checkpoint` (``torch.load(weights_only=True)``, onto the CPU).
 
     Returns:
         A numpy array (``.npy``), or whatever the ``.pt`` file holds (a tensor, or a dict of tensors
@@ -218,7 +218,7 @@ def read_array(path: str | os.PathLike) -> Any:
     Raises:
         DirectionError: missing, empty or unreadable file, or an unknown suffix.
     """
-    from vidinv.checkpoints import CheckpointError, read_checkpoint
+    from vidinv.io.checkpoints import CheckpointError, read_checkpoint
 
     p = Path(path)
     if not p.is_file():

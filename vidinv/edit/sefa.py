@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from vidinv.edit.directions import Direction, DirectionError, format_layers, parse_layers
-from vidinv.outputs import atomic_write, atomic_write_text
+from vidinv.io.outputs import atomic_write, atomic_write_text
 
 __all__ = ["SefaResult", "sefa", "style_layers", "modulation_weights"]
 

@@ -32,7 +32,7 @@ import numpy as np
 from vidinv.face import align, smoothing
 from vidinv.face.detect import LandmarkDetector, get_detector
 from vidinv.face.tracking import SceneCutDetector, Tracker, TrackerOutput, TrackPoint
-from vidinv.video import Frame
+from vidinv.io.video import Frame
 
 __all__ = ["TrackedFace", "FaceFrame", "FaceFrontEnd", "SMOOTHING_MODES"]
 
@@ -73,7 +73,7 @@ class TrackedFace:
 class FaceFrame(NamedTuple):
     """One output of the front-end: ``(index, frame, faces)``.
 
-    ``frame`` is the :class:`vidinv.video.Frame` as it came in (RGB uint8 ``frame.image``); ``faces``
+    ``frame`` is the :class:`vidinv.io.video.Frame` as it came in (RGB uint8 ``frame.image``); ``faces``
     is a list of :class:`TrackedFace` sorted by track id (empty: no tracked face in this frame).
     """
 
@@ -199,8 +199,8 @@ class FaceFrontEnd:
         return _TrackSmoother(self.smoothing, self.variant, self.sigma, self.sigma_quad, self.one_euro)
 
     def process(self, frames: Iterable[Frame | np.ndarray]) -> Iterator[FaceFrame]:
-        """Run the front-end over ``frames`` (a :class:`~vidinv.video.VideoReader`, any iterable of
-        :class:`~vidinv.video.Frame`, or of ``(H, W, 3)`` uint8 RGB arrays, indexed from 0).
+        """Run the front-end over ``frames`` (a :class:`~vidinv.io.video.VideoReader`, any iterable of
+        :class:`~vidinv.io.video.Frame`, or of ``(H, W, 3)`` uint8 RGB arrays, indexed from 0).
 
         Yields:
             :class:`FaceFrame` for every input frame, in order. ``self.stats`` holds counters afterwards

@@ -252,7 +252,7 @@ class ArcFaceEmbedder(IdentityEmbedder):
 
         Raises:
             EmbedderUnavailable: the file is not present (the message says where to put it).
-            vidinv.checkpoints.CheckpointError: the file is not the official IResNet-50 state_dict.
+            vidinv.io.checkpoints.CheckpointError: the file is not the official IResNet-50 state_dict.
         """
         from vidinv.models.iresnet import load_arcface
         from vidinv.weights import MissingWeightsError, resolve

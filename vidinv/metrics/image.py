@@ -314,7 +314,7 @@ class LPIPSMetric:
             raise LPIPSUnavailable("LPIPS needs the 'lpips' package (pip install lpips)") from e
         import warnings
 
-        from vidinv.checkpoints import read_checkpoint
+        from vidinv.io.checkpoints import read_checkpoint
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecation notice for pretrained=False

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
+from vidinv.io.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
 
 __all__ = [
     "N_CLASSES",
@@ -433,7 +433,7 @@ def load_bisenet(path: str | os.PathLike, device: torch.device | str | None = No
     * the official ``79999_iter.pth``: a plain state_dict with the 191 official keys, held to the official
       network (19 classes, ``base_width`` 64): every key and shape must match.
     * a parser vidinv wrote (e.g. the test bundle's tiny one): ``{"state_dict": ..., "vidinv_config":
-      record}`` (:func:`vidinv.checkpoints.vidinv_record`, network ``"bisenet"``, architecture
+      record}`` (:func:`vidinv.io.checkpoints.vidinv_record`, network ``"bisenet"``, architecture
       ``{"n_classes", "base_width"}``), loaded strictly into the network the record declares.
 
     Args:

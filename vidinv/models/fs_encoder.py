@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
+from vidinv.io.checkpoints import VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record
 from vidinv.models.iresnet import iresnet_stem, make_iresnet_layer
 
 __all__ = [
@@ -248,7 +248,7 @@ def load_fs_encoder(path: str | os.PathLike, n_styles: int | None = None, stride
       (:data:`OFFICIAL_FS_ARCHITECTURE`, with ``n_styles`` / ``stride`` as given): every key and shape
       must match, so a file missing its last block (``block_4.2.*``) is refused, never resized.
     * an encoder vidinv's training exported (:func:`training.export.export_fs_encoder`):
-      ``{"state_dict": ..., "vidinv_config": record}`` (:func:`vidinv.checkpoints.vidinv_record`, network
+      ``{"state_dict": ..., "vidinv_config": record}`` (:func:`vidinv.io.checkpoints.vidinv_record`, network
       ``"fs_encoder"``). The network is built from the record's ``architecture`` (any widths, depths,
       number of heads, input size) and loaded strictly against it.
 

@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint
 
 __all__ = [
     "IBasicBlock",
@@ -195,7 +195,7 @@ def load_arcface(path: str | os.PathLike, device: torch.device | str | None = No
 
     The file is a plain state_dict with the 475 keys ``conv1.weight``, ``bn1.*``, ``prelu.weight``,
     ``layer1.0.bn1.weight`` ... ``fc.weight`` (512, 25088), ``features.*``. It is read with
-    :func:`vidinv.checkpoints.read_checkpoint` (``weights_only=True``) and loaded strictly.
+    :func:`vidinv.io.checkpoints.read_checkpoint` (``weights_only=True``) and loaded strictly.
 
     Args:
         path: the ``.pth`` file.

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint
+from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint
 
 __all__ = [
     "SEModule",

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import (VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record,
+from vidinv.io.checkpoints import (VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record,
                                 select_prefix)
 from vidinv.models.irse import make_input_layer, make_irse_body
 from vidinv.models.stylegan2 import EqualLinear, Generator
@@ -299,7 +299,7 @@ class PSPCheckpoint:
         decoder_arch: :class:`vidinv.models.stylegan2.Generator` constructor arguments: pSp's
             ``Generator(output_size, 512, 8, channel_multiplier=2)`` for an official file, the record's
             ``architecture["decoder"]`` for a file vidinv wrote.
-        record: the vidinv record (``opts['vidinv_config']``, see :func:`vidinv.checkpoints.vidinv_record`),
+        record: the vidinv record (``opts['vidinv_config']``, see :func:`vidinv.io.checkpoints.vidinv_record`),
             or None for an official file.
     """
 
@@ -481,7 +481,7 @@ def load_psp(path: str | os.PathLike) -> PSP:
 
     Raises:
         CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; each half is loaded
-            with :func:`vidinv.checkpoints.load_strict` (errors name the file and keys).
+            with :func:`vidinv.io.checkpoints.load_strict` (errors name the file and keys).
     """
     from vidinv.models.stylegan2 import generator_from_architecture
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
+from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
 from vidinv.models.ops import conv_memory_format, fused_leaky_relu, upfirdn2d
 
 __all__ = [
@@ -709,7 +709,7 @@ def generator_from_architecture(arch: Mapping[str, Any], source: str | os.PathLi
 
 def _psp_decoder_arch(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The decoder architecture of a pSp-layout file: its vidinv record's, else pSp's official one."""
-    from vidinv.checkpoints import VIDINV_RECORD_KEY, read_vidinv_record
+    from vidinv.io.checkpoints import VIDINV_RECORD_KEY, read_vidinv_record
 
     opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), Mapping) else {}
     record = read_vidinv_record(opts.get(VIDINV_RECORD_KEY), source, "psp")
@@ -798,7 +798,7 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
                    ) -> tuple[Generator, torch.Tensor | None]:
     """Load a StyleGAN2 generator from a checkpoint file, strictly.
 
-    Accepted layouts (read with :func:`vidinv.checkpoints.read_checkpoint`):
+    Accepted layouts (read with :func:`vidinv.io.checkpoints.read_checkpoint`):
 
     * pSp (``psp_ffhq_encode.pt`` and other pSp/e4e files): ``{"state_dict": {"decoder.<key>": ...,
       "encoder.<key>": ...}, "latent_avg": (18, 512) or (512,), "opts": {...}}``.
@@ -818,7 +818,7 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
     channel counts). Arguments given here override either. ``lr_mlp`` is not stored in the files (0.01
     for all official ones). Every key, buffers included (FIR kernels, constant noise maps), must match:
     a truncated file or one from another model raises
-    :class:`vidinv.checkpoints.CheckpointMismatchError` naming the file and the keys.
+    :class:`vidinv.io.checkpoints.CheckpointMismatchError` naming the file and the keys.
 
     Args:
         path: the checkpoint file.
@@ -832,8 +832,8 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
         ((18, 512) or (512,), float32, CPU) or None when the file has none.
 
     Raises:
-        vidinv.checkpoints.CheckpointError: unreadable file, no generator in it, or a bad vidinv record.
-        vidinv.checkpoints.CheckpointMismatchError: keys or shapes do not match the configuration.
+        vidinv.io.checkpoints.CheckpointError: unreadable file, no generator in it, or a bad vidinv record.
+        vidinv.io.checkpoints.CheckpointMismatchError: keys or shapes do not match the configuration.
     """
     source = str(path)
     ckpt = read_checkpoint(path, allow_pickle=allow_pickle)

@@ -6,9 +6,9 @@ Stages (each a thread, joined by bounded queues; :mod:`vidinv.pipeline.stages`):
       [-> latent smoothing] -> render (edit + generate + resize + mask, batched) -> composite -> write
 
 With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by reading the records of a
-``vidinv invert`` export (:class:`vidinv.inversion.InversionReader`); the video is still decoded for
+``vidinv invert`` export (:class:`vidinv.io.inversion.InversionReader`); the video is still decoded for
 the background. Frames without a tracked face are written unchanged. When no face is found in the
-whole video the output is made by :func:`vidinv.mux.passthrough` (the input, remuxed) with a warning.
+whole video the output is made by :func:`vidinv.io.mux.passthrough` (the input, remuxed) with a warning.
 
 Order of checks: the numbers first (a NaN / inf strength is refused), then an export's chunks
 (finite codes), then every weight and direction file is resolved (one
@@ -197,7 +197,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         vidinv.weights.MissingWeightsError: missing weight / direction files (all listed).
         vidinv.edit.DirectionError: unknown attribute, bad direction file, non-finite or mismatched
             strengths.
-        vidinv.inversion.InversionFormatError: unreadable export, or one whose codes hold NaN / inf.
+        vidinv.io.inversion.InversionFormatError: unreadable export, or one whose codes hold NaN / inf.
         ValueError / FileNotFoundError: bad options, missing input.
     """
     from vidinv.edit import build_edit
@@ -208,7 +208,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
     items, files = _edit_items(opts)
     reader = None
     if opts.from_inversion is not None:
-        from vidinv.inversion import InversionReader
+        from vidinv.io.inversion import InversionReader
 
         reader = InversionReader(opts.from_inversion)
         reader.check()  # NaN in a hash-consistent export would render every face as a black patch
@@ -304,14 +304,14 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         :class:`EditResult`.
 
     Raises:
-        Everything :func:`plan_edit` raises; vidinv.checkpoints errors from the loaders; errors of the
+        Everything :func:`plan_edit` raises; vidinv.io.checkpoints errors from the loaders; errors of the
         stages (the first one is re-raised after every stage stopped and the temporary output file
         was deleted).
     """
     from vidinv.face.frontend import FaceFrontEnd
     from vidinv.face.tracking import Tracker
-    from vidinv.mux import EditedVideoWriter, passthrough
-    from vidinv.video import VideoReader
+    from vidinv.io.mux import EditedVideoWriter, passthrough
+    from vidinv.io.video import VideoReader
 
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
@@ -321,7 +321,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     bundle = load_bundle(plan.paths, encoder, runtime, need_encoder=reader is None, mask=opts.mask,
                          encoder_checkpoint=opts.encoder_checkpoint if reader is None else None)
     if reader is not None:
-        from vidinv.inversion import InversionFormatError
+        from vidinv.io.inversion import InversionFormatError
 
         gen = reader.generator
         for k in ("size", "n_latent", "style_dim"):

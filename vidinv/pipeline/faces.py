@@ -1,7 +1,7 @@
 """The per-face stages shared by ``vidinv edit`` and ``vidinv invert``.
 
 Items flowing between stages are :class:`Item` s, one per video frame, in frame order; each holds the
-decoded :class:`vidinv.video.Frame` and a :class:`FaceCode` per tracked face (empty: the frame
+decoded :class:`vidinv.io.video.Frame` and a :class:`FaceCode` per tracked face (empty: the frame
 passes through unchanged).
 
 * :func:`front_end_stage`: decoded frames -> items with the tracked faces' quads and landmarks
@@ -28,7 +28,7 @@ import torch
 
 from vidinv.face import align, blend
 from vidinv.face.smoothing import StreamingGaussian
-from vidinv.video import Frame
+from vidinv.io.video import Frame
 
 __all__ = ["FaceCode", "Item", "front_end_stage", "encode_stage", "latent_smoothing_stage", "render_stage",
            "composite_stage", "output_size", "face_mask", "BlendSettings"]

@@ -1,4 +1,4 @@
-"""The ``vidinv invert`` job: a video in, an inversion export (:mod:`vidinv.inversion`) out.
+"""The ``vidinv invert`` job: a video in, an inversion export (:mod:`vidinv.io.inversion`) out.
 
 Stages: decode -> faces (detect, landmarks, track, smooth) -> encode (align + encoder, batched) ->
 [reconstruct] -> write records. Each face in each frame becomes one record (w, F, quad, landmarks,
@@ -7,10 +7,10 @@ the encoder's reconstruction ``G(w, F)`` as PNGs (``image_size`` pixels). The ex
 video, so ``vidinv edit --from-inversion DIR`` can re-render without detection or encoding.
 
 Resume (``resume=True``, ``vidinv invert --resume``): an export left incomplete by an interruption
-(Ctrl-C, SIGTERM, kill, crash, an error) is reopened with :meth:`vidinv.inversion.InversionWriter.resume`
+(Ctrl-C, SIGTERM, kill, crash, an error) is reopened with :meth:`vidinv.io.inversion.InversionWriter.resume`
 after checking that it was made with the same video, models and settings. Face detection, tracking
 and landmark smoothing run again from the start of the window (they carry state from frame to frame),
-the encoder runs only on batches that reach :attr:`~vidinv.inversion.InversionWriter.next_frame`
+the encoder runs only on batches that reach :attr:`~vidinv.io.inversion.InversionWriter.next_frame`
 (batches formed as in a full run), and records are appended from that frame on: on the same
 machine the export's records equal those of one uninterrupted run, byte for byte.
 """
@@ -95,20 +95,20 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         FileExistsError: ``dst`` holds an export and neither ``overwrite`` nor ``resume`` is set.
         ValueError: ``resume`` with ``overwrite``; ``resume`` of a complete export or of one made
             with other settings (every differing field named; nothing is changed).
-        vidinv.inversion.InversionFormatError: ``resume`` and ``dst`` holds no readable export.
+        vidinv.io.inversion.InversionFormatError: ``resume`` and ``dst`` holds no readable export.
         Errors of the stages (the export is then left incomplete with the error recorded).
     """
     from vidinv.face.frontend import FaceFrontEnd
     from vidinv.face.tracking import Tracker
-    from vidinv.inversion import InversionWriter, model_file
-    from vidinv.mux import frame_range
-    from vidinv.video import VideoReader, probe
+    from vidinv.io.inversion import InversionWriter, model_file
+    from vidinv.io.mux import frame_range
+    from vidinv.io.video import VideoReader, probe
 
     t0 = time.perf_counter()
     if opts.resume and opts.overwrite:
         raise ValueError("--resume continues an export, --overwrite replaces it: give one of them")
     if opts.resume:
-        from vidinv.inversion import MANIFEST, InversionReader
+        from vidinv.io.inversion import MANIFEST, InversionReader
 
         if not (Path(opts.dst) / MANIFEST).is_file():
             raise FileNotFoundError(f"{opts.dst}: no inversion export to resume; run without --resume to start one")

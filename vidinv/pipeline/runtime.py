@@ -46,7 +46,7 @@ PARSER_FILE = "79999_iter.pth"
 #: Number of random z whose mapped w are averaged when the generator file has no latent_avg.
 LATENT_AVG_SAMPLES = 4096
 #: The feature code F is rounded to float16 in every path: the precision the inversion export stores it
-#: in (:mod:`vidinv.inversion`), so that ``vidinv edit --from-inversion`` reproduces a direct run bit for
+#: in (:mod:`vidinv.io.inversion`), so that ``vidinv edit --from-inversion`` reproduces a direct run bit for
 #: bit. Relative rounding error <= 2**-11, far below one uint8 level of the output.
 F_STORAGE_DTYPE = torch.float16
 
@@ -261,7 +261,7 @@ def load_bundle(paths: dict[str, Path], encoder: str = "fs", runtime: Runtime | 
     network's w over :data:`LATENT_AVG_SAMPLES` random z (seed 0), and a WARNING says so.
 
     Raises:
-        vidinv.checkpoints.CheckpointError / CheckpointMismatchError: a file has the wrong layout.
+        vidinv.io.checkpoints.CheckpointError / CheckpointMismatchError: a file has the wrong layout.
         ValueError: the encoder's W+ rows or F shape do not fit the generator.
     """
     from vidinv.models import load_fs_encoder, load_generator

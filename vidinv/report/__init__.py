@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from vidinv.outputs import atomic_write_text
+from vidinv.io.outputs import atomic_write_text
 from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, analyse_video, compare_videos
 from vidinv.report.document import SCHEMA_ID, build_document, jsonable
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs

@@ -39,7 +39,7 @@ import numpy as np
 from vidinv.metrics import image as im
 from vidinv.metrics.identity import IdentityEmbedder
 from vidinv.metrics.temporal import frame_change
-from vidinv.video import Frame, VideoReader, probe
+from vidinv.io.video import Frame, VideoReader, probe
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def iter_frames(path: str | os.PathLike, stride: int = 1, max_frames: int | None
     """Decode ``path`` and yield ``(frame, original_index)`` for every ``stride``-th frame of
     ``[start, stop)`` (original frame indices; ``stop=None``: to the end).
 
-    The yielded :class:`~vidinv.video.Frame` is re-indexed 0, 1, 2, ... (what the front-end expects);
+    The yielded :class:`~vidinv.io.video.Frame` is re-indexed 0, 1, 2, ... (what the front-end expects);
     at most ``max_frames`` are yielded. A decoding error ends the stream early: it is logged and
     appended to ``notes`` instead of raised (a truncated output is compared over what could be read).
     """

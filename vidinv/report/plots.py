@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidinv.outputs import atomic_path
+from vidinv.io.outputs import atomic_path
 
 __all__ = ["SOURCE_COLOUR", "OUTPUT_COLOURS", "plot_comparison_identity", "plot_comparison_quality",
            "plot_video_consistency", "plot_consistency_boxplot"]

@@ -186,7 +186,7 @@ def check_structure(entry: WeightFile | str, path: str | os.PathLike) -> bool:
         True when a check ran and passed, False when the entry has no structure check.
 
     Raises:
-        vidinv.checkpoints.CheckpointError: the file does not have the official layout.
+        vidinv.io.checkpoints.CheckpointError: the file does not have the official layout.
         ImportError: the check cannot be imported.
     """
     entry = registry.get(entry)
@@ -232,7 +232,7 @@ def verify(entry: WeightFile | str, path: str | os.PathLike, structure: bool = T
     Returns:
         A :class:`VerifyReport` (never raises for a bad file; ``report.ok`` says whether it passed).
     """
-    from vidinv.checkpoints import CheckpointError
+    from vidinv.io.checkpoints import CheckpointError
 
     entry = registry.get(entry)
     path = Path(path)

@@ -283,7 +283,7 @@ def _quarantine(path: Path, final: Path) -> Path:
 
 def _accept(entry: WeightFile, staged: Path, final: Path, structure: bool) -> Path:
     """Check a complete download and move it to ``final``; move it aside when it fails."""
-    from vidinv.checkpoints import CheckpointError
+    from vidinv.io.checkpoints import CheckpointError
 
     problem = _hash_problem(entry, staged)
     if problem:

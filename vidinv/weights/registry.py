@@ -8,7 +8,7 @@ Three kinds of file:
 * ``"weights"``: network checkpoints (PyTorch pickles), fetched into ``$VIDINV_HOME/weights/<name>``
   and structure-checked by a strict loader from :mod:`vidinv.models` (``check``, a dotted
   ``"module:function"`` name imported lazily; the function takes the path and raises
-  :class:`vidinv.checkpoints.CheckpointError` when the file does not have the official layout).
+  :class:`vidinv.io.checkpoints.CheckpointError` when the file does not have the official layout).
 * ``"direction"``: latent editing directions (``.npy`` / ``.pt``), fetched into
   ``$VIDINV_HOME/directions/<subdir>/<file>`` and checked by sha256 (every hash is known).
 * ``"external"``: files other packages own and download into their own caches (torchvision's LPIPS
@@ -126,7 +126,7 @@ class WeightFile:
         sha256_prefix: leading hex digits of the sha256 encoded in the file name by torch.hub's
             convention (``name-<prefix>.ext``), for external files; None otherwise.
         check: structure check, a ``"module:function"`` name (or a callable) taking the path and
-            raising :class:`vidinv.checkpoints.CheckpointError` on mismatch; None for none.
+            raising :class:`vidinv.io.checkpoints.CheckpointError` on mismatch; None for none.
         subdir: folder under ``$VIDINV_HOME`` the file is fetched into (``"weights"``,
             ``"directions/stit_w"``); unused for external files.
         filename: file name on disk (defaults to the last part of ``name``).

@@ -25,7 +25,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from vidinv.outputs import commit, discard, temp_path_for
+from vidinv.io.outputs import commit, discard, temp_path_for
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class VideoReader:
 
         with VideoReader("in.mp4") as r:
             print(r.info.fps, r.info.num_frames)
-            for frame in r:          # vidinv.video.Frame
+            for frame in r:          # vidinv.io.video.Frame
                 frame.index, frame.image, frame.time
 
     Args:
@@ -219,7 +219,7 @@ class VideoReader:
             face detection and tracking were tuned on) darkens every pixel by about 1.2 levels on average.
             That is harmless for analysis, but a decode/encode round trip of untouched pixels would drift,
             so the edit pipeline decodes with ``True``: its round trip through
-            :class:`vidinv.mux.EditedVideoWriter` is unbiased (mean error < 0.03 levels).
+            :class:`vidinv.io.mux.EditedVideoWriter` is unbiased (mean error < 0.03 levels).
 
     Iteration can be done once per reader; frame indices count decoded pictures from 0. The container
     is closed when iteration ends, on :meth:`close` or when leaving the ``with`` block.
@@ -315,7 +315,7 @@ class VideoWriter:
     ``write(image)`` encodes one frame with ``pts`` = number of frames written so far; ``close()``
     flushes the encoder. Use as a context manager.
 
-    The file is written atomically (:mod:`vidinv.outputs`): frames go to a temporary file beside
+    The file is written atomically (:mod:`vidinv.io.outputs`): frames go to a temporary file beside
     ``path`` (``.<stem>.<hex>.part<suffix>``, attribute ``temp_path``), which :meth:`close` moves to
     ``path``; leaving the ``with`` block on an exception (``KeyboardInterrupt`` included) calls
     :meth:`abort` instead, which deletes it, so ``path`` never holds a partial video and an existing

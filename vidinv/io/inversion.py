@@ -48,7 +48,7 @@ closes a chunk once it has ``chunk_size`` records and the next record starts a n
     created, updated   ISO 8601 UTC times
     writer        {"vidinv": version}
     source        the video: path, width, height, rotation, fps ("num/den"), time_base ("num/den"),
-                  num_frames, duration (s), codec, pix_fmt, has_audio, ... (from vidinv.video.probe)
+                  num_frames, duration (s), codec, pix_fmt, has_audio, ... (from vidinv.io.video.probe)
     encoder       {"kind": "fs" | "psp", "feature_index": K or null}
     generator     the StyleGAN2 configuration: size, style_dim, n_latent, num_layers, n_mlp,
                   channel_multiplier, max_channels, lr_mlp (what produced w and decodes it)
@@ -211,7 +211,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def source_info(info: Any) -> dict:
-    """The ``source`` header from a :class:`vidinv.video.VideoInfo` (or any dataclass / mapping with its
+    """The ``source`` header from a :class:`vidinv.io.video.VideoInfo` (or any dataclass / mapping with its
     fields): JSON-safe, Fractions as ``"num/den"`` strings (``fps``, ``time_base``)."""
     if info is None:
         return {}
@@ -353,7 +353,7 @@ class InversionWriter:
         encoder: ``"fs"`` (feature code F stored) or ``"psp"`` (no F).
         generator: generator config (a Generator or a mapping, see :func:`generator_config`).
         models: :class:`ModelFile` s (or mappings with name/role/sha256) of every model used.
-        source: the video's :class:`vidinv.video.VideoInfo` (or a mapping); None when unknown.
+        source: the video's :class:`vidinv.io.video.VideoInfo` (or a mapping); None when unknown.
         feature_shape: (C, H, W) of F; default ``(512, 16, 16)`` for ``fs``, None for ``psp``.
         feature_index: layer K of F (5).
         n_landmarks: landmarks per record (68).

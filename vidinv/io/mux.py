@@ -13,7 +13,7 @@ Atomic output
 Both write to a temporary file in the destination folder, named ``.<stem>.<random>.part<suffix>``
 (the suffix keeps the muxer choice of the destination, e.g. ``.out.3fa9c1d2.part.mp4``), and move it
 to the destination with :func:`os.replace` only once the file is complete and flushed to disk
-(:func:`vidinv.outputs.commit`; the same helpers as every other vidinv output). Hence:
+(:func:`vidinv.io.outputs.commit`; the same helpers as every other vidinv output). Hence:
 
 * on a Python exception, including :class:`KeyboardInterrupt` (Ctrl-C / SIGINT), the temporary file
   is closed and deleted; the destination is never created half-written and an existing destination
@@ -29,7 +29,7 @@ Timestamps
 The video encoder's time base is the input video stream's time base and every picture is encoded
 with the ``pts`` of the input frame it replaces, so the frame timing survives exactly (the MP4 muxer
 may store them in a finer track time scale; the times in seconds are equal). With ``start``/``end``
-the output is cut to the frames whose time (seconds, :attr:`vidinv.video.Frame.time`) lies in
+the output is cut to the frames whose time (seconds, :attr:`vidinv.io.video.Frame.time`) lies in
 ``[start, end)`` and all timestamps are shifted so that the first kept frame is at time 0; the audio
 packets overlapping that interval are kept, so the audio is cut on packet boundaries (1024 samples,
 ~21-23 ms for AAC): a packet that begins before the first frame gets a negative timestamp, which the
@@ -48,8 +48,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidinv.outputs import atomic_path, commit, discard, temp_path_for
-from vidinv.video import ACCURATE_RGB, Frame, _normalise_rotation, _open, _rate
+from vidinv.io.outputs import atomic_path, commit, discard, temp_path_for
+from vidinv.io.video import ACCURATE_RGB, Frame, _normalise_rotation, _open, _rate
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,14 @@ def video_frame_times(path: str | os.PathLike) -> tuple[list[int], Fraction]:
     """Presentation timestamps of all frames of the first video stream, without decoding.
 
     Reads the packets (demux only): the sorted ``pts`` of the packets that are not marked discard are the
-    frames' timestamps in presentation order, i.e. frame ``i`` of :class:`vidinv.video.VideoReader` has
+    frames' timestamps in presentation order, i.e. frame ``i`` of :class:`vidinv.io.video.VideoReader` has
     ``pts == result[i]``.
 
     Returns:
         ``(pts_list, time_base)``: ints in units of ``time_base`` (seconds per tick).
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`vidinv.video.probe`; ValueError also when packets carry
+        FileNotFoundError, ValueError: as :func:`vidinv.io.video.probe`; ValueError also when packets carry
             no pts.
     """
     with _open(path) as c:
@@ -118,7 +118,7 @@ def _frame_range(pts: list[int], tb: Fraction, start: float | None, end: float |
 
 def _display_matrix(path: Path) -> tuple[list[int] | None, int]:
     """The display matrix (9 ints, FFmpeg ``AV_FRAME_DATA_DISPLAYMATRIX`` layout) of the first decoded frame
-    of ``path``'s video and the rotation :class:`vidinv.video.VideoReader` applies (degrees, multiple of
+    of ``path``'s video and the rotation :class:`vidinv.io.video.VideoReader` applies (degrees, multiple of
     90); ``(None, 0)`` when there is none."""
     with _open(path) as c:
         for frame in c.decode(c.streams.video[0]):
@@ -158,7 +158,7 @@ class EditedVideoWriter:
             ``start <= time < end`` are written (``None``: from the beginning / to the end), and the
             output is shifted to start at 0. :attr:`frames` gives the matching frame indices.
         images_upright: ``True`` (default) when the images passed to :meth:`write` are upright, as
-            :class:`vidinv.video.VideoReader` yields them by default; they are turned back to the coded
+            :class:`vidinv.io.video.VideoReader` yields them by default; they are turned back to the coded
             orientation and the input's display matrix is stored again, so players show the output
             exactly as the input. ``False``: images are in coded orientation (``apply_rotation=False``).
         options: extra encoder options (strings), e.g. ``{"tune": "film"}``.
@@ -169,7 +169,7 @@ class EditedVideoWriter:
         frames_written, audio_packets_written: counters.
 
     Raises:
-        FileNotFoundError / ValueError: unreadable input (as :func:`vidinv.video.probe`), ``dst == src``,
+        FileNotFoundError / ValueError: unreadable input (as :func:`vidinv.io.video.probe`), ``dst == src``,
             or an empty ``[start, end)``.
         MissingFrameError: from :meth:`write` when a frame is skipped or out of order, from :meth:`close`
             when fewer frames than :attr:`frames` were written (the output is then not created).
@@ -327,7 +327,7 @@ class EditedVideoWriter:
         """Encode ``image`` in place of the input frame ``frame``, with ``frame``'s timestamp.
 
         Args:
-            frame: the :class:`vidinv.video.Frame` read from ``src_path`` (its ``index`` and ``pts`` are used;
+            frame: the :class:`vidinv.io.video.Frame` read from ``src_path`` (its ``index`` and ``pts`` are used;
                 its image is not).
             image: ``(H, W, 3)`` ``uint8`` RGB 0..255, upright (display size) unless ``images_upright=False``.
 
@@ -364,7 +364,7 @@ class EditedVideoWriter:
             raise ValueError(f"EditedVideoWriter({self.dst_path}) expects {exp_shape} uint8 RGB images"
                              f"{' (upright)' if k else ''}, got {image.shape} {image.dtype}")
         if k:
-            image = np.rot90(image, k=-k)  # undo vidinv.video.upright
+            image = np.rot90(image, k=-k)  # undo vidinv.io.video.upright
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         full = self._color_range == 2 or self.pix_fmt.startswith("yuvj")
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self._sws_colorspace,
