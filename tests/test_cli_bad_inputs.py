@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -368,6 +369,33 @@ def test_atomic_helpers_keep_the_destination_on_error(tmp_path):
             raise KeyboardInterrupt
     assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["a.json", "v.mp4"]
     assert probe(video).num_frames == 3
+
+
+def test_atomic_save_bytes_and_commit_keep(tmp_path):
+    import torch
+
+    from vidinv.io.outputs import atomic_save, atomic_write, atomic_write_bytes, commit, sha256_file
+
+    dst = tmp_path / "sub" / "c.pt"
+    atomic_save({"w": torch.arange(3)}, dst)  # the folder is created
+    assert torch.load(dst, weights_only=True)["w"].tolist() == [0, 1, 2]
+    before = dst.read_bytes()
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        atomic_save({"f": lambda: 0}, dst)  # a lambda cannot be pickled: the old checkpoint stays
+    assert dst.read_bytes() == before and os.listdir(dst.parent) == ["c.pt"]
+    b = atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert b.read_bytes() == b"\x00\x01"
+    assert sha256_file(b) == hashlib.sha256(b"\x00\x01").hexdigest()
+    with atomic_write(tmp_path / "t.csv", "w", newline="") as f:
+        f.write("a\r\nb\n")
+    assert (tmp_path / "t.csv").read_bytes() == b"a\r\nb\n"  # newline="" writes line ends as given
+    # a failed move deletes the temporary file, unless keep (a resumable download)
+    for keep in (False, True):
+        tmp = tmp_path / f"x{keep}.part"
+        tmp.write_bytes(b"x")
+        with pytest.raises(OSError):
+            commit(tmp, tmp_path / "sub", keep=keep)  # a folder cannot be replaced by a file
+        assert tmp.exists() == keep
 
 
 def test_check_output_hard_links_members_and_folders(tmp_path):

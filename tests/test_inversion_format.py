@@ -190,6 +190,7 @@ _CRASH = textwrap.dedent("""
         wr.add(w=rng.standard_normal((18, 512)), F=rng.standard_normal((512, 16, 16)), quad=np.zeros((4, 2)),
                landmarks=np.zeros((68, 2)), track_id=0, frame_index=f, pts=f)
     open(os.path.join(out, ".manifest.json.999.tmp"), "w").write("{half written")  # an interrupted rename
+    open(os.path.join(out, ".manifest.0123abcd.part.json"), "w").write("{half")  # vidinv.io.outputs' temp name
     os._exit(3)  # killed: no close(), no flush, no exception handler
 """)
 
@@ -215,7 +216,7 @@ def test_crash_leaves_completed_chunks_readable_and_resume(tmp_path):
     # resume: continue from next_frame, then the export is complete and whole
     wr = InversionWriter.resume(out)
     assert wr.next_frame == 8 and wr.n_records == 8
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*"))  # temporary files of interrupted writes (old and new names) are deleted
     with wr:
         for f in range(wr.next_frame, 10):
             wr.add(w=np.full((18, 512), f, np.float32), F=np.zeros((512, 16, 16)), quad=np.zeros((4, 2)),

@@ -4,15 +4,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vidinv.io.outputs import json_safe
 from vidinv.metrics.identity import cosine_similarity
 from vidinv.report import _plots, output_group, write_outputs
 from vidinv.report.compute import FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis, PER_FRAME_PIXEL
-from vidinv.report.document import build_document, jsonable, stats
+from vidinv.report.document import build_document, stats
 from vidinv.report.html import render_html
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs
 import jsonschema
@@ -63,15 +65,20 @@ def synthetic():
     per["change_output"] = np.array([np.nan, 2.0, 2.0, 5.0])
     pair = PairAnalysis(source=src, output=out, compared=4, per_frame=per, lpips=None,
                         lpips_reason="backbone not cached", warnings=["frame counts differ: 5 vs 4"])
-    doc = jsonable(build_document([src, out], [pair], ReportOptions(), _models(),
+    doc = json_safe(build_document([src, out], [pair], ReportOptions(), _models(),
                                   same_person={"dlib": ("euclidean", 0.6)}))
     return doc, src_e, out_e
 
 
-def test_jsonable_and_stats():
-    assert jsonable({"a": float("nan"), "b": float("inf"), "c": -np.inf, "d": np.float32(1.5), "e": np.int64(3),
-                     "f": np.array([1.0, np.nan]), "g": (True, np.bool_(False)), "h": Path("/x")}) == \
-        {"a": None, "b": "inf", "c": "-inf", "d": 1.5, "e": 3, "f": [1.0, None], "g": [True, False], "h": "/x"}
+def test_json_safe_and_stats():
+    x = {"a": float("nan"), "b": float("inf"), "c": -np.inf, "d": np.float32(1.5), "e": np.int64(3),
+         "f": np.array([1.0, np.nan]), "g": (True, np.bool_(False)), "h": Path("/x"), 7: Fraction(30000, 1001)}
+    assert json_safe(x) == \
+        {"a": None, "b": "inf", "c": "-inf", "d": 1.5, "e": 3, "f": [1.0, None], "g": [True, False], "h": "/x",
+         "7": "30000/1001"}
+    # the inversion export's convention: every non-finite number is null
+    assert json_safe(x, infinity="null") == {**json_safe(x), "b": None, "c": None}
+    assert json_safe([np.float32(np.nan), np.float64(-np.inf)], infinity="null") == [None, None]
     s = stats([1.0, 3.0, np.nan])
     assert s["count"] == 2 and s["mean"] == 2.0 and s["std"] == 1.0 and s["min"] == 1.0
     s = stats([20.0, np.inf])
@@ -174,7 +181,7 @@ def head_turn():
                      "cnn_frame_index": [], "hog_missed": 0, "blank_frames": 1}
     per = {k: np.full(4, np.nan) for k in PER_FRAME_PIXEL}
     pair = PairAnalysis(source=src, output=out, compared=4, per_frame=per, lpips=None, lpips_reason="off")
-    return jsonable(build_document([src, out], [pair], ReportOptions(), _models()))
+    return json_safe(build_document([src, out], [pair], ReportOptions(), _models()))
 
 
 def test_report_tl_id_tg_id_are_stit_mean_of_ratios(head_turn):

@@ -36,8 +36,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vidinv.training.state import atomic_torch_save
 from vidinv.io.checkpoints import USER_TRAINED_LICENCE, vidinv_record
+from vidinv.io.outputs import atomic_save
 
 __all__ = ["fs_export_name", "psp_export_name", "run_name", "export_fs_encoder", "export_psp", "cpu_state_dict",
            "check_export_name", "fs_encoder_checkpoint", "psp_checkpoint"]
@@ -116,7 +116,7 @@ def export_fs_encoder(encoder: nn.Module, path: str | os.PathLike, *, config: Ma
     """
     check_export_name(path)
     ckpt = fs_encoder_checkpoint(encoder, Path(path).name, config=config, trained_from=trained_from, licence=licence)
-    return atomic_torch_save(ckpt, path)
+    return atomic_save(ckpt, path)
 
 
 def psp_checkpoint(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Tensor, name: str, *,
@@ -176,4 +176,4 @@ def export_psp(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Tensor,
     check_export_name(path)
     ckpt = psp_checkpoint(encoder, decoder, latent_avg, Path(path).name, task=task, loss=loss,
                           resize_factors=resize_factors, config=config, trained_from=trained_from, licence=licence)
-    return atomic_torch_save(ckpt, path)
+    return atomic_save(ckpt, path)

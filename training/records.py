@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vidinv.io.outputs import atomic_write
 from vidinv.models.fs_encoder import downscale
 
 __all__ = ["ScalarLog", "save_sample_grid", "read_scalars_csv"]
@@ -48,12 +49,10 @@ class ScalarLog:
         self.tb = SummaryWriter(log_dir=str(self.dir), purge_step=start_step if start_step > 0 else None)
 
     def _rewrite(self, fields: list[str], rows: list[dict]) -> None:
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_write(self.csv_path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.csv_path)
 
     def log(self, step: int, epoch: int, scalars: Mapping[str, float]) -> None:
         """Write one row of scalars at ``step`` (TensorBoard tag ``train/<name>``)."""

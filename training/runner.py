@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vidinv.io.outputs import atomic_save, atomic_write_text
 from vidinv.training import distributed
 from vidinv.training.config import (
     RUN_CONTROL_KEYS,
@@ -52,8 +53,6 @@ from vidinv.training.ranger import Ranger
 from vidinv.training.records import ScalarLog, save_sample_grid
 from vidinv.training.state import (
     STATE_FORMAT,
-    atomic_torch_save,
-    atomic_write_text,
     capture_rng,
     checkpoint_name,
     latest_checkpoint,
@@ -516,7 +515,7 @@ def _save_checkpoint(task_name, cfg, done, enc, optimizer, scheduler, scaler, ba
             "data": {"items_per_rank": done * batch},
             "world_size": info.world_size,
         }
-        atomic_torch_save(state, path)
+        atomic_save(state, path)
         atomic_write_text(ckpt_dir / "latest", path.name + "\n")
         prune_checkpoints(ckpt_dir, cfg.run.keep_checkpoints)
     distributed.barrier(info)

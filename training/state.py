@@ -1,4 +1,4 @@
-"""Resumable training checkpoints: atomic writes, RNG states, and the checkpoint folder.
+"""Resumable training checkpoints: RNG states and the checkpoint folder.
 
 A checkpoint (``out_dir/checkpoints/step_XXXXXXXX.pt``) is one ``torch.save`` dict readable with
 ``torch.load(weights_only=True)`` (:func:`vidinv.io.checkpoints.read_checkpoint`):
@@ -8,9 +8,10 @@ steps), ``config`` (the run's config as a nested dict), ``encoder`` (state_dict)
 ``scheduler``, ``scaler`` (or None), ``rng`` (one entry per rank: python, numpy, torch CPU and CUDA
 states), ``data`` (``{"items_per_rank": ...}``: real images consumed by each rank), ``world_size``.
 
-Writes go to a temporary file in the same folder, are flushed to disk, then ``os.replace``d onto the
-final name, so a crash never leaves a truncated checkpoint; ``latest`` (a one-line text file, also
-replaced atomically) names the newest one.
+Checkpoints are written with :func:`vidinv.io.outputs.atomic_save` (a temporary file in the same folder,
+flushed to disk, then renamed onto the final name), so a crash never leaves a truncated checkpoint;
+``latest`` (a one-line text file, also replaced atomically: :func:`vidinv.io.outputs.atomic_write_text`)
+names the newest one.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from vidinv.io.checkpoints import CheckpointError, read_checkpoint
 
 __all__ = [
     "STATE_FORMAT",
-    "atomic_torch_save",
-    "atomic_write_text",
     "capture_rng",
     "restore_rng",
     "checkpoint_name",
@@ -40,36 +39,6 @@ __all__ = [
 
 STATE_FORMAT = "vidinv-train-state/1"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and ``os.replace`` (never a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a small text file atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def capture_rng() -> dict:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidinv.io.outputs import atomic_write_text
 from vidinv.training.data import FaceImageDataset
 
 __all__ = ["VideoFacesUnavailable", "extract_video_faces", "VideoFaceDataset"]
@@ -96,9 +97,7 @@ def extract_video_faces(videos: Sequence[str | os.PathLike], cache_dir: str | os
                     name = f"f{ff.index:06d}_t{face.track_id}.png"
                     Image.fromarray(crop).save(folder / name)
                     files.append(name)
-        tmp = manifest.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"key": key, "files": files}, indent=1))
-        os.replace(tmp, manifest)
+        atomic_write_text(manifest, json.dumps({"key": key, "files": files}, indent=1))
         out.extend(folder / f for f in files)
     if not out:
         raise RuntimeError(f"no face was found in {len(videos)} training video(s)")

@@ -8,8 +8,9 @@
 * :mod:`vidinv.io.checkpoints` — reading checkpoints (``torch.load(weights_only=True)``), strict loading,
   the vidinv record of files written by ``training/``.
 * :mod:`vidinv.io.outputs` — input and destination checks before any work, :func:`~vidinv.io.outputs.atomic_write`
-  / :func:`~vidinv.io.outputs.atomic_path` (the one temp-file-then-rename helper), and
-  :func:`~vidinv.io.outputs.sha256_file`.
+  / :func:`~vidinv.io.outputs.atomic_path` / :func:`~vidinv.io.outputs.atomic_save` (the one
+  temp-file-then-rename helper, ``torch.save`` included), :func:`~vidinv.io.outputs.sha256_file` (the one file
+  hash) and :func:`~vidinv.io.outputs.json_safe` (values made strict-JSON-ready).
 
 Submodules are imported on use (``import vidinv.io`` stays light: no torch, no PyAV).
 """

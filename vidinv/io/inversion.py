@@ -66,8 +66,9 @@ closes a chunk once it has ``chunk_size`` records and the next record starts a n
 disk and renamed over its final name (atomic on POSIX and Windows). The writer writes a chunk
 first, then the manifest that lists it, so the manifest only ever lists complete, hashed chunks.
 After a crash (power loss, kill) the folder holds: a valid manifest with ``complete: false``, the
-chunks it lists (all readable), and possibly one unlisted chunk or ``*.tmp`` file, which readers
-ignore. Records not yet in a chunk (at most one chunk's worth) are lost; PNGs of lost records may
+chunks it lists (all readable), and possibly one unlisted chunk or temporary ``.*.part*`` file
+(:func:`vidinv.io.outputs.atomic_write`), which readers ignore and :meth:`InversionWriter.resume`
+deletes. Records not yet in a chunk (at most one chunk's worth) are lost; PNGs of lost records may
 remain and are ignored. :class:`InversionReader` refuses an incomplete export unless
 ``allow_incomplete=True`` (then it reads the completed chunks); :meth:`InversionWriter.resume`
 reopens it to continue from :attr:`InversionWriter.next_frame`.
@@ -96,6 +97,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from vidinv.io.outputs import TEMP_NAME_RE, atomic_write_bytes, json_safe, sha256_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -186,28 +189,8 @@ class ModelFile:
 def model_file(path: str | os.PathLike, role: str, name: str | None = None, sha256: str | None = None) -> ModelFile:
     """Describe a model file: its name (default: the file name), role (``"encoder"``, ``"generator"``,
     ``"landmarks"``, ...) and sha256 (computed when not given; ~1 s per 500 MB)."""
-    from vidinv.weights import sha256_file
-
     p = Path(path)
     return ModelFile(name=name or p.name, role=role, sha256=(sha256 or sha256_file(p)).lower())
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Fraction):
-        return f"{v.numerator}/{v.denominator}"
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 def source_info(info: Any) -> dict:
@@ -221,47 +204,21 @@ def source_info(info: Any) -> dict:
         d = dict(info)
     else:
         raise TypeError(f"source info must be a VideoInfo, a dataclass or a mapping, got {type(info).__name__}")
-    return _jsonable(d)
+    return json_safe(d, infinity="null")
 
 
 def generator_config(G: Any) -> dict:
     """The ``generator`` header from a :class:`vidinv.models.stylegan2.Generator` (or a mapping):
     size, style_dim, n_latent, num_layers, n_mlp, channel_multiplier, max_channels, lr_mlp."""
     if isinstance(G, Mapping):
-        return _jsonable(dict(G))
+        return json_safe(dict(G), infinity="null")
     keys = ("size", "style_dim", "n_latent", "num_layers", "n_mlp", "channel_multiplier", "max_channels", "lr_mlp")
-    return {k: _jsonable(getattr(G, k)) for k in keys if hasattr(G, k)}
+    return {k: json_safe(getattr(G, k), infinity="null") for k in keys if hasattr(G, k)}
 
 
 def image_path(root: str | os.PathLike, kind: str, frame_index: int, track_id: int) -> Path:
     """Path of a record's PNG: ``root/images/<kind>/f<frame:08d>_t<track>.png`` (kind ``crops`` or ``recon``)."""
     return Path(root) / _IMAGE_PATTERN.format(kind=kind, frame=int(frame_index), track=int(track_id))
-
-
-# ----------------------------------------------------------------------------------- atomic file I/O
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _differences(key: str, have: Any, want: Any) -> list[str]:
@@ -435,7 +392,7 @@ class InversionWriter:
             "encoder": {"kind": encoder, "feature_index": int(feature_index) if feature_shape is not None else None},
             "generator": gen, "models": models_json, "arrays": arrays,
             "images": {"crops": bool(save_crops), "recon": bool(save_recon), "pattern": _IMAGE_PATTERN},
-            "extra": _jsonable(dict(extra or {})),
+            "extra": json_safe(dict(extra or {}), infinity="null"),
         }
 
     # -------------------------------------------------------------- state
@@ -505,8 +462,9 @@ class InversionWriter:
         for p in (self.path / "chunks").iterdir():
             if p.is_file() and f"chunks/{p.name}" not in listed:
                 p.unlink()
-        for p in self.path.glob(".*.tmp"):
-            p.unlink()
+        for p in self.path.iterdir():  # temporary files of interrupted writes (``*.tmp``: older vidinv)
+            if p.is_file() and (TEMP_NAME_RE.match(p.name) or (p.name.startswith(".") and p.name.endswith(".tmp"))):
+                p.unlink()
         self.manifest.pop("error", None)
         self._init_state()
         return self
@@ -611,7 +569,7 @@ class InversionWriter:
         p.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         Image.fromarray(a, "RGB").save(buf, format="PNG")
-        _atomic_write(p, buf.getvalue())
+        atomic_write_bytes(p, buf.getvalue())
 
     def flush(self) -> None:
         """Write the pending records as one chunk, then the manifest listing it (no-op when none).
@@ -627,7 +585,7 @@ class InversionWriter:
         buf = io.BytesIO()
         np.savez(buf, **stacked)
         data = buf.getvalue()
-        _atomic_write(self.path / name, data)
+        atomic_write_bytes(self.path / name, data)
         frames = stacked["frame_index"]
         self.manifest["chunks"].append({
             "file": name, "records": int(frames.shape[0]), "first_record": int(self.manifest["n_records"]),
@@ -641,7 +599,7 @@ class InversionWriter:
 
     def _write_manifest(self) -> None:
         self.manifest["updated"] = _now()
-        _atomic_write(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode("utf-8"))
+        atomic_write_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode("utf-8"))
 
     def close(self) -> None:
         """Flush and mark the export complete (idempotent)."""
@@ -784,8 +742,6 @@ class InversionReader:
             InversionFormatError: a named file is not in the header, or its sha256 differs (the
                 message gives both hashes).
         """
-        from vidinv.weights import sha256_file
-
         known = {m.name: m for m in self.models}
         for name, p in files.items():
             if name not in known:

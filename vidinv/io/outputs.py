@@ -16,8 +16,10 @@ Checks (run by each ``vidinv`` sub-command before it loads a model or decodes a 
 All raise :class:`InputFileError` / :class:`OutputPathError` (both ``ValueError``) whose message is one
 line naming the file; ``cli.main`` prints it as ``vidinv: error: <message>``.
 
-Atomic writes: :func:`atomic_path` (yields a temporary path for writers that open files by name, e.g.
-FFmpeg) and :func:`atomic_write` (yields an open file) write to ``.<stem>.<8 hex>.part<suffix>`` in the
+Atomic writes (the one write-to-temporary-then-rename helper of vidinv): :func:`atomic_path` (yields a
+temporary path for writers that open files by name, e.g. FFmpeg), :func:`atomic_write` (yields an open
+file), :func:`atomic_write_text` / :func:`atomic_write_bytes` (whole content) and :func:`atomic_save`
+(``torch.save``) write to ``.<stem>.<8 hex>.part<suffix>`` in the
 destination's folder (:func:`temp_path_for`; same folder, so the rename cannot cross file systems;
 same extension, so FFmpeg picks the same muxer), flush it to disk (``fsync``) and move it over the
 destination with :func:`os.replace` (atomic on POSIX and Windows) only when the block ends normally. On
@@ -29,21 +31,27 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Literal, Sequence
+from typing import IO, Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 __all__ = ["InputFileError", "OutputPathError", "TEMP_NAME_RE", "VIDEO_EXTENSIONS", "atomic_path",
-           "atomic_write", "atomic_write_text", "check_input_file", "check_output", "check_torch_file",
-           "check_video_input",
-           "commit", "discard", "temp_path_for"]
+           "atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_input_file",
+           "check_output", "check_torch_file", "check_video_input", "commit", "discard", "json_safe",
+           "sha256_file", "temp_path_for"]
 
 #: Extensions suggested in messages about video outputs (any extension FFmpeg can mux the codec into is
 #: accepted).
@@ -94,14 +102,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def commit(tmp: str | os.PathLike, dst: str | os.PathLike, *, fsync: bool = True) -> Path:
+def commit(tmp: str | os.PathLike, dst: str | os.PathLike, *, fsync: bool = True, keep: bool = False) -> Path:
     """Move the finished temporary file ``tmp`` over ``dst`` atomically (:func:`os.replace`).
 
     With ``fsync`` the file's data is flushed to disk first and the folder entry after the rename, so a
     power cut leaves either the old ``dst`` or the complete new one. Returns ``Path(dst)``.
 
+    ``keep``: leave ``tmp`` in place when the move fails or is interrupted (a resumable download that
+    must not be lost); by default it is deleted.
+
     Raises:
-        OSError: the rename failed (``tmp`` is then deleted).
+        OSError: the rename failed (``tmp`` is then deleted unless ``keep``).
     """
     tmp, dst = Path(tmp), Path(dst)
     try:
@@ -109,7 +120,8 @@ def commit(tmp: str | os.PathLike, dst: str | os.PathLike, *, fsync: bool = True
             _fsync_file(tmp)
         os.replace(tmp, dst)
     except BaseException:
-        discard(tmp)
+        if not keep:
+            discard(tmp)
         raise
     if fsync:
         _fsync_dir(dst.parent)
@@ -161,16 +173,17 @@ def atomic_path(dst: str | os.PathLike, *, fsync: bool = True, make_parents: boo
 
 @contextlib.contextmanager
 def atomic_write(dst: str | os.PathLike, mode: Literal["w", "wb"] = "wb", *, encoding: str | None = None,
-                 fsync: bool = True) -> Iterator[IO]:
+                 newline: str | None = None, fsync: bool = True) -> Iterator[IO]:
     """Context manager yielding an open file (``mode`` ``"wb"`` or ``"w"``) whose content replaces ``dst``
     atomically when the block ends normally (see :func:`atomic_path`); nothing changes at ``dst`` if it
-    raises. ``encoding`` defaults to UTF-8 in text mode."""
+    raises. ``encoding`` defaults to UTF-8 in text mode; ``newline`` is passed to :func:`open` (text mode
+    only; ``""`` for :mod:`csv` writers)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     if mode == "w" and encoding is None:
         encoding = "utf-8"
     with atomic_path(dst, fsync=fsync) as tmp:
-        with open(tmp, mode, encoding=encoding) as f:
+        with open(tmp, mode, encoding=encoding, newline=newline) as f:
             yield f
 
 
@@ -179,6 +192,84 @@ def atomic_write_text(dst: str | os.PathLike, text: str, *, encoding: str = "utf
     with atomic_write(dst, "w", encoding=encoding) as f:
         f.write(text)
     return Path(dst)
+
+
+def atomic_write_bytes(dst: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``dst`` atomically (:func:`atomic_write`). Returns ``Path(dst)``."""
+    with atomic_write(dst, "wb") as f:
+        f.write(data)
+    return Path(dst)
+
+
+def atomic_save(obj: Any, dst: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``dst`` atomically (:func:`atomic_write`; the zip format of PyTorch >= 1.6):
+    a crash or an exception while saving never leaves a partial checkpoint. Returns ``Path(dst)``.
+
+    Raises:
+        Whatever :func:`torch.save` raises (e.g. a pickling error); ``dst`` is then unchanged.
+    """
+    import torch  # imported on use: ``vidinv.io.outputs`` stays light (no torch) for ``vidinv --help``
+
+    with atomic_write(dst, "wb") as f:
+        torch.save(obj, f)
+    return Path(dst)
+
+
+# ------------------------------------------------------------------------------------------------
+# file hashes and JSON values
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 (64 lower-case hex digits) of a file's content, read in ``chunk_size``-byte blocks
+    (memory stays at one block; ~1 s per 500 MB).
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` when missing).
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk_size)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def json_safe(x: Any, *, infinity: Literal["string", "null"] = "string") -> Any:
+    """``x`` with every value turned into a JSON type, recursively, for strict JSON
+    (``json.dumps(..., allow_nan=False)`` accepts the result).
+
+    * mappings -> ``dict`` with ``str`` keys; lists, tuples and numpy arrays -> ``list``;
+    * numpy booleans / integers / floats -> ``bool`` / ``int`` / ``float``;
+    * NaN -> ``None``; +-infinity -> ``"inf"`` / ``"-inf"`` (``infinity="string"``, the report's
+      convention: a PSNR of identical images is infinite) or ``None`` (``infinity="null"``);
+    * :class:`~fractions.Fraction` -> ``"num/den"`` (e.g. a frame rate ``"30000/1001"``, ``"25/1"``);
+    * ``None``, ``bool``, ``int``, ``str`` unchanged; anything else (a :class:`~pathlib.Path`, ...) -> ``str(x)``.
+    """
+    if isinstance(x, Mapping):
+        return {str(k): json_safe(v, infinity=infinity) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v, infinity=infinity) for v in x]
+    if isinstance(x, np.ndarray):
+        return [json_safe(v, infinity=infinity) for v in x.tolist()]
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, Fraction):
+        return f"{x.numerator}/{x.denominator}"
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        if math.isnan(f):
+            return None
+        if math.isinf(f):
+            return ("inf" if f > 0 else "-inf") if infinity == "string" else None
+        return f
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return str(x)
 
 
 # ------------------------------------------------------------------------------------------------

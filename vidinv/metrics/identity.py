@@ -25,7 +25,6 @@ Embeddings are returned as given by the networks (dlib's are not unit length, Ar
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from vidinv.io.outputs import sha256_file
 
 __all__ = [
     "cosine_similarity",
@@ -66,14 +67,6 @@ def cosine_similarity(a, b, eps: float = 1e-12) -> np.ndarray | float:
     den = np.maximum(np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1), eps)
     out = np.clip(num / den, -1.0, 1.0)
     return float(out) if np.ndim(out) == 0 else out
-
-
-def _sha256_prefix(path: Path, n: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n]
 
 
 class IdentityEmbedder(ABC):
@@ -176,7 +169,7 @@ class DlibEmbedder(IdentityEmbedder):
 
     def describe(self) -> dict:
         if self._sha is None:
-            self._sha = _sha256_prefix(self.model_path)
+            self._sha = sha256_file(self.model_path)[:16]
         return {
             "key": self.key,
             "network": "dlib face-recognition ResNet-29 (dlib_face_recognition_resnet_model_v1)",
@@ -272,7 +265,7 @@ class ArcFaceEmbedder(IdentityEmbedder):
     def describe(self) -> dict:
         if self._sha is None:
             p = Path(self.source)
-            self._sha = _sha256_prefix(p) if p.is_file() else None
+            self._sha = sha256_file(p)[:16] if p.is_file() else None
         return {
             "key": self.key,
             "network": "ArcFace IResNet-50 (insightface arcface_torch r50, backbone.pth)",

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from vidinv.io.outputs import atomic_write_text
+from vidinv.io.outputs import atomic_write_text, json_safe
 from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, analyse_video, compare_videos
-from vidinv.report.document import SCHEMA_ID, build_document, jsonable
+from vidinv.report.document import SCHEMA_ID, build_document
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs
 from vidinv.report.schema import SchemaError, validate
 
@@ -359,8 +359,8 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
                                 "smoothing": getattr(fe, "smoothing", None), "sigma": getattr(fe, "sigma", None),
                                 "variant": getattr(fe, "variant", None)},
                    "device": str(device or "cpu")}
-    doc = jsonable(build_document(videos, pairs, opts, models, settings_extra=fe_settings,
-                                  same_person={e.key: e.same_person for e in embedders}))
+    doc = json_safe(build_document(videos, pairs, opts, models, settings_extra=fe_settings,
+                                   same_person={e.key: e.same_person for e in embedders}))
     plot_entries = _plots(out_dir, doc)
     doc["plots"] = plot_entries
     jpath, hpath = write_outputs(out_dir, doc)

@@ -31,7 +31,7 @@ from vidinv.metrics.temporal import (
 )
 from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, detection_summary
 
-__all__ = ["SCHEMA_ID", "TEMPORAL_IDENTITY_DEFINITION", "TEMPORAL_IDENTITY_COMPARABILITY", "jsonable", "stats",
+__all__ = ["SCHEMA_ID", "TEMPORAL_IDENTITY_DEFINITION", "TEMPORAL_IDENTITY_COMPARABILITY", "stats",
            "video_entry", "comparison_entry", "build_document"]
 
 #: Value of the document's ``schema`` field (bump on incompatible changes). 2: TL-ID / TG-ID are STIT's
@@ -49,30 +49,6 @@ TEMPORAL_IDENTITY_COMPARABILITY = (
     "named here, so the values are not directly comparable with the paper's tables.")
 RATIO_OF_MEANS_NOTE = ("tl_id_ratio_of_means / tg_id_ratio_of_means = mean(S_edit) / mean(S_src) over the same "
                        "pairs: not STIT's definition (differs when the source similarities vary, e.g. head turns)")
-
-
-def jsonable(x: Any) -> Any:
-    """Recursively convert to JSON types: numpy -> Python, NaN -> None, +-inf -> "inf"/"-inf", Path -> str."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [jsonable(v) for v in x.tolist()]
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        if math.isnan(f):
-            return None
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return f
-    if x is None or isinstance(x, (int, str)):
-        return x
-    return str(x)
 
 
 def stats(values) -> dict:
@@ -246,7 +222,7 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
                    models: dict, plots: Sequence[dict] = (), warnings: Sequence[str] = (),
                    settings_extra: dict | None = None,
                    same_person: dict[str, tuple[str, float] | None] | None = None) -> dict:
-    """The whole report document (JSON-ready after :func:`jsonable`).
+    """The whole report document (JSON-ready after :func:`vidinv.io.outputs.json_safe`).
 
     Args:
         videos: every analysed video (sources and outputs), in display order.
