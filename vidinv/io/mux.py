@@ -12,7 +12,7 @@ Atomic output
 -------------
 Both write to a temporary file in the destination folder, named ``.<stem>.<random>.part<suffix>``
 (the suffix keeps the muxer choice of the destination, e.g. ``.out.3fa9c1d2.part.mp4``), and move it
-to the destination with :func:`os.replace` only once the file is complete and flushed to disk
+to the destination by an atomic rename only once the file is complete and flushed to disk
 (:func:`vidinv.io.outputs.commit`; the same helpers as every other vidinv output). Hence:
 
 * on a Python exception, including :class:`KeyboardInterrupt` (Ctrl-C / SIGINT), the temporary file
@@ -49,7 +49,7 @@ import av
 import numpy as np
 
 from vidinv.io.outputs import atomic_path, commit, discard, temp_path_for
-from vidinv.io.video import ACCURATE_RGB, Frame, _normalise_rotation, _open, _rate
+from vidinv.io.video import ACCURATE_RGB, Frame, frame_rate, normalise_rotation, open_video
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def video_frame_times(path: str | os.PathLike) -> tuple[list[int], Fraction]:
         FileNotFoundError, ValueError: as :func:`vidinv.io.video.probe`; ValueError also when packets carry
             no pts.
     """
-    with _open(path) as c:
+    with open_video(path) as c:
         if not c.streams.video:
             raise ValueError(f"{path} has no video stream")
         v = c.streams.video[0]
@@ -120,9 +120,9 @@ def _display_matrix(path: Path) -> tuple[list[int] | None, int]:
     """The display matrix (9 ints, FFmpeg ``AV_FRAME_DATA_DISPLAYMATRIX`` layout) of the first decoded frame
     of ``path``'s video and the rotation :class:`vidinv.io.video.VideoReader` applies (degrees, multiple of
     90); ``(None, 0)`` when there is none."""
-    with _open(path) as c:
+    with open_video(path) as c:
         for frame in c.decode(c.streams.video[0]):
-            rotation = _normalise_rotation(getattr(frame, "rotation", 0))
+            rotation = normalise_rotation(getattr(frame, "rotation", 0))
             for sd in frame.side_data:
                 if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
                     return list(struct.unpack("=9i", bytes(sd)[:36])), rotation
@@ -209,7 +209,7 @@ class EditedVideoWriter:
     # -- setup ------------------------------------------------------------------------------------
     def _open(self, codec, crf, pix_fmt, preset, options) -> None:
         matrix, self.rotation = _display_matrix(self.src_path)
-        self._input = _open(self.src_path)
+        self._input = open_video(self.src_path)
         iv = self._input.streams.video[0]
         icc = iv.codec_context
         self.coded_size = (int(iv.width), int(iv.height))
@@ -225,7 +225,7 @@ class EditedVideoWriter:
         self._output = av.open(str(self.temp_path), mode="w")
         _copy_metadata(self._input.metadata, self._output.metadata, _GENERATED_TAGS)
 
-        rate = _rate(iv)
+        rate = frame_rate(iv)
         ov = self._output.add_stream(codec, rate=rate) if rate else self._output.add_stream(codec)
         ov.width, ov.height = self.coded_size
         ov.pix_fmt = pix_fmt
@@ -379,7 +379,7 @@ class EditedVideoWriter:
     # -- finishing --------------------------------------------------------------------------------
     def close(self) -> None:
         """Finish: check all frames were written, flush the encoder, copy the remaining audio, close and
-        move the temporary file to ``dst_path`` (:func:`os.replace`). Idempotent.
+        move the temporary file to ``dst_path`` (:func:`vidinv.io.outputs.commit`). Idempotent.
 
         Raises:
             MissingFrameError: fewer frames than :attr:`frames` were written; the temporary file is deleted
@@ -437,7 +437,7 @@ def passthrough(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     Same extension: the bytes are copied. Another extension: every stream the output format can hold
     is remuxed packet for packet (timestamps, metadata and dispositions kept; streams it cannot hold are
     dropped with a warning). Either way the file is written to a temporary name in ``dst``'s folder and
-    moved with :func:`os.replace`; on any error it is deleted and ``dst`` is left as it was.
+    moved over it (:func:`vidinv.io.outputs.atomic_path`); on any error it is deleted and ``dst`` is left as it was.
 
     Returns:
         ``Path(dst)``.
@@ -459,7 +459,7 @@ def passthrough(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def _remux(src: Path, tmp: Path) -> None:
-    with _open(src) as ic, av.open(str(tmp), mode="w") as oc:
+    with open_video(src) as ic, av.open(str(tmp), mode="w") as oc:
         _copy_metadata(ic.metadata, oc.metadata, _GENERATED_TAGS)
         supported = oc.supported_codecs
         out = {}

@@ -7,7 +7,8 @@ display matrix (phone videos) are turned upright by default, as players and ``ff
 (autorotate), so faces are upright for the detector.
 
 :class:`VideoWriter` is a small H.264 writer (libx264, ``yuv420p``) used for previews; the edit
-pipeline's writer (audio copy, decode thread) builds on the same pieces.
+pipeline's writer (:mod:`vidinv.io.mux`: audio copy, decode thread) builds on the same public pieces:
+:func:`open_video`, :func:`frame_rate`, :func:`normalise_rotation` and ``ACCURATE_RGB``.
 
 All iteration is lazy: nothing holds more than the frame being decoded, so memory does not grow with
 the video's length.
@@ -29,7 +30,8 @@ from vidinv.io.outputs import commit, discard, temp_path_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Frame", "VideoInfo", "VideoReader", "VideoWriter", "probe", "read_frames", "upright"]
+__all__ = ["ACCURATE_RGB", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "frame_rate", "normalise_rotation", "open_video",
+           "probe", "read_frames", "upright"]
 
 
 @dataclass
@@ -111,7 +113,16 @@ class VideoInfo:
         return None
 
 
-def _open(path: str | os.PathLike) -> av.container.InputContainer:
+def open_video(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open a video file for reading with PyAV (demuxing and decoding are up to the caller).
+
+    Returns:
+        The open input container; close it (or use it as a context manager).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: FFmpeg cannot open it (not a media file, or damaged).
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"video file {p} does not exist")
@@ -121,7 +132,9 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
         raise ValueError(f"cannot open {p} as a video: {e}") from e
 
 
-def _rate(stream) -> Fraction | None:
+def frame_rate(stream) -> Fraction | None:
+    """A PyAV video stream's frame rate in frames per second: its ``average_rate``, else ``guessed_rate``,
+    else ``base_rate`` (as :attr:`VideoInfo.fps`); ``None`` when the container gives none."""
     for name in ("average_rate", "guessed_rate", "base_rate"):
         r = getattr(stream, name, None)
         if r:
@@ -129,8 +142,9 @@ def _rate(stream) -> Fraction | None:
     return None
 
 
-def _normalise_rotation(deg: float | int | None) -> int:
-    """Round a display-matrix angle to a multiple of 90 in [0, 360)."""
+def normalise_rotation(deg: float | int | None) -> int:
+    """Round a display-matrix angle (degrees, counter-clockwise, as PyAV's ``frame.rotation``; ``None``
+    or 0 for none) to a multiple of 90 in [0, 360), the convention of :attr:`VideoInfo.rotation`."""
     if not deg:
         return 0
     return int(round(float(deg) / 90.0)) * 90 % 360
@@ -165,14 +179,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         FileNotFoundError: the file does not exist.
         ValueError: the file has no video stream or cannot be opened.
     """
-    with _open(path) as c:
+    with open_video(path) as c:
         if not c.streams.video:
             raise ValueError(f"{path} has no video stream")
         v = c.streams.video[0]
         rotation = 0
         try:
             for frame in c.decode(v):
-                rotation = _normalise_rotation(getattr(frame, "rotation", 0))
+                rotation = normalise_rotation(getattr(frame, "rotation", 0))
                 break
         except av.error.FFmpegError as e:  # pragma: no cover
             log.warning("could not decode a first frame of %s: %s", path, e)
@@ -184,7 +198,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = c.duration / 1_000_000.0
         a = c.streams.audio[0] if c.streams.audio else None
         return VideoInfo(
-            path=Path(path), width=int(v.width), height=int(v.height), rotation=rotation, fps=_rate(v),
+            path=Path(path), width=int(v.width), height=int(v.height), rotation=rotation, fps=frame_rate(v),
             time_base=tb, num_frames=int(v.frames) if v.frames else None, duration=duration,
             codec=v.codec_context.name, pix_fmt=v.codec_context.pix_fmt, has_audio=a is not None,
             audio_codec=a.codec_context.name if a is not None else None,
@@ -262,7 +276,7 @@ class VideoReader:
     def __iter__(self) -> Iterator[Frame]:
         if self._container is not None:
             raise RuntimeError("a VideoReader can be iterated only once at a time")
-        self._container = _open(self.path)
+        self._container = open_video(self.path)
         try:
             v = self._container.streams.video[0]
             if self.threads:
@@ -279,7 +293,7 @@ class VideoReader:
                 else:
                     image = av_frame.to_ndarray(format="rgb24")
                 if self.apply_rotation:
-                    image = upright(image, _normalise_rotation(getattr(av_frame, "rotation", 0)))
+                    image = upright(image, normalise_rotation(getattr(av_frame, "rotation", 0)))
                 pts = av_frame.pts
                 if pts is not None and tb is not None:
                     t = float(pts * tb)
