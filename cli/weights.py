@@ -8,8 +8,8 @@ from typing import NoReturn
 import click
 
 from vidinv.cli.main import cli, one_line_errors
-from vidinv.weights import cache, fetch as fetch_mod, registry
-from vidinv.weights.cache import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
+from vidinv.weights import cache, fetch as fetch_mod, registry, resolver
+from vidinv.weights.resolver import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
 from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
 
 _KINDS = ("weights", "direction", "external")
@@ -76,7 +76,7 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
     click.echo(f"cache: {home}" + (f"   weights-dir: {weights_dir}" if weights_dir else ""))
     rows = []
     for e in entries:
-        st, path = cache.status(e, weights_dir)
+        st, path = resolver.status(e, weights_dir)
         rows.append([e.name, st, e.size_text, e.licence, ", ".join(e.uses), str(path) if path else "-"])
         if long_:
             click.echo("")
@@ -192,11 +192,11 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
             wanted.remove(n)
             external.append(e)
     _check_cache_writable(wanted)
-    failures: list[cache.MissingFile] = []
+    failures: list[resolver.MissingFile] = []
     for n in wanted:
         e = registry.get(n)
         if weights_dir is not None:
-            st, path = cache.status(e, weights_dir)
+            st, path = resolver.status(e, weights_dir)
             by_hand = path is not None and path != cache.cache_path(e)
             if st == "present" and by_hand and not force:
                 click.echo(f"present  {n}  {path}")
@@ -209,12 +209,12 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
                                    structure=not no_check)
         except fetch_mod.FetchError as exc:
             click.echo(f"FAILED   {n}: {str(exc).splitlines()[0]}", err=True)
-            failures.append(cache.describe_missing(e, weights_dir, None, str(exc).splitlines()[0],
+            failures.append(resolver.describe_missing(e, weights_dir, None, str(exc).splitlines()[0],
                                                    fetch_mod.mirror_url(e, mirror)))
             continue
         click.echo(f"ok       {n}  {path}")
     for e in external:
-        st, path = cache.status(e, weights_dir)
+        st, path = resolver.status(e, weights_dir)
         if st == "present":
             click.echo(f"present  {e.name}  {path}  (external)")
         else:
@@ -276,7 +276,7 @@ def path_cmd(name: str, weights_dir: Path | None, allow_hash_mismatch: bool) -> 
     """
     try:
         entry = registry.get(name)
-        paths = cache.resolve([entry.name], weights_dir=weights_dir, allow_hash_mismatch=allow_hash_mismatch or None)
+        paths = resolver.resolve([entry.name], weights_dir=weights_dir, allow_hash_mismatch=allow_hash_mismatch or None)
     except UnknownWeightError as exc:
         _fail(str(exc))
     except WeightHashMismatchError as exc:

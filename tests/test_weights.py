@@ -17,8 +17,8 @@ from torch import nn
 
 from conftest import SHARED, require_shared
 from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint
-from vidinv.weights import cache, fetch as fetch_mod, registry
-from vidinv.weights.cache import MissingWeightsError, WeightHashMismatchError, resolve
+from vidinv.weights import cache, fetch as fetch_mod, registry, resolver
+from vidinv.weights.resolver import MissingWeightsError, WeightHashMismatchError, resolve
 from vidinv.weights.fetch import ChecksumError, DownloadInterrupted, FetchError, StructureError
 from vidinv.weights.registry import WeightFile
 
@@ -205,7 +205,7 @@ def test_external_files_are_reported_not_fetched(home):
     e = registry.get("shape_predictor_68_face_landmarks.dat")
     p = cache.cache_path(e)
     assert p.parent.name == "models" and p.parent.parent.name == "face_recognition_models"
-    st, path = cache.status(e)
+    st, path = resolver.status(e)
     assert st == ("present" if p.is_file() else "missing")
     alex = registry.get("alexnet-owt-7be5be79.pth")
     assert cache.cache_path(alex) == Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
@@ -509,10 +509,10 @@ def test_weights_dir_mismatch_is_an_error_naming_both_hashes(tmp_path, home, mon
             assert "--allow-hash-mismatch" in msg and "VIDINV_ALLOW_HASH_MISMATCH=1" in msg
             err = info.value
             assert (err.path, err.sha256, err.expected_sha256) == (by_hand / "wd.pt", got, want)
-        assert cache.status("wd.pt", by_hand) == ("bad", by_hand / "wd.pt")
-        assert cache.status("wd.pt") == ("present", cached)
+        assert resolver.status("wd.pt", by_hand) == ("bad", by_hand / "wd.pt")
+        assert resolver.status("wd.pt") == ("present", cached)
         # explicit opt-outs: the keyword, then the environment variable; both warn with both hashes
-        with caplog.at_level("WARNING", logger="vidinv.weights.cache"):
+        with caplog.at_level("WARNING", logger="vidinv.weights.resolver"):
             assert resolve(["wd.pt"], weights_dir=by_hand, allow_hash_mismatch=True) == {"wd.pt": by_hand / "wd.pt"}
         assert got in caplog.text and want in caplog.text
         monkeypatch.setenv("VIDINV_ALLOW_HASH_MISMATCH", "1")

@@ -525,12 +525,12 @@ def listing(weights_dir: str | os.PathLike | None = None) -> list[dict[str, str]
         A list of dicts with keys ``name``, ``spec``, ``default``, ``file``, ``convention``, ``rows``,
         ``factor`` (text), ``upstream``, ``status`` (``"present"`` / ``"missing"``).
     """
-    from vidinv.weights import cache
+    from vidinv.weights import resolver
 
     rows = []
     for name in attribute_names():
         for src, e in ATTRIBUTES[name].items():
-            status, path = cache.status(e.weight, weights_dir)
+            status, path = resolver.status(e.weight, weights_dir)
             rows.append({
                 "name": name, "spec": e.spec, "default": "*" if DEFAULT_SOURCE[name] == src else "",
                 "file": e.weight, "convention": e.convention, "rows": e.rows_text,

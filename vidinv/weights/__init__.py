@@ -1,4 +1,4 @@
-"""Official weight files: registry, cache and downloader.
+"""Official weight files: registry, cache, downloader and resolver.
 
 Typical use, before any video work::
 
@@ -7,24 +7,19 @@ Typical use, before any video work::
     # -> {"143_enc.pth": Path(...), ...}; raises MissingWeightsError listing every missing file,
     #    its download URL and the exact path to put it at.
 
-Modules: :mod:`~vidinv.weights.registry` (the table of files), :mod:`~vidinv.weights.cache` (where
-they live, verification, :func:`resolve`), :mod:`~vidinv.weights.fetch` (resumable download, Google
-Drive through gdown, mirrors via ``$VIDINV_MIRROR``; its :func:`~vidinv.weights.fetch.fetch` is
-re-exported here as ``fetch_file`` so that ``vidinv.weights.fetch`` remains the module).
+Modules, each importing only those before it: :mod:`~vidinv.weights.registry` (the table of files),
+:mod:`~vidinv.weights.cache` (where they live and how one is checked), :mod:`~vidinv.weights.fetch`
+(resumable download, Google Drive through gdown, mirrors via ``$VIDINV_MIRROR``; its
+:func:`~vidinv.weights.fetch.fetch` is re-exported here as ``fetch_file`` so that ``vidinv.weights.fetch``
+remains the module) and :mod:`~vidinv.weights.resolver` (:func:`resolve`: ``--weights-dir``, then the
+cache, then a download; the errors naming what is missing).
 """
 from vidinv.weights.cache import (
-    ENV_ALLOW_HASH_MISMATCH,
     ENV_HOME,
-    MissingFile,
-    MissingWeightsError,
     VerifyReport,
-    WeightHashMismatchError,
     cache_path,
     candidate_paths,
     locate,
-    resolve,
-    sha256_file,
-    status,
     verify,
     vidinv_home,
 )
@@ -50,6 +45,14 @@ from vidinv.weights.registry import (
     registered,
     unregister,
 )
+from vidinv.weights.resolver import (
+    ENV_ALLOW_HASH_MISMATCH,
+    MissingFile,
+    MissingWeightsError,
+    WeightHashMismatchError,
+    resolve,
+    status,
+)
 
 __all__ = [
     "ENV_HOME", "ENV_MIRROR", "ENV_ALLOW_HASH_MISMATCH", "USES",
@@ -57,6 +60,6 @@ __all__ = [
     "VerifyReport",
     "FetchError", "DownloadInterrupted", "ChecksumError", "StructureError",
     "get", "all_files", "names", "files_for", "expand_names", "register", "unregister", "registered",
-    "vidinv_home", "cache_path", "candidate_paths", "locate", "status", "sha256_file", "verify",
+    "vidinv_home", "cache_path", "candidate_paths", "locate", "status", "verify",
     "resolve", "fetch_file", "fetch_many",
 ]

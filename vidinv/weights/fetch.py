@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from vidinv import __version__
+from vidinv.io.outputs import commit
 from vidinv.weights import registry
-from vidinv.weights.cache import _hash_problem, cache_path, check_structure
+from vidinv.weights.cache import cache_path, check_structure, hash_problem
 from vidinv.weights.registry import WeightFile
 
 __all__ = [
@@ -276,16 +277,15 @@ def _gdrive_download(entry: WeightFile, staging: Path, final: Path, quiet: bool)
 # accept: checks then rename
 
 def _quarantine(path: Path, final: Path) -> Path:
-    rejected = final.with_name(final.name + ".rejected")
-    os.replace(path, rejected)
-    return rejected
+    """Move a rejected file aside to ``<final>.rejected`` (kept for inspection; replaced by the next one)."""
+    return commit(path, final.with_name(final.name + ".rejected"), fsync=False, keep=True)
 
 
 def _accept(entry: WeightFile, staged: Path, final: Path, structure: bool) -> Path:
     """Check a complete download and move it to ``final``; move it aside when it fails."""
     from vidinv.io.checkpoints import CheckpointError
 
-    problem = _hash_problem(entry, staged)
+    problem = hash_problem(entry, staged)
     if problem:
         rejected = _quarantine(staged, final)
         raise ChecksumError(f"{entry.name}: downloaded file rejected: {problem}. It was moved to {rejected}; "
@@ -301,8 +301,7 @@ def _accept(entry: WeightFile, staged: Path, final: Path, structure: bool) -> Pa
             detail = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
             raise StructureError(f"{entry.name}: downloaded file failed its structure check (moved to {rejected}).\n"
                                  f"{detail}") from exc
-    os.replace(staged, final)
-    return final
+    return commit(staged, final, keep=True)  # a failed move keeps the download (the next fetch checks it again)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,7 +360,7 @@ def fetch(name: str | WeightFile, *, home: str | os.PathLike | None = None,
     final = cache_path(entry, home)
     with _exclusive(final):
         if final.is_file() and not force:
-            problem = _hash_problem(entry, final)
+            problem = hash_problem(entry, final)
             if problem is None:
                 return final
             rejected = _quarantine(final, final)
