@@ -8,9 +8,10 @@ from typing import NoReturn
 import click
 
 from vidinv.cli.main import cli, one_line_errors
-from vidinv.weights import cache, fetch as fetch_mod, registry, resolver
-from vidinv.weights.resolver import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
+from vidinv.weights import cache, registry, resolver
+from vidinv.weights import fetch as fetch_mod
 from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
+from vidinv.weights.resolver import ENV_ALLOW_HASH_MISMATCH, MissingWeightsError, WeightHashMismatchError
 
 _KINDS = ("weights", "direction", "external")
 

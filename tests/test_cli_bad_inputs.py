@@ -1,16 +1,17 @@
 """No data-loss path, no traceback (issue 9, item 5).
 
 Every sub-command that writes (track, edit, invert, report, directions sefa, weights fetch, train) is run
-over the bad-input list: missing, empty, random bytes, truncated (the first 30 % of a shared MP4, with its
-index at the end and at the start), audio only, output = input (same path, through ``..``, through a
+over the bad-input list: missing, empty, random bytes, truncated (the first 30 % of a shared MP4, with
+its index at the end and at the start), audio only, output = input (same path, through ``..``, through a
 symbolic link; for `track` also its ``--json`` file), an output folder that cannot be written (under a
-regular file; a read-only folder when not root) and an unknown output extension. Each run must exit non-zero with exactly one non-blank stderr
-line ``vidinv: error: …`` saying why (so the check ran before any weight lookup: VIDINV_HOME is empty),
-print no traceback, leave every input byte-identical and leave nothing behind (no output, no temporary
-file, no folder). Most combinations run in-process through ``cli.main.main`` with file-descriptor
-capture (C-level output of FFmpeg included); one per sub-command runs as a real ``python -m vidinv.cli``
-process. Ctrl-C is tested on real processes: during start-up, and during ``vidinv track`` once the
-preview's frames are being written (nothing may appear at the destination).
+regular file; a read-only folder when not root) and an unknown output extension. Each run must exit
+non-zero with exactly one non-blank stderr line ``vidinv: error: …`` saying why (so the check ran before
+any weight lookup: VIDINV_HOME is empty), print no traceback, leave every input byte-identical and leave
+nothing behind (no output, no temporary file, no folder). Most combinations run in-process through
+``cli.main.main`` with file-descriptor capture (C-level output of FFmpeg included); one per sub-command
+runs as a real ``python -m vidinv.cli`` process. Ctrl-C is tested on real processes: during start-up, and
+during ``vidinv track`` once the preview's frames are being written (nothing may appear at the
+destination).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, require_shared
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -222,7 +222,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _applies(sub: str, case: str) -> bool:
-    return sub == "weights" and case in WEIGHTS_CASES or sub != "weights" and _argv(sub, case) is not None
+    return (sub == "weights" and case in WEIGHTS_CASES) or (sub != "weights" and _argv(sub, case) is not None)
 
 
 WEIGHTS_CASES = ("parent_is_file", "readonly_dir")  # weights fetch has no input file: only its destination

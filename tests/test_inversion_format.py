@@ -173,9 +173,9 @@ def test_version_mismatch_and_corruption(tmp_path):
     with pytest.raises(InversionFormatError, match="sha256 does not match"):
         list(InversionReader(out))
     chunk.unlink()
-    with pytest.raises(InversionFormatError, match="chunk_000000.npz listed in the manifest is missing"):
+    with pytest.raises(InversionFormatError, match=r"chunk_000000.npz listed in the manifest is missing"):
         InversionReader(out)[0]
-    with pytest.raises(InversionFormatError, match="no manifest.json"):
+    with pytest.raises(InversionFormatError, match=r"no manifest.json"):
         InversionReader(tmp_path)
 
 
@@ -336,9 +336,9 @@ def test_resume_checks_the_settings_before_touching_anything(tmp_path):
     msg = str(ei.value)
     assert "cannot resume" in msg and "extra.batch_size: 4 in the export, 8 now" in msg
     assert "models:" in msg and "c" * 64 in msg and "\n" not in msg
-    with pytest.raises(ValueError, match="encoder.kind"):
+    with pytest.raises(ValueError, match=r"encoder.kind"):
         InversionWriter.resume(out, **dict(settings, encoder="psp"))
-    with pytest.raises(ValueError, match="source.num_frames: 10 in the export, 11 now"):
+    with pytest.raises(ValueError, match=r"source.num_frames: 10 in the export, 11 now"):
         InversionWriter.resume(out, **dict(settings, source=dict(SOURCE, num_frames=11)))
     assert stray.exists() and (out / MANIFEST).read_bytes() == before  # nothing touched
     with pytest.raises(TypeError):

@@ -7,18 +7,17 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
 from vidinv.io.outputs import json_safe
 from vidinv.metrics.identity import cosine_similarity
 from vidinv.report import _plots, output_group, write_outputs
-from vidinv.report.compute import FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis, PER_FRAME_PIXEL
+from vidinv.report.compute import PER_FRAME_PIXEL, FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis
 from vidinv.report.document import build_document, stats
 from vidinv.report.html import render_html
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs
-import jsonschema
-
 from vidinv.report.schema import SchemaError, load_schema, validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import require_shared
+
 from vidinv.training.config import ConfigError
 from vidinv.training.data import list_images
 from vidinv.training.records import read_scalars_csv
@@ -74,7 +74,7 @@ def test_resume_refuses_a_changed_config_and_drops_later_log_rows(tmp_path):
     res = train(smoke_config("fs", files, tmp_path / "run", faces, base))
     ckpts = list_checkpoints(tmp_path / "run" / "checkpoints")
     changed = smoke_config("fs", files, tmp_path / "run", faces, {**base, "loss": {"lpips": 0.5}})
-    with pytest.raises(ConfigError, match="loss.lpips"):
+    with pytest.raises(ConfigError, match=r"loss.lpips"):
         train(changed, resume=True)
     # resuming from the middle checkpoint rewrites the later history consistently
     more = smoke_config("fs", files, tmp_path / "run", faces, {"run": {**base["run"], "max_steps": 2 * N + 1}})

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED, require_shared
 from torch import nn
 
-from conftest import SHARED, require_shared
 from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint
-from vidinv.weights import cache, fetch as fetch_mod, registry, resolver
-from vidinv.weights.resolver import MissingWeightsError, WeightHashMismatchError, resolve
+from vidinv.weights import cache, registry, resolver
+from vidinv.weights import fetch as fetch_mod
 from vidinv.weights.fetch import ChecksumError, DownloadInterrupted, FetchError, StructureError
 from vidinv.weights.registry import WeightFile
+from vidinv.weights.resolver import MissingWeightsError, WeightHashMismatchError, resolve
 
 # --------------------------------------------------------------------------------------------------
 # helpers shared with test_cli_weights.py
@@ -187,7 +188,7 @@ def test_registry_directions_match_shared_test_data():
 
 
 def test_registry_lookup_errors_and_expansion():
-    with pytest.raises(registry.UnknownWeightError, match="Did you mean: 143_enc.pth"):
+    with pytest.raises(registry.UnknownWeightError, match=r"Did you mean: 143_enc.pth"):
         registry.get("143_enc.pt")
     assert registry.expand_names(["e4e", "age.npy", "e4e/interfacegan_age.pt"]) == [
         "e4e/interfacegan_age.pt", "e4e/interfacegan_smile.pt", "e4e/interfacegan_pose.pt",
@@ -205,7 +206,7 @@ def test_external_files_are_reported_not_fetched(home):
     e = registry.get("shape_predictor_68_face_landmarks.dat")
     p = cache.cache_path(e)
     assert p.parent.name == "models" and p.parent.parent.name == "face_recognition_models"
-    st, path = resolver.status(e)
+    st, _ = resolver.status(e)
     assert st == ("present" if p.is_file() else "missing")
     alex = registry.get("alexnet-owt-7be5be79.pth")
     assert cache.cache_path(alex) == Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
@@ -298,7 +299,7 @@ def test_corrupted_file_rejected_by_sha256(server, home):
     e = make_entry("f.pt", data, url=server.base + "/files/f.pt")
     final = home / "weights" / "f.pt"
     with registry.registered(e):
-        with pytest.raises(ChecksumError, match="sha256 .* does not match the official"):
+        with pytest.raises(ChecksumError, match=r"sha256 .* does not match the official"):
             fetch_mod.fetch("f.pt", quiet=True)
     assert not final.exists()
     assert not final.with_name("f.pt.part").exists()
@@ -452,7 +453,7 @@ def test_gdrive_with_gdown(home, monkeypatch):
         path = fetch_mod.fetch("gd_ok.pt", quiet=True)
         assert path.read_bytes() == data and path == home / "weights" / "gd_ok.pt"
         assert calls[0] == ("OK", str(home / "weights" / "gd_ok.pt.gdown"))
-        with pytest.raises(FetchError, match="gdown could not download gd_bad.pt .*Too many users") as info:
+        with pytest.raises(FetchError, match=r"gdown could not download gd_bad.pt .*Too many users") as info:
             fetch_mod.fetch("gd_bad.pt", quiet=True)
         assert "https://drive.google.com/file/d/FAIL/view" in str(info.value)
 
@@ -640,6 +641,7 @@ def test_vidinv_licence_file_is_mit():
 
 def test_gdown_is_a_default_dependency():
     import importlib.util
+
     import tomllib
 
     root = Path(__file__).resolve().parents[1]

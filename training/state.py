@@ -19,7 +19,6 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

@@ -285,7 +285,7 @@ class EditedVideoWriter:
             if p is None:
                 self._copy_iter = None
                 return None
-            if p.size == 0 or p.dts is None and p.pts is None:
+            if p.size == 0 or (p.dts is None and p.pts is None):
                 continue  # demuxer flush packet
             tb = p.time_base
             t = (p.pts if p.pts is not None else p.dts) * tb
@@ -415,12 +415,12 @@ class EditedVideoWriter:
             if c is not None:
                 try:
                     c.close()
-                except Exception as e:  # noqa: BLE001 - closing a half-written file may fail; it is deleted
+                except Exception as e:  # closing a half-written file may fail; it is deleted
                     log.debug("closing %s failed: %s", attr, e)
                 setattr(self, attr, None)
         discard(self.temp_path)
 
-    def __enter__(self) -> "EditedVideoWriter":
+    def __enter__(self) -> EditedVideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -474,7 +474,7 @@ def _remux(src: Path, tmp: Path) -> None:
             o.disposition = s.disposition
             out[s.index] = o
         for p in ic.demux([ic.streams[i] for i in out]):
-            if p.size == 0 or p.dts is None and p.pts is None:
+            if p.size == 0 or (p.dts is None and p.pts is None):
                 continue
             p.stream = out[p.stream_index]
             oc.mux(p)

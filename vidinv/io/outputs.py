@@ -39,10 +39,10 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Literal, Sequence
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -355,7 +355,7 @@ def _check_video_container(dst: Path, codec: str | None, what: str) -> None:
     if codec is not None:
         try:
             cname = av.codec.Codec(codec, "w").name
-        except Exception:  # noqa: BLE001 - PyAV raises several types for an unknown encoder
+        except Exception:  # PyAV raises several types for an unknown encoder
             raise OutputPathError(f"unknown video encoder {codec!r} (for {dst})") from None
         if cname not in supported and codec not in supported:
             raise OutputPathError(f"the {what} {dst}: the '{dst.suffix}' container ({fmt}) cannot hold {codec} "

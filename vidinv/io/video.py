@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -30,8 +30,8 @@ from vidinv.io.outputs import commit, discard, temp_path_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ACCURATE_RGB", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "frame_rate", "normalise_rotation", "open_video",
-           "probe", "read_frames", "upright"]
+__all__ = ["ACCURATE_RGB", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "frame_rate", "normalise_rotation",
+           "open_video", "probe", "read_frames", "upright"]
 
 
 @dataclass
@@ -250,7 +250,7 @@ class VideoReader:
         self.threads = threads
         self._container = None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -365,7 +365,7 @@ class VideoWriter:
             self.abort()
             raise
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -414,6 +414,6 @@ class VideoWriter:
         if c is not None:
             try:
                 c.close()
-            except Exception as e:  # noqa: BLE001 - closing a half-written file may fail; it is deleted
+            except Exception as e:  # closing a half-written file may fail; it is deleted
                 log.debug("closing %s failed: %s", self.temp_path, e)
         discard(self.temp_path)

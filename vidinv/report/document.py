@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 

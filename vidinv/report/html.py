@@ -67,8 +67,8 @@ def _skipped_cell(frames: list) -> str:
 
 
 def render_html(doc: dict, plot_dir: Path) -> str:
-    """The HTML page of a report document (:func:`vidinv.io.outputs.json_safe` form); plots are read from ``plot_dir`` and
-    embedded as base64 ``data:image/png`` URIs."""
+    """The HTML page of a report document (:func:`vidinv.io.outputs.json_safe` form); plots are read from
+    ``plot_dir`` and embedded as base64 ``data:image/png`` URIs."""
     vids = {v["id"]: v for v in doc["videos"]}
     keys = [m["key"] for m in doc["models"]["identity"]]
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
