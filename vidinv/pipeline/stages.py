@@ -22,8 +22,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 __all__ = ["Cancelled", "StageStats", "StagePipeline"]
 
@@ -134,7 +134,7 @@ class StagePipeline:
                 st.items += 1
                 self._put(out, item, st)
             self._put(out, _END, st)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
+        except BaseException as exc:
             self._fail(exc)
             try:
                 out.put_nowait(_Error(exc))
@@ -201,7 +201,7 @@ class StagePipeline:
         """The first exception raised in a stage, or None."""
         return self._error
 
-    def __enter__(self) -> "StagePipeline":
+    def __enter__(self) -> StagePipeline:
         return self
 
     def __exit__(self, *exc) -> None:
