@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidinv.metrics.identity import cosine_similarity
-from vidinv.report import _plots, output_group, write_outputs
+from vidinv.report import output_group, plot_document, write_outputs
 from vidinv.report.compute import FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis, PER_FRAME_PIXEL
 from vidinv.report.document import build_document, jsonable, stats
 from vidinv.report.html import render_html
@@ -220,7 +220,7 @@ def test_summary_and_html_state_the_stit_numbers_and_the_network(head_turn, tmp_
 
 def test_plots_and_self_contained_html(synthetic, tmp_path):
     doc, _, _ = synthetic
-    entries = _plots(tmp_path, doc)
+    entries = plot_document(tmp_path, doc)
     kinds = sorted(e["kind"] for e in entries)
     assert kinds == ["consistency_boxplot", "identity", "quality"]
     for e in entries:

@@ -67,7 +67,7 @@ def apply_edit(G, w: torch.Tensor, F: torch.Tensor | None, edit: LatentEdit | Di
         ``return_all`` the tuple ``(image, w_edit, F_edit)``.
 
     Raises:
-        ValueError: codes or Δw whose shapes do not fit the generator / each other.
+        ValueError: codes or Δw whose shapes do not fit the generator / each other; F without k.
     """
     ref = next(G.parameters())
     w = torch.as_tensor(w).to(device=ref.device, dtype=ref.dtype)
@@ -75,6 +75,9 @@ def apply_edit(G, w: torch.Tensor, F: torch.Tensor | None, edit: LatentEdit | Di
     if F is None:
         image, f_edit = G.synthesis(w_edit, noise=noise), None
     else:
-        image, f_edit = stylegan2.edit_image(G, w, F, w_edit, k, noise=noise, feature_scale=feature_scale,
-                                             return_feature=True)
+        if k is None:
+            raise ValueError("a feature code F needs the generator layer it replaces: pass k")
+        out = stylegan2.edit_image(G, w, F, w_edit, k, noise=noise, feature_scale=feature_scale,
+                                   return_feature=return_all)
+        image, f_edit = out if return_all else (out, None)
     return (image, w_edit, f_edit) if return_all else image

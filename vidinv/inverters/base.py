@@ -153,7 +153,8 @@ class Inverter(ABC):
         """(C, H, W) of F for this generator, or None without a feature code."""
         if self.feature_index is None:
             return None
-        return tuple(self.generator.feature_shape(self.feature_index))
+        c, h, w = self.generator.feature_shape(self.feature_index)
+        return int(c), int(h), int(w)
 
     # ------------------------------------------------------------------ codes
     @abstractmethod

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vidinv.inverters.base import Inverter
-from vidinv.models.fs_encoder import FS_FEATURE_LAYER, load_fs_encoder
+from vidinv.models.fs_encoder import FS_FEATURE_LAYER, FeatureStyleEncoder, load_fs_encoder
 
 __all__ = ["FeatureStyleInverter", "FS_ENCODER_FILE"]
 
@@ -28,6 +28,7 @@ class FeatureStyleInverter(Inverter):
     feature_index = FS_FEATURE_LAYER
     default_feature_shape = (512, 16, 16)  # F of the official encoder and 1024 generator at K = 5
     encoder_file = FS_ENCODER_FILE
+    fs_encoder: FeatureStyleEncoder | None = None
 
     def load_encoder(self, path: Path) -> None:
         """Load a Feature-Style encoder (:func:`vidinv.models.load_fs_encoder`: ``143_enc.pth`` or an export of
@@ -43,7 +44,7 @@ class FeatureStyleInverter(Inverter):
             raise ValueError(f"{path}: the encoder gives {enc.n_styles} W+ rows and F with {enc.content_channels} "
                              f"channels; the generator in {self.generator_path} needs {G.n_latent} rows and F of "
                              f"shape {want}")
-        self.encoder = enc
+        self.encoder = self.fs_encoder = enc
 
     @property
     def align_size(self) -> int:
@@ -51,4 +52,6 @@ class FeatureStyleInverter(Inverter):
         return int(self.generator.size)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder.encode(x, self.latent_avg)
+        if self.fs_encoder is None:
+            raise RuntimeError("this inverter was loaded without an encoder")
+        return self.fs_encoder.encode(x, self.latent_avg)

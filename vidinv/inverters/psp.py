@@ -54,4 +54,6 @@ class PSPInverter(Inverter):
         return PSP_INPUT_SIZE
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if self.model is None:
+            raise RuntimeError("this inverter was loaded without an encoder")
         return self.model.encode(x), None

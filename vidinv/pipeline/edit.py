@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidinv.edit import DirectionError, build_edit, check_strength, lookup, parse_edit_spec
+from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, lookup, parse_edit_spec
 from vidinv.face.blend import NonFiniteFaceError
 from vidinv.io.inversion import InversionFormatError, InversionReader
 from vidinv.io.mux import EditedVideoWriter, passthrough
@@ -165,11 +165,14 @@ def direction_weights(attrs: Sequence[str]) -> list[str]:
 
 @dataclass
 class _Plan:
+    """What :func:`plan_edit` found: the options, resolved weight files, the built edit, the input video and
+    the export to render from (or None)."""
+
     opts: EditOptions
-    paths: dict
-    edit: object
+    paths: dict[str, Path]
+    edit: LatentEdit
     src: Path
-    reader: object | None
+    reader: InversionReader | None
 
 
 def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +69,7 @@ class Item:
     image: np.ndarray | None = None  # the output picture once composited
 
 
-def front_end_stage(front_end) -> callable:
+def front_end_stage(front_end) -> Callable[[Iterable[Frame]], Iterator[Item]]:
     """Stage: frames -> :class:`Item` s with quads/landmarks from ``front_end.process``."""
     def run(frames: Iterable[Frame]) -> Iterator[Item]:
         for ff in front_end.process(frames):

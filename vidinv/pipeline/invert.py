@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,9 +109,9 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
     extra = {"start": opts.start, "end": opts.end, "face": opts.face, "batch_size": opts.batch_size,
              "detector": opts.detector, "smoothing": "gaussian", "align_size": inverter.align_size,
              "precision": opts.precision, "image_size": opts.image_size}
-    header = dict(encoder=inverter.kind, generator=G, models=models, source=info, feature_shape=inverter.feature_shape,
-                  feature_index=inverter.feature_index, save_crops=opts.save_crops, save_recon=opts.save_recon,
-                  extra=extra)
+    header: dict[str, Any] = dict(encoder=inverter.kind, generator=G, models=models, source=info,
+                                  feature_shape=inverter.feature_shape, feature_index=inverter.feature_index,
+                                  save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra)
     try:
         if opts.resume:
             writer = InversionWriter.resume(opts.dst, **header)

@@ -195,8 +195,11 @@ def prepare_job(opts: JobOptions, *, extra_weights: Sequence[str] = (), mask: st
     """Resolve the weights, check the input, load the networks: a :class:`Job` ready to open its video.
 
     Raises:
-        Everything :func:`resolve_job_weights`, :func:`input_video` and :func:`load_job` raise, in that order.
+        Everything :func:`resolve_job_weights`, :func:`input_video` and :func:`load_job` raise, in that order;
+        ValueError: no ``opts.src``.
     """
     paths = resolve_job_weights(opts, extra=extra_weights, mask=mask, quiet=quiet)
+    if opts.src is None:
+        raise ValueError("no input video given")
     src = input_video(opts.src)
     return load_job(opts, paths, src, mask=mask)

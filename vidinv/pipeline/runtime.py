@@ -42,6 +42,7 @@ from vidinv.inverters import (
     inverter_class,
 )
 from vidinv.models.bisenet import load_bisenet
+from vidinv.models.stylegan2 import Generator
 from vidinv.weights import MissingWeightsError, registry, resolve
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class ModelBundle:
     paths: dict[str, Path]
 
     @property
-    def G(self) -> torch.nn.Module:
+    def G(self) -> Generator:
         """The StyleGAN2 generator (eval, on the runtime device, float32)."""
         return self.inverter.generator
 

@@ -77,7 +77,7 @@ class StagePipeline:
         self.maxsize = int(maxsize)
         self.stop = threading.Event()
         self.stats = [StageStats(source_name)] + [StageStats(n) for n, _ in self.stages]
-        self._queues = [queue.Queue(maxsize=self.maxsize) for _ in range(len(self.stages) + 1)]
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=self.maxsize) for _ in range(len(self.stages) + 1)]
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._lock = threading.Lock()
