@@ -7,8 +7,14 @@ import logging
 import pytest
 import torch
 
-from vidinv.device import (DeviceUnavailableError, Runtime, autocast, effective_precision, precision_dtype,
-                           resolve_device)
+from vidinv.device import (
+    DeviceUnavailableError,
+    Runtime,
+    autocast,
+    effective_precision,
+    precision_dtype,
+    resolve_device,
+)
 
 
 @pytest.fixture

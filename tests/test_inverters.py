@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from tiny_bundle import tiny_fs_encoder, tiny_generator, tiny_psp_encoder, write_tiny_bundle
+
 from vidinv.device import Runtime
 from vidinv.edit import Direction, LatentEdit
-from vidinv.inverters import (F_STORAGE_DTYPE, FS_ENCODER_FILE, GENERATOR_FILE, INVERTERS, FeatureStyleInverter,
-                              PSPInverter, build_inverter, inverter_class)
+from vidinv.inverters import (
+    F_STORAGE_DTYPE,
+    FS_ENCODER_FILE,
+    GENERATOR_FILE,
+    INVERTERS,
+    FeatureStyleInverter,
+    PSPInverter,
+    build_inverter,
+    inverter_class,
+)
 from vidinv.models.fs_encoder import FS_FEATURE_LAYER
 from vidinv.models.psp import PSP_INPUT_SIZE
 

@@ -23,15 +23,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.io.checkpoints import (VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record,
-                                select_prefix)
+from vidinv.io.checkpoints import (
+    VIDINV_RECORD_KEY,
+    CheckpointError,
+    load_strict,
+    read_checkpoint,
+    read_vidinv_record,
+    select_prefix,
+)
 from vidinv.models.irse import make_input_layer, make_irse_body
 from vidinv.models.stylegan2 import EqualLinear, Generator
 
