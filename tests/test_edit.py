@@ -20,10 +20,10 @@ from vidinv.edit import (
     DirectionError,
     DirectionShapeError,
     LatentEdit,
+    apply_edit,
     build_edit,
     check_strength,
     demonstrated_strength,
-    edit_frame,
     equivalent_strength,
     load_attribute,
     load_attributes,
@@ -425,7 +425,7 @@ def test_documented_comparisons(ddir):
 
 # ------------------------------------------------------------------------------ Feature-Style eq. 1
 
-def test_edit_frame_equals_full_pass_formula():
+def test_apply_edit_equals_full_pass_formula():
     from vidinv.models.stylegan2 import Generator
 
     torch.manual_seed(0)
@@ -436,7 +436,7 @@ def test_edit_frame_equals_full_pass_formula():
     F = torch.randn(2, *G.feature_shape(k), generator=g)
     d = Direction.from_array(torch.randn(G.n_latent, 16, generator=g), "unit", n_latent=G.n_latent, style_dim=16)
     edit = LatentEdit([(d, 0.7, "0-4")])
-    image, w_edit, f_edit = edit_frame(G, w, F, edit, k=k, return_all=True)
+    image, w_edit, f_edit = apply_edit(G, w, F, edit, k=k, return_all=True)
     with torch.no_grad():
         w_ref = w + 0.7 * d.delta(1.0, "0-4")
         _, feats_e = G.synthesis(w_ref, return_features=True)
@@ -448,14 +448,20 @@ def test_edit_frame_equals_full_pass_formula():
     torch.testing.assert_close(image, img_ref, rtol=1e-5, atol=1e-5)
     assert image.shape == (2, 3, 32, 32)
     # Δw given as a tensor, and a float16 F (as read from an inversion export)
-    img2 = edit_frame(G, w, F.half(), w_edit - w, k=k)
+    img2 = apply_edit(G, w, F.half(), w_edit - w, k=k)
     with torch.no_grad():
         f2 = F.half().float() + feats_e[k] - feats_0[k]
         torch.testing.assert_close(img2, G.synthesis(w_ref, feature=f2, k=k), rtol=1e-4, atol=1e-4)
     # an identity edit reproduces the plain feature-injected synthesis
     with torch.no_grad():
-        torch.testing.assert_close(edit_frame(G, w, F, LatentEdit([(d, 0.0)]), k=k),
+        torch.testing.assert_close(apply_edit(G, w, F, LatentEdit([(d, 0.0)]), k=k),
                                    G.synthesis(w, feature=F, k=k), rtol=1e-6, atol=1e-6)
+    # without a feature code (pSp) the edited code alone is rendered: G(w')
+    image_p, w_p, f_p = apply_edit(G, w, None, edit, return_all=True)
+    assert f_p is None
+    torch.testing.assert_close(w_p, w_ref, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(image_p, G.synthesis(w_p))
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -13,7 +13,7 @@ import pytest
 
 from vidinv.io.outputs import json_safe
 from vidinv.metrics.identity import cosine_similarity
-from vidinv.report import _plots, output_group, write_outputs
+from vidinv.report import output_group, plot_document, write_outputs
 from vidinv.report.compute import PER_FRAME_PIXEL, FaceRecord, PairAnalysis, ReportOptions, VideoAnalysis
 from vidinv.report.document import build_document, stats
 from vidinv.report.html import render_html
@@ -226,7 +226,7 @@ def test_summary_and_html_state_the_stit_numbers_and_the_network(head_turn, tmp_
 
 def test_plots_and_self_contained_html(synthetic, tmp_path):
     doc, _, _ = synthetic
-    entries = _plots(tmp_path, doc)
+    entries = plot_document(tmp_path, doc)
     kinds = sorted(e["kind"] for e in entries)
     assert kinds == ["consistency_boxplot", "identity", "quality"]
     for e in entries:

@@ -21,6 +21,7 @@ from vidinv.pipeline.runtime import (GENERATOR_FILE, LATENT_AVG_SAMPLES, PARSER_
 from vidinv.io.video import VideoReader
 
 RUNTIME_LOG = "vidinv.pipeline.runtime"
+INVERTER_LOG = "vidinv.inverters.base"  # the generator (and its latent_avg) is loaded by the inverter
 
 
 @pytest.fixture
@@ -32,8 +33,8 @@ def home(tmp_path, monkeypatch):
     return h
 
 
-def _warnings(caplog, text):
-    return [r for r in caplog.records if r.name == RUNTIME_LOG and r.levelno == logging.WARNING and text in r.message]
+def _warnings(caplog, text, logger=RUNTIME_LOG):
+    return [r for r in caplog.records if r.name == logger and r.levelno == logging.WARNING and text in r.message]
 
 
 # ----------------------------------------------------------------------------- the tiny face parser
@@ -144,22 +145,22 @@ def test_generator_without_latent_avg_warns_that_it_is_estimated(home, caplog):
     torch.save(ckpt, path)
     caplog.set_level(logging.WARNING)
     bundle = load_bundle({GENERATOR_FILE: path}, "fs", Runtime("cpu"), need_encoder=False, mask="landmarks")
-    (rec,) = _warnings(caplog, "latent_avg")
+    (rec,) = _warnings(caplog, "latent_avg", INVERTER_LOG)
     assert str(path) in rec.message and "has no latent_avg" in rec.message
     assert f"estimating the average latent from {LATENT_AVG_SAMPLES} random z" in rec.message
     G = bundle.G
     want = G.mean_latent(LATENT_AVG_SAMPLES, generator=torch.Generator().manual_seed(0))[0]
-    assert torch.equal(bundle.latent_avg, want.expand(G.n_latent, -1))
+    assert torch.equal(bundle.inverter.latent_avg, want.expand(G.n_latent, -1))
     caplog.clear()
     load_bundle({GENERATOR_FILE: path}, "fs", Runtime("cpu"), need_encoder=False, mask="landmarks")
-    assert len(_warnings(caplog, "latent_avg")) == 1  # once per load, not per frame or per call site
+    assert len(_warnings(caplog, "latent_avg", INVERTER_LOG)) == 1  # once per load, not per frame or per call site
 
 
 def test_generator_with_latent_avg_is_silent(home, caplog):
     caplog.set_level(logging.WARNING)
     load_bundle({GENERATOR_FILE: home / "weights" / GENERATOR_FILE}, "fs", Runtime("cpu"), need_encoder=False,
                 mask="landmarks")
-    assert not _warnings(caplog, "latent_avg")
+    assert not _warnings(caplog, "latent_avg", INVERTER_LOG)
 
 
 # ----------------------------------------------------------------------------- the user's encoder
@@ -176,9 +177,9 @@ def test_user_trained_encoder_checkpoint(home, tmp_path):
     paths = resolve_weights(names, mask="landmarks", encoder_checkpoint=own, quiet=True)
     assert paths == {GENERATOR_FILE: home / "weights" / GENERATOR_FILE, "myrun_fs_encoder.pth": own}
     bundle = load_bundle(paths, "fs", Runtime("cpu"), mask="landmarks", encoder_checkpoint=own)
-    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in bundle.encoder.state_dict().items())
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in bundle.inverter.encoder.state_dict().items())
     crops = np.full((1, 1024, 1024, 3), 127, np.uint8)
-    w, F = bundle.encode(crops)
+    w, F = bundle.inverter.encode(crops)
     assert w.shape == (1, 18, 512) and F.shape == (1, 8, 16, 16)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         resolve_weights(names, encoder_checkpoint=tmp_path / "nope.pth", quiet=True)

@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node N -m vidinv.training fs --config ...`` (or ``python -m torch.distributed.run``)
 sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup`
-reads them, picks the device (``cuda:LOCAL_RANK`` when CUDA is used, else CPU) and joins the process
+reads them, picks the device (``cuda:LOCAL_RANK`` when CUDA is used, else CPU;
+:func:`vidinv.device.resolve_device`) and joins the process
 group with NCCL on CUDA and Gloo on CPU. Without those variables the run is single-process.
 
 Only rank 0 writes files (logs, grids, checkpoints, exports); every rank reads the checkpoint to
@@ -19,7 +20,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "all_mean", "gather_objects", "barrier", "pick_device"]
+from vidinv.device import resolve_device
+
+__all__ = ["DistInfo", "setup", "teardown", "all_mean", "gather_objects", "barrier"]
 
 
 @dataclass
@@ -38,21 +41,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(spec: str, local_rank: int = 0) -> torch.device:
-    """Resolve ``run.device`` (``auto``/``cpu``/``cuda``/``cuda:N``); under torchrun CUDA is ``cuda:LOCAL_RANK``.
-
-    Raises:
-        RuntimeError: CUDA requested but unavailable.
-    """
-    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={spec!r} but CUDA is not available here")
-    if spec.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
-        return torch.device(spec)
-    return torch.device("cuda", local_rank)
-
-
 def setup(device_spec: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the torchrun process group when the environment asks for one; pick this rank's device.
 
@@ -62,7 +50,8 @@ def setup(device_spec: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_spec, local)
+    # run.device: cuda / auto (on a CUDA machine) mean cuda:LOCAL_RANK, and so does cuda:N under torchrun
+    device = resolve_device(device_spec, local_rank=local, option="run.device")
     if world <= 1:
         return DistInfo(0, 1, 0, device, False)
     if device.type == "cuda":

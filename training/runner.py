@@ -20,7 +20,6 @@ and its data, then :class:`_Session` does each step and its logs, samples and ch
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vidinv.device import autocast
 from vidinv.io.outputs import atomic_save, atomic_write_text
 from vidinv.training import distributed
 from vidinv.training.config import (
@@ -169,13 +169,6 @@ def _seed_globals(seed: int, rank: int) -> None:
     random.seed(s)
     np.random.seed(s % 2 ** 32)
     torch.manual_seed(s)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _resume_path(resume, ckpt_dir: Path) -> Path | None:
@@ -331,7 +324,7 @@ class _Session:
             self.dataset = FaceImageDataset(real, task.image_size, seed=r.seed, **task.dataset_options())
             self.stream = ShardedStream(len(self.dataset), info.rank, info.world_size, seed=r.seed)
         self.steps_per_epoch = r.steps_per_epoch or max(1, (self.stream.per_rank // self.batch) if self.stream else 1)
-        self.amp = _autocast(info.device, r.precision)
+        self.amp = autocast(info.device, r.precision)  # also on the CPU (bf16 / fp16 autocast)
         # built by restore(), which _train calls right after construction
         self.model: torch.nn.Module
         self.optimizer: torch.optim.Optimizer

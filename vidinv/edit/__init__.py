@@ -1,12 +1,12 @@
-"""Latent editing: directions, their strength conventions, SeFa, and the Feature-Style frame edit.
+"""Latent editing: directions, their strength conventions, SeFa, and the edit rule (Feature-Style eq. 1).
 
 Typical use (the ``vidinv edit`` pipeline)::
 
-    from vidinv.edit import build_edit, edit_frame
+    from vidinv.edit import apply_edit, build_edit
     edit = build_edit(["smile=1", "stit:age=-0.8@0-7"], weights_dir=opts.weights_dir, fetch=True)
     # once per video: every file resolved/fetched up front (one MissingWeightsError listing all)
-    for w, F in frames:                    # w (B, 18, 512), F (B, 512, 16, 16)
-        image = edit_frame(G, w, F, edit)  # F' = F + G^5(w') - G^5(w), image = G(w', F')
+    for w, F in frames:                    # w (B, 18, 512), F (B, 512, 16, 16) or None (pSp)
+        image = apply_edit(G, w, F, edit)  # F' = F + G^K(w') - G^K(w), image = G(w', F')
 
 Modules:
 
@@ -17,8 +17,8 @@ Modules:
   (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``), what ``--strength 1`` means
   (:func:`strength_table`), :func:`build_edit` from ``NAME[=S][@ROWS]`` strings.
 * :mod:`~vidinv.edit.sefa`: SeFa closed-form directions from the generator's modulation weights.
-* :mod:`~vidinv.edit.frame`: :func:`edit_frame` (Feature-Style eq. 1 through the generator's
-  coarse/fine path).
+* :mod:`~vidinv.edit.frame`: :func:`apply_edit`, the one function that applies a built edit to inverted
+  frames (Feature-Style eq. 1 through the generator's coarse/fine path; ``G(w')`` without a feature code).
 """
 from vidinv.edit.attributes import (
     ATTRIBUTES,
@@ -58,7 +58,7 @@ from vidinv.edit.directions import (
     load_direction_file,
     parse_layers,
 )
-from vidinv.edit.frame import edit_frame, edited_latent
+from vidinv.edit.frame import apply_edit, edited_latent
 from vidinv.edit.sefa import SefaResult, sefa
 
 __all__ = [
@@ -70,6 +70,6 @@ __all__ = [
     "DirectionShapeError", "EditTerm", "LatentEdit", "accepted_shapes", "check_strength", "format_layers",
     "load_direction_file",
     "parse_layers",
-    "edit_frame", "edited_latent",
+    "apply_edit", "edited_latent",
     "SefaResult", "sefa",
 ]

@@ -49,7 +49,8 @@ closes a chunk once it has ``chunk_size`` records and the next record starts a n
     writer        {"vidinv": version}
     source        the video: path, width, height, rotation, fps ("num/den"), time_base ("num/den"),
                   num_frames, duration (s), codec, pix_fmt, has_audio, ... (from vidinv.io.video.probe)
-    encoder       {"kind": "fs" | "psp", "feature_index": K or null}
+    encoder       {"kind": an encoder kind of the inverter registry (:data:`vidinv.inverters.INVERTERS`:
+                   "fs", "psp"), "feature_index": K or null}
     generator     the StyleGAN2 configuration: size, style_dim, n_latent, num_layers, n_mlp,
                   channel_multiplier, max_channels, lr_mlp (what produced w and decodes it)
     models        [{"name", "role", "sha256"}, ...]: every model file that produced the export
@@ -307,12 +308,15 @@ class InversionWriter:
 
     Args:
         path: the export folder (created; must not hold an export unless ``overwrite``).
-        encoder: ``"fs"`` (feature code F stored) or ``"psp"`` (no F).
+        encoder: an encoder kind of the inverter registry (:data:`vidinv.inverters.INVERTERS`): ``"fs"``
+            (feature code F stored) or ``"psp"`` (no F).
         generator: generator config (a Generator or a mapping, see :func:`generator_config`).
         models: :class:`ModelFile` s (or mappings with name/role/sha256) of every model used.
         source: the video's :class:`vidinv.io.video.VideoInfo` (or a mapping); None when unknown.
-        feature_shape: (C, H, W) of F; default ``(512, 16, 16)`` for ``fs``, None for ``psp``.
-        feature_index: layer K of F (5).
+        feature_shape: (C, H, W) of F; default: the kind's
+            (:attr:`vidinv.inverters.Inverter.default_feature_shape`: ``(512, 16, 16)`` for ``fs``, None for
+            ``psp``).
+        feature_index: layer K of F; default: the kind's (:attr:`vidinv.inverters.Inverter.feature_index`, 5).
         n_landmarks: landmarks per record (68).
         chunk_size: records per chunk (target; chunks end on frame boundaries).
         save_crops, save_recon: store the PNGs passed to :meth:`add`.
@@ -328,7 +332,8 @@ class InversionWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, encoder: str, generator: Any, models: Sequence[Any] = (),
-                 source: Any = None, feature_shape: Sequence[int] | None | str = "default", feature_index: int = 5,
+                 source: Any = None, feature_shape: Sequence[int] | None | str = "default",
+                 feature_index: int | None = None,
                  n_landmarks: int = 68, chunk_size: int = 32, save_crops: bool = False, save_recon: bool = False,
                  extra: Mapping | None = None, overwrite: bool = False):
         if chunk_size < 1:
@@ -358,16 +363,26 @@ class InversionWriter:
 
     @staticmethod
     def _header(*, encoder: str, generator: Any, models: Sequence[Any] = (), source: Any = None,
-                feature_shape: Sequence[int] | None | str = "default", feature_index: int = 5, n_landmarks: int = 68,
+                feature_shape: Sequence[int] | None | str = "default", feature_index: int | None = None,
+                n_landmarks: int = 68,
                 save_crops: bool = False, save_recon: bool = False, extra: Mapping | None = None) -> dict[str, Any]:
         """The manifest fields that describe what the records are (see the module doc): source,
         encoder, generator, models, arrays, images, extra. Raises ValueError as the constructor."""
-        if encoder not in ("fs", "psp"):
-            raise ValueError(f"encoder kind must be 'fs' or 'psp', got {encoder!r}")
+        # The kinds are the inverter registry's (the one place that knows them); it sits above this I/O
+        # module, so it is imported on use, when an export is written.
+        from vidinv.inverters import INVERTERS
+
+        kind = INVERTERS.get(encoder) if isinstance(encoder, str) else None
+        if kind is None:
+            raise ValueError(f"encoder kind must be one of {', '.join(map(repr, INVERTERS))}, got {encoder!r}")
         gen = generator_config(generator)
         n_latent, style_dim = int(gen.get("n_latent", 18)), int(gen.get("style_dim", 512))
         if isinstance(feature_shape, str):
-            feature_shape = (512, 16, 16) if encoder == "fs" else None
+            feature_shape = kind.default_feature_shape
+        if feature_index is None:
+            feature_index = kind.feature_index
+        if feature_shape is not None and feature_index is None:
+            raise ValueError(f"a feature code F of shape {tuple(feature_shape)} needs its layer: pass feature_index")
         arrays = {"w": {"shape": [n_latent, style_dim], "dtype": "float32"}}
         if feature_shape is not None:
             arrays["F"] = {"shape": [int(s) for s in feature_shape], "dtype": "float16"}
@@ -473,6 +488,11 @@ class InversionWriter:
     def n_records(self) -> int:
         """Records written to chunks plus records pending."""
         return int(self.manifest["n_records"]) + len(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` ran (the export is final or marked incomplete)."""
+        return self._closed
 
     @property
     def next_frame(self) -> int:

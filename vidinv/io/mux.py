@@ -407,6 +407,11 @@ class EditedVideoWriter:
             self.abort()
             raise
 
+    @property
+    def done(self) -> bool:
+        """True once the writer closed (the output is in place) or was aborted (no output)."""
+        return self._done
+
     def abort(self) -> None:
         """Stop without producing the output: close everything and delete the temporary file."""
         self._done = True

@@ -23,15 +23,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.io.checkpoints import (VIDINV_RECORD_KEY, CheckpointError, load_strict, read_checkpoint, read_vidinv_record,
-                                select_prefix)
+from vidinv.io.checkpoints import (
+    VIDINV_RECORD_KEY,
+    CheckpointError,
+    load_strict,
+    read_checkpoint,
+    read_vidinv_record,
+    select_prefix,
+)
 from vidinv.models.irse import make_input_layer, make_irse_body
 from vidinv.models.stylegan2 import EqualLinear, Generator
 
@@ -47,9 +54,12 @@ __all__ = [
     "official_psp_architecture",
     "psp_encoder_from_architecture",
     "SUPPORTED_ENCODER_TYPES",
+    "PSP_INPUT_SIZE",
 ]
 
 SUPPORTED_ENCODER_TYPES = ("GradualStyleEncoder",)
+#: Side (pixels) of the aligned face pSp's encoder reads, and of the pooled output of :meth:`PSP.decode`.
+PSP_INPUT_SIZE = 256
 
 
 def n_styles_for_size(size: int) -> int:
@@ -179,7 +189,7 @@ class GradualStyleEncoder(nn.Module):
         Raises:
             ValueError: wrong input shape (the heads assume 256x256 input).
         """
-        if x.ndim != 4 or x.shape[1] != self.input_nc or tuple(x.shape[-2:]) != (256, 256):
+        if x.ndim != 4 or x.shape[1] != self.input_nc or tuple(x.shape[-2:]) != (PSP_INPUT_SIZE, PSP_INPUT_SIZE):
             raise ValueError(f"GradualStyleEncoder expects (B, {self.input_nc}, 256, 256) input, "
                              f"got shape {tuple(x.shape)}")
         x = self.input_layer(x)
@@ -248,7 +258,7 @@ class PSP(nn.Module):
         """
         img = self.decoder.synthesis(wplus, noise=noise)
         if resize:
-            img = F.adaptive_avg_pool2d(img, (256, 256))
+            img = F.adaptive_avg_pool2d(img, (PSP_INPUT_SIZE, PSP_INPUT_SIZE))
         return img
 
     def forward(self, x: torch.Tensor, resize: bool = True, noise: Any = "const",

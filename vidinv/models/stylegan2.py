@@ -36,14 +36,16 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
+from vidinv.models.fs_encoder import FS_FEATURE_LAYER
 from vidinv.models.ops import conv_memory_format, fused_leaky_relu, upfirdn2d
 
 __all__ = [
@@ -402,7 +404,20 @@ class Generator(nn.Module):
         raise ValueError(f"expected w of shape (B, {self.style_dim}) or W+ of shape (B, {self.n_latent}, "
                          f"{self.style_dim}), got {tuple(w.shape)}")
 
-    def _noise_list(self, noise: NoiseSpec) -> list[torch.Tensor | None]:
+    def noise_buffers(self, noise: NoiseSpec = "const") -> list[torch.Tensor | None]:
+        """The per-layer noise of a noise spec: ``num_layers`` entries, one per styled conv layer.
+
+        Args:
+            noise: ``"const"`` (the checkpoint's ``noises.noise_i`` buffers, (1, 1, H, W), not copies),
+                ``"random"`` (``None`` entries: each layer draws fresh N(0, 1) noise when it runs) or a
+                list of ``num_layers`` tensors (1 or B, 1, H, W) / None, returned as a list.
+
+        Pass the result as ``noise=`` to run several passes with the same noise (as
+        :func:`edit_image` does for its coarse and fine passes).
+
+        Raises:
+            ValueError: an unknown name, or a list of the wrong length.
+        """
         if isinstance(noise, str):
             if noise == "const":
                 return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
@@ -479,7 +494,7 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ synthesis
     def synthesis(self, w: torch.Tensor, *, noise: NoiseSpec = "const", feature: torch.Tensor | None = None,
-                  k: int = 5, feature_scale: float = 1.0, return_features: bool = False):
+                  k: int = FS_FEATURE_LAYER, feature_scale: float = 1.0, return_features: bool = False):
         """Synthesise images from W+ codes, optionally with a feature code injected at index ``k``.
 
         Equivalent to the reference ``G([w], input_is_latent=True, randomize_noise=..., features_in=
@@ -504,7 +519,7 @@ class Generator(nn.Module):
             tensors.
         """
         wp = self._wplus(w)
-        noise_l = self._noise_list(noise)
+        noise_l = self.noise_buffers(noise)
         feats: list | None = [] if return_features else None
         if feature is None:
             x = self.input(wp.shape[0])
@@ -538,7 +553,7 @@ class Generator(nn.Module):
         _, skip = self._run_layers(x, state.skip, wp, noise_l, state.k + 1, self.num_layers, feats)
         return skip.contiguous()
 
-    def coarse(self, w: torch.Tensor, k: int = 5, noise: NoiseSpec = "const") -> CoarseState:
+    def coarse(self, w: torch.Tensor, k: int = FS_FEATURE_LAYER, noise: NoiseSpec = "const") -> CoarseState:
         """Run only styled conv layers 1..k (and their ToRGBs): the cheap first part of synthesis.
 
         For ``k = 5`` this is conv1, convs[0..3] (up to 16x16), 5 of the 17 layers at 1024.
@@ -551,7 +566,7 @@ class Generator(nn.Module):
         Returns:
             :class:`CoarseState` with ``feature`` = ``features[k]`` = G^k(w) and the RGB skip image.
         """
-        return self._coarse(self._wplus(w), self._check_k(k), self._noise_list(noise), None)
+        return self._coarse(self._wplus(w), self._check_k(k), self.noise_buffers(noise), None)
 
     def fine(self, feature: torch.Tensor, w: torch.Tensor, state: CoarseState, noise: NoiseSpec = "const",
              feature_scale: float = 1.0) -> torch.Tensor:
@@ -570,11 +585,11 @@ class Generator(nn.Module):
         Returns:
             image (B, 3, size, size), unbounded (about [-1, 1] RGB with real weights).
         """
-        return self._fine(feature, self._wplus(w), state, self._noise_list(noise), feature_scale, None)
+        return self._fine(feature, self._wplus(w), state, self.noise_buffers(noise), feature_scale, None)
 
     def forward(self, styles: torch.Tensor, *, input_is_latent: bool = False, truncation: float = 1.0,
                 truncation_latent: torch.Tensor | None = None, noise: NoiseSpec = "const",
-                feature: torch.Tensor | None = None, k: int = 5, feature_scale: float = 1.0,
+                feature: torch.Tensor | None = None, k: int = FS_FEATURE_LAYER, feature_scale: float = 1.0,
                 return_features: bool = False):
         """Convenience entry: z or w/W+ in, image out (reference ``Generator.forward``, no style mixing).
 
@@ -628,7 +643,7 @@ def _channel_table(channel_multiplier: int, max_channels: int, log_size: int) ->
     return table
 
 
-def edit_layer_count(num_layers: int, k: int = 5) -> int:
+def edit_layer_count(num_layers: int, k: int = FS_FEATURE_LAYER) -> int:
     """Styled conv layers run by :func:`edit_image` per edited frame: ``num_layers + k``.
 
     One full synthesis (``coarse(w_edit)`` + ``fine``) plus one coarse pass ``coarse(w)`` of ``k``
@@ -637,9 +652,12 @@ def edit_layer_count(num_layers: int, k: int = 5) -> int:
     return int(num_layers) + int(k)
 
 
-def edit_image(G: Generator, w: torch.Tensor, F: torch.Tensor, w_edit: torch.Tensor, k: int = 5, *,
-               noise: NoiseSpec = "const", feature_scale: float = 1.0, return_feature: bool = False):
-    """Edit an inverted frame with the Feature-Style rule (Yao et al., ECCV 2022, eq. 1).
+def edit_image(G: Generator, w: torch.Tensor, F: torch.Tensor, w_edit: torch.Tensor, k: int = FS_FEATURE_LAYER,
+               *, noise: NoiseSpec = "const", feature_scale: float = 1.0, return_feature: bool = False):
+    """Edit an inverted frame with the Feature-Style rule (Yao et al., ECCV 2022, eq. 1), given the edited code.
+
+    This is the generator's fast path of eq. 1 for an already edited W+ ``w_edit``; the one function that
+    applies a built edit (directions, strengths, rows) is :func:`vidinv.edit.apply_edit`, which calls it.
 
     With ``G^k(w)`` the generator's activation at index k for the W+ code w, eq. 1 moves the
     encoder's feature code F along with the latent edit:
@@ -667,7 +685,7 @@ def edit_image(G: Generator, w: torch.Tensor, F: torch.Tensor, w_edit: torch.Ten
     if isinstance(noise, str) and noise == "random":
         # one draw shared by the three passes, so G^k(w_edit) - G^k(w) holds no noise difference
         noise = G.make_noise(torch.as_tensor(w).shape[0])
-    noise_l = G._noise_list(noise)
+    noise_l = G.noise_buffers(noise)
     sw = G.coarse(w_edit, k, noise=noise_l)
     s0 = G.coarse(w, k, noise=noise_l)
     f_edit = torch.as_tensor(F).to(sw.feature) + sw.feature - s0.feature

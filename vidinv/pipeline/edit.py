@@ -26,76 +26,68 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from vidinv.pipeline.faces import (BlendSettings, FaceCode, Item, composite_stage, encode_stage, front_end_stage,
-                                   latent_smoothing_stage, render_stage)
-from vidinv.pipeline.runtime import Runtime, load_bundle, required_weights, resolve_weights
-from vidinv.pipeline.stages import StagePipeline
+from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, lookup, parse_edit_spec
+from vidinv.face.blend import NonFiniteFaceError
+from vidinv.io.inversion import InversionFormatError, InversionReader
+from vidinv.io.mux import EditedVideoWriter, passthrough
+from vidinv.pipeline.faces import (
+    BlendSettings,
+    FaceCode,
+    Item,
+    composite_stage,
+    latent_smoothing_stage,
+    render_stage,
+)
+from vidinv.pipeline.job import JobOptions, input_video, load_job, resolve_job_weights
+from vidinv.pipeline.runtime import GENERATOR_FILE
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "direction_weights"]
 
 
-@dataclass
-class EditOptions:
+@dataclass(kw_only=True)
+class EditOptions(JobOptions):
     """Settings of one ``vidinv edit`` run (the CLI options, see ``vidinv edit --help``).
 
+    The fields of :class:`~vidinv.pipeline.job.JobOptions` (``src``, ``dst``, ``encoder``, ``face``,
+    ``batch_size``, ``device``, ``precision``, ``start``, ``end``, ``weights_dir``, ``fetch``,
+    ``allow_hash_mismatch``, ``encoder_checkpoint``, ``queue_size``, ``detector``), and:
+
     Attributes:
-        src, dst: input and output video paths.
+        src: may be None with ``from_inversion`` (the export's source path is then used).
         attrs: ``NAME[=S][@ROWS]`` attribute specs; strengths: one per attribute (or one for all);
             directions: ``(path, strength)`` of ``--direction`` files with ``direction_convention``;
             layers: default style rows for every term without ``@ROWS``.
-        encoder: ``"fs"`` or ``"psp"``; face: ``"largest"`` or ``"all"``; blend: ``"alpha"`` / ``"poisson"``;
+        blend: ``"alpha"`` / ``"poisson"``;
         mask: ``"auto"`` (BiSeNet parsing when 79999_iter.pth is present, else landmarks), ``"parsing"``,
             ``"landmarks"``.
-        batch_size: faces per encoder / generator batch; device, precision: see :class:`Runtime`.
-        crf, codec, pix_fmt: output encoding; start, end: window in seconds (output cut to it).
-        weights_dir, fetch: where to find / whether to download weight files.
-        allow_hash_mismatch: accept a ``weights_dir`` file whose sha256 differs from the registry's.
-        encoder_checkpoint: an encoder trained with vidinv's ``training/`` (its own file name, with the
-            vidinv record), used instead of the official encoder of ``encoder``.
-        from_inversion: a ``vidinv invert`` export to re-render from (src may then be None: the
-            export's source path is used).
+        crf, codec, pix_fmt: output encoding (the output is cut to the ``start``/``end`` window).
+        from_inversion: a ``vidinv invert`` export to re-render from.
         noise: ``"const"`` (the generator's noise buffers) or ``"random"``.
         latent_smoothing: sigma in frames of the temporal smoothing of w and F (0 = off).
-        queue_size: items between two stages.
     """
 
-    src: str | os.PathLike | None
-    dst: str | os.PathLike
     attrs: Sequence[str] = ()
     strengths: Sequence[float] = ()
     directions: Sequence[str | os.PathLike] = ()
     direction_convention: str = "unit"
     layers: str | None = None
-    encoder: str = "fs"
-    face: str = "largest"
     blend: str = "alpha"
     mask: str = "auto"
-    batch_size: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
     crf: int = 18
     codec: str = "libx264"
     pix_fmt: str | None = None
-    start: float | None = None
-    end: float | None = None
-    weights_dir: str | os.PathLike | None = None
-    fetch: bool = False
-    allow_hash_mismatch: bool = False
-    encoder_checkpoint: str | os.PathLike | None = None
     from_inversion: str | os.PathLike | None = None
     noise: str = "const"
     latent_smoothing: float = 0.0
-    queue_size: int = 4
-    detector: str = "dlib"
 
 
 @dataclass
@@ -133,8 +125,6 @@ def check_options(opts: EditOptions) -> None:
         vidinv.edit.DirectionError: a NaN / infinite strength (``--strength nan``, ``smile=1e400``).
         ValueError: a bad ``latent_smoothing``.
     """
-    from vidinv.edit import check_strength, parse_edit_spec
-
     for s in opts.strengths:
         check_strength(s, "--strength")
     for spec in opts.attrs:
@@ -150,8 +140,6 @@ def _edit_items(opts: EditOptions) -> tuple[list[tuple], list[tuple]]:
     Strength rule: ``--strength`` values pair with the ``--attr`` then ``--direction`` entries in the
     order given; a single ``--strength`` applies to all; none means 1; ``NAME=S`` in ``--attr`` wins.
     """
-    from vidinv.edit import DirectionError, parse_edit_spec
-
     n = len(opts.attrs) + len(opts.directions)
     if len(opts.strengths) > 1 and len(opts.strengths) != n:
         raise DirectionError(f"{len(opts.strengths)} --strength values for {n} edits (--attr / --direction): give "
@@ -172,18 +160,19 @@ def _edit_items(opts: EditOptions) -> tuple[list[tuple], list[tuple]]:
 def direction_weights(attrs: Sequence[str]) -> list[str]:
     """Registry names of the direction files the ``--attr`` specs need (unknown names raise
     :class:`vidinv.edit.DirectionError`)."""
-    from vidinv.edit import lookup, parse_edit_spec
-
     return sorted({lookup(parse_edit_spec(a)[0]).weight for a in attrs})
 
 
 @dataclass
 class _Plan:
+    """What :func:`plan_edit` found: the options, resolved weight files, the built edit, the input video and
+    the export to render from (or None)."""
+
     opts: EditOptions
-    paths: dict
-    edit: object
+    paths: dict[str, Path]
+    edit: LatentEdit
     src: Path
-    reader: object | None
+    reader: InversionReader | None
 
 
 def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
@@ -200,26 +189,20 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         vidinv.io.inversion.InversionFormatError: unreadable export, or one whose codes hold NaN / inf.
         ValueError / FileNotFoundError: bad options, missing input.
     """
-    from vidinv.edit import build_edit
-
     if not opts.attrs and not opts.directions:
         raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
     check_options(opts)
     items, files = _edit_items(opts)
     reader = None
     if opts.from_inversion is not None:
-        from vidinv.io.inversion import InversionReader
-
         reader = InversionReader(opts.from_inversion)
         reader.check()  # NaN in a hash-consistent export would render every face as a black patch
         encoder = reader.encoder["kind"]
         need_encoder = False
     else:
         encoder, need_encoder = opts.encoder, True
-    own = opts.encoder_checkpoint if need_encoder else None
-    names = required_weights(encoder, need_encoder=need_encoder, encoder_checkpoint=own) + direction_weights(opts.attrs)
-    paths = resolve_weights(names, opts.weights_dir, opts.fetch, mask=opts.mask, quiet=quiet, encoder_checkpoint=own,
-                            allow_hash_mismatch=opts.allow_hash_mismatch or None)
+    paths = resolve_job_weights(opts, encoder=encoder, need_encoder=need_encoder, extra=direction_weights(opts.attrs),
+                                mask=opts.mask, quiet=quiet)
     edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files,
                       allow_hash_mismatch=opts.allow_hash_mismatch or None)
     src = opts.src
@@ -229,9 +212,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         src = reader.source.get("path")
         if not src:
             raise ValueError(f"{opts.from_inversion}: the export does not name its source video; give it as IN")
-    src = Path(src)
-    if not src.is_file():
-        raise FileNotFoundError(f"input video {src} does not exist")
+    src = input_video(src)
     if Path(opts.dst).resolve() == src.resolve():
         raise ValueError(f"the output {opts.dst} is the input; write to another file")
     if opts.face not in ("largest", "all"):
@@ -247,8 +228,6 @@ def _finite_faces(stage):
     """Wrap the composite stage: a generated face with NaN / inf values stops the run with an error
     naming the frame and track (:class:`vidinv.face.blend.NonFiniteFaceError`), instead of a black
     patch in the output."""
-    from vidinv.face.blend import NonFiniteFaceError
-
     def run(items: Iterator[Item]) -> Iterator[Item]:
         def checked():
             for it in items:
@@ -308,27 +287,19 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         stages (the first one is re-raised after every stage stopped and the temporary output file
         was deleted).
     """
-    from vidinv.face.frontend import FaceFrontEnd
-    from vidinv.face.tracking import Tracker
-    from vidinv.io.mux import EditedVideoWriter, passthrough
-    from vidinv.io.video import VideoReader
-
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
-    runtime = Runtime(opts.device, opts.precision)
     reader = plan.reader
     encoder = reader.encoder["kind"] if reader is not None else opts.encoder
-    bundle = load_bundle(plan.paths, encoder, runtime, need_encoder=reader is None, mask=opts.mask,
-                         encoder_checkpoint=opts.encoder_checkpoint if reader is None else None)
+    job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask)
+    bundle = job.bundle
     if reader is not None:
-        from vidinv.io.inversion import InversionFormatError
-
         gen = reader.generator
         for k in ("size", "n_latent", "style_dim"):
             if k in gen and int(gen[k]) != int(getattr(bundle.G, k)):
                 raise InversionFormatError(f"{opts.from_inversion}: made with a generator of {k} {gen[k]}, the "
                                            f"loaded one has {getattr(bundle.G, k)}")
-        reader.check_models({"psp_ffhq_encode.pt": plan.paths["psp_ffhq_encode.pt"]})
+        reader.check_models({GENERATOR_FILE: plan.paths[GENERATOR_FILE]})
     settings = BlendSettings(mode=opts.blend)
     result = EditResult(Path(opts.dst), edit=plan.edit.describe())
     steps: dict[str, float] = {}
@@ -338,16 +309,11 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     writer = EditedVideoWriter(plan.src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
                                start=opts.start, end=opts.end)
     frames = writer.frames
-    # accurate YUV->RGB: pixels passed through unchanged must survive decode + re-encode without drift
-    video = VideoReader(plan.src, start=frames.start, stop=frames.stop, accurate_color=True)
-    stages = []
+    video = job.open_video(frames)
     if reader is None:
-        tracker = Tracker(mode=opts.face)
-        fe = FaceFrontEnd(opts.detector, tracker)
-        stages += [("faces", front_end_stage(fe)), ("encode", encode_stage(bundle, opts.batch_size,
-                                                                           timings=steps))]
+        stages = job.face_stages(timings=steps)
     else:
-        stages.append(("inversion", _inversion_stage(reader, bundle)))
+        stages = [("inversion", _inversion_stage(reader, bundle))]
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
     stages += [("render", render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings,
@@ -371,29 +337,25 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
             video.close()
 
     stages.append(("write", write))
-    pipe = StagePipeline(video, stages, maxsize=opts.queue_size)
     G = bundle.G
     G.reset_layer_count()
-    total = len(frames)
     try:
-        for it in pipe:
+        for it in job.stream(video, stages, total=len(frames), progress=progress):
             result.frames += 1
             if it.faces:
                 result.frames_edited += 1
                 result.faces_edited += len(it.faces)
             if on_frame is not None:
                 on_frame(it)
-            if progress is not None:
-                progress(result.frames, total)
     except _NoFace:
         result.frames_edited = result.faces_edited = 0
         log.warning("no face found in %s: the output is the input, unchanged", plan.src)
         passthrough(plan.src, opts.dst)
         result.passthrough = True
     finally:
-        if not getattr(writer, "_done", True):  # the write stage never ran: drop its temporary file
+        if not writer.done:  # the write stage never ran: drop its temporary file
             writer.abort()
-    result.stage_s = {s.name: s.busy_s for s in pipe.stats}
+    result.stage_s = job.stage_s
     if steps.get("generator_calls"):
         result.layers_per_face = G.layers_run / steps["generator_calls"]
     if result.frames_edited == 0 and window and not result.passthrough:

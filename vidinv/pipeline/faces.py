@@ -10,9 +10,10 @@ passes through unchanged).
   ``batch_size`` faces -> w (n_latent, 512) and F (C, 16, 16).
 * :func:`latent_smoothing_stage`: optional temporal Gaussian smoothing of w and F per track
   (:class:`vidinv.face.smoothing.StreamingGaussian`, look-ahead 4 sigma frames).
-* :func:`render_stage`: the latent edit and eq. 1 of the Feature-Style paper through
-  :func:`vidinv.models.stylegan2.edit_image` (one full synthesis + one coarse pass), in batches,
-  then the generator output resized to about the face size in the frame and the blend mask.
+* :func:`render_stage`: the latent edit with the edit rule (:meth:`vidinv.inverters.Inverter.edit`, i.e.
+  :func:`vidinv.edit.apply_edit`: eq. 1 of the Feature-Style paper, one full synthesis + one coarse
+  pass), in batches, then the generator output resized to about the face size in the frame and the
+  blend mask.
 * :func:`composite_stage`: inverse warp + blend (:func:`vidinv.face.blend.composite`).
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class Item:
     image: np.ndarray | None = None  # the output picture once composited
 
 
-def front_end_stage(front_end) -> callable:
+def front_end_stage(front_end) -> Callable[[Iterable[Frame]], Iterator[Item]]:
     """Stage: frames -> :class:`Item` s with quads/landmarks from ``front_end.process``."""
     def run(frames: Iterable[Frame]) -> Iterator[Item]:
         for ff in front_end.process(frames):
@@ -97,7 +98,8 @@ def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: 
     ``skip(item) -> bool``: a batch whose items are all skipped passes through unencoded (``w`` None);
     batches are formed as without it, so the other faces' codes are bit-identical to a full run's
     (``vidinv invert --resume`` skips the frames already stored)."""
-    size = bundle.align_size
+    inverter = bundle.inverter
+    size = inverter.align_size
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for group in _batched(items, batch_size, lambda f: True):
@@ -108,7 +110,7 @@ def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: 
                 t0 = time.perf_counter()
                 crops = np.stack([align.align_crop(it.frame.image, f.quad, size) for it in group for f in it.faces])
                 t1 = time.perf_counter()
-                w, F = bundle.encode(crops)
+                w, F = inverter.encode(crops)
                 for i, f in enumerate(faces):
                     f.w = w[i]
                     f.F = F[i] if F is not None else None
@@ -206,32 +208,27 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
                  timings: dict | None = None):
     """Stage: items with (w, F) -> items whose faces carry the edited face ``image`` and ``mask``.
 
-    For ``fs``: ``image = G(w', F')`` with ``w' = w + Δw`` and ``F' = F + G^5(w') - G^5(w)``
-    (:func:`vidinv.models.stylegan2.edit_image`); for ``psp``: ``G(w')``. Generator output in
-    [-1, 1] is mapped to [0, 255] and resized (area) to :func:`output_size` on the device.
+    The image is the inverter's edit of the codes (:meth:`vidinv.inverters.Inverter.edit`): with a
+    feature code ``G(w', F')``, ``w' = w + Δw`` and ``F' = F + G^K(w') - G^K(w)``; without one
+    ``G(w')``. Generator output in [-1, 1] is mapped to [0, 255] and resized (area) to
+    :func:`output_size` on the device.
     """
-    from vidinv.models.stylegan2 import edit_image
-
     settings = settings or BlendSettings()
-    G = bundle.G
-    dev = bundle.runtime.torch_device
+    inverter = bundle.inverter
+    G = inverter.generator
+    dev = inverter.runtime.torch_device
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
-        delta = None
         for group in _batched(items, batch_size, lambda f: True):
             faces = [f for it in group for f in it.faces]
             if faces:
                 t0 = time.perf_counter()
-                with torch.inference_mode(), bundle.runtime.autocast():
+                with torch.inference_mode(), inverter.runtime.autocast():
                     w = torch.stack([f.w for f in faces]).to(dev, torch.float32)
-                    if delta is None:
-                        delta = edit.delta(device=dev, dtype=torch.float32)
-                    w_edit = w + delta
-                    if bundle.encoder_kind == "fs":
+                    F = None
+                    if inverter.feature_index is not None:
                         F = torch.stack([f.F for f in faces]).to(dev, torch.float32)
-                        img = edit_image(G, w, F, w_edit, bundle.feature_index, noise=noise)
-                    else:
-                        img = G.synthesis(w_edit, noise=noise)
+                    img = inverter.edit(w, F, edit, noise=noise)
                     img = img.float()  # +-inf would clamp to a finite colour: keep it non-finite for the guard
                     img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))
                     outs = []

@@ -16,50 +16,39 @@ machine the export's records equal those of one uninterrupted run, byte for byte
 """
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from vidinv.pipeline.faces import Item, encode_stage, front_end_stage
-from vidinv.pipeline.runtime import GENERATOR_FILE, Runtime, load_bundle, required_weights, resolve_weights
-from vidinv.pipeline.stages import StagePipeline
+from vidinv.io.inversion import MANIFEST, InversionReader, InversionWriter, model_file
+from vidinv.io.mux import frame_range
+from vidinv.io.video import probe
+from vidinv.pipeline.faces import Item
+from vidinv.pipeline.job import JobOptions, prepare_job
+from vidinv.pipeline.runtime import GENERATOR_FILE
 
 __all__ = ["InvertOptions", "InvertResult", "run_invert"]
 
 
-@dataclass
-class InvertOptions:
-    """Settings of ``vidinv invert`` (see ``vidinv invert --help``); fields as :class:`~vidinv.pipeline.edit.EditOptions`
-    plus ``save_crops``, ``save_recon``, ``image_size`` (PNG side), ``chunk_size`` (records per chunk; a
-    resumed export keeps its own), ``overwrite`` (replace an existing export) and ``resume`` (continue an
-    incomplete one, see the module doc; excludes ``overwrite``)."""
+@dataclass(kw_only=True)
+class InvertOptions(JobOptions):
+    """Settings of ``vidinv invert`` (see ``vidinv invert --help``): the fields of
+    :class:`~vidinv.pipeline.job.JobOptions` (as :class:`~vidinv.pipeline.edit.EditOptions`; ``dst`` is the
+    export folder) plus ``save_crops``, ``save_recon``, ``image_size`` (PNG side), ``chunk_size`` (records per
+    chunk; a resumed export keeps its own), ``overwrite`` (replace an existing export) and ``resume``
+    (continue an incomplete one, see the module doc; excludes ``overwrite``)."""
 
-    src: str | os.PathLike
-    dst: str | os.PathLike
-    encoder: str = "fs"
-    face: str = "largest"
-    batch_size: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
-    start: float | None = None
-    end: float | None = None
-    weights_dir: str | os.PathLike | None = None
-    fetch: bool = False
-    allow_hash_mismatch: bool = False
-    encoder_checkpoint: str | os.PathLike | None = None
     save_crops: bool = False
     save_recon: bool = False
     image_size: int = 256
     chunk_size: int = 32
     overwrite: bool = False
     resume: bool = False
-    queue_size: int = 4
-    detector: str = "dlib"
 
 
 @dataclass
@@ -98,45 +87,31 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         vidinv.io.inversion.InversionFormatError: ``resume`` and ``dst`` holds no readable export.
         Errors of the stages (the export is then left incomplete with the error recorded).
     """
-    from vidinv.face.frontend import FaceFrontEnd
-    from vidinv.face.tracking import Tracker
-    from vidinv.io.inversion import InversionWriter, model_file
-    from vidinv.io.mux import frame_range
-    from vidinv.io.video import VideoReader, probe
-
     t0 = time.perf_counter()
     if opts.resume and opts.overwrite:
         raise ValueError("--resume continues an export, --overwrite replaces it: give one of them")
     if opts.resume:
-        from vidinv.io.inversion import MANIFEST, InversionReader
-
         if not (Path(opts.dst) / MANIFEST).is_file():
             raise FileNotFoundError(f"{opts.dst}: no inversion export to resume; run without --resume to start one")
         state = InversionReader(opts.dst, allow_incomplete=True)  # unreadable: error before any work
         if state.complete:
             raise ValueError(f"{opts.dst}: the export is complete; nothing to resume")
-    own = opts.encoder_checkpoint
-    paths = resolve_weights(required_weights(opts.encoder, encoder_checkpoint=own), opts.weights_dir, opts.fetch,
-                            mask="landmarks", quiet=quiet, encoder_checkpoint=own,
-                            allow_hash_mismatch=opts.allow_hash_mismatch or None)
-    src = Path(opts.src)
-    if not src.is_file():
-        raise FileNotFoundError(f"input video {src} does not exist")
+    job = prepare_job(opts, mask="landmarks", quiet=quiet)
+    src, paths, runtime, inverter = job.src, job.paths, job.runtime, job.inverter
     result = InvertResult(Path(opts.dst))
-    runtime = Runtime(opts.device, opts.precision)
-    bundle = load_bundle(paths, opts.encoder, runtime, mask="landmarks", encoder_checkpoint=own)
-    G = bundle.G
+    G = inverter.generator
     models = [model_file(p, "encoder" if name != GENERATOR_FILE else "generator", name=name)
               for name, p in paths.items()]
     info = probe(src.resolve())
     frames = frame_range(src, opts.start, opts.end)
-    video = VideoReader(src, start=frames.start, stop=frames.stop, accurate_color=True)
+    video = job.open_video(frames)
     tracks: set[int] = set()
     extra = {"start": opts.start, "end": opts.end, "face": opts.face, "batch_size": opts.batch_size,
-             "detector": opts.detector, "smoothing": "gaussian", "align_size": bundle.align_size,
+             "detector": opts.detector, "smoothing": "gaussian", "align_size": inverter.align_size,
              "precision": opts.precision, "image_size": opts.image_size}
-    header = dict(encoder=opts.encoder, generator=G, models=models, source=info, feature_shape=bundle.feature_shape,
-                  save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra)
+    header: dict[str, Any] = dict(encoder=inverter.kind, generator=G, models=models, source=info,
+                                  feature_shape=inverter.feature_shape, feature_index=inverter.feature_index,
+                                  save_crops=opts.save_crops, save_recon=opts.save_recon, extra=extra)
     try:
         if opts.resume:
             writer = InversionWriter.resume(opts.dst, **header)
@@ -165,11 +140,8 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
                     if opts.save_recon and it.faces:
                         with torch.inference_mode(), runtime.autocast():
                             w = torch.stack([f.w for f in it.faces])
-                            if bundle.encoder_kind == "fs":
-                                F = torch.stack([f.F for f in it.faces])
-                                img = G.synthesis(w, feature=F, k=bundle.feature_index)
-                            else:
-                                img = G.synthesis(w)
+                            F = torch.stack([f.F for f in it.faces]) if inverter.feature_index is not None else None
+                            img = inverter.synthesize(w, F)
                             img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                             recon = img.permute(0, 2, 3, 1).cpu().numpy()
                     for i, f in enumerate(it.faces):
@@ -185,22 +157,15 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         finally:
             video.close()
 
-    fe = FaceFrontEnd(opts.detector, Tracker(mode=opts.face))
-    pipe = StagePipeline(video, [("faces", front_end_stage(fe)),
-                                 ("encode", encode_stage(bundle, opts.batch_size, keep_crops=keep,
-                                                         skip=stored if first > 0 else None)),
-                                 ("write", write)], maxsize=opts.queue_size)
-    total = len(frames)
+    stages = job.face_stages(keep_crops=keep, skip=stored if first > 0 else None) + [("write", write)]
     try:
-        for it in pipe:
+        for _ in job.stream(video, stages, total=len(frames), progress=progress):
             result.frames += 1
-            if progress is not None:
-                progress(result.frames, total)
     finally:
-        if not writer._closed:
+        if not writer.closed:
             writer.abort("stopped before the first frame")
     result.records = writer.n_records
     result.tracks = sorted(tracks)
-    result.stage_s = {s.name: s.busy_s for s in pipe.stats}
+    result.stage_s = job.stage_s
     result.wall_s = time.perf_counter() - t0
     return result

@@ -22,8 +22,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 __all__ = ["Cancelled", "StageStats", "StagePipeline"]
 
@@ -77,7 +77,7 @@ class StagePipeline:
         self.maxsize = int(maxsize)
         self.stop = threading.Event()
         self.stats = [StageStats(source_name)] + [StageStats(n) for n, _ in self.stages]
-        self._queues = [queue.Queue(maxsize=self.maxsize) for _ in range(len(self.stages) + 1)]
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=self.maxsize) for _ in range(len(self.stages) + 1)]
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -134,7 +134,7 @@ class StagePipeline:
                 st.items += 1
                 self._put(out, item, st)
             self._put(out, _END, st)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
+        except BaseException as exc:
             self._fail(exc)
             try:
                 out.put_nowait(_Error(exc))
@@ -201,7 +201,7 @@ class StagePipeline:
         """The first exception raised in a stage, or None."""
         return self._error
 
-    def __enter__(self) -> "StagePipeline":
+    def __enter__(self) -> StagePipeline:
         return self
 
     def __exit__(self, *exc) -> None:

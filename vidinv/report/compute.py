@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vidinv.io.video import Frame, VideoReader, probe
 from vidinv.metrics import image as im
 from vidinv.metrics.identity import IdentityEmbedder
 from vidinv.metrics.temporal import frame_change
-from vidinv.io.video import Frame, VideoReader, probe
 
 log = logging.getLogger(__name__)
 

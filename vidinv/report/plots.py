@@ -22,7 +22,7 @@ import numpy as np
 from vidinv.io.outputs import atomic_path
 
 __all__ = ["SOURCE_COLOUR", "OUTPUT_COLOURS", "plot_comparison_identity", "plot_comparison_quality",
-           "plot_video_consistency", "plot_consistency_boxplot"]
+           "plot_video_consistency", "plot_consistency_boxplot", "plot_document", "output_group"]
 
 SOURCE_COLOUR = "#1f77b4"
 OUTPUT_COLOURS = ("#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
@@ -204,3 +204,114 @@ def plot_consistency_boxplot(path: Path, groups: Mapping[str, Sequence[float] | 
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------- a whole document
+def output_group(output: Path | str, source: Path | str) -> str:
+    """Group name of an output in the box plot: what its file stem adds to the source's stem
+    (``talking_fs.mp4`` of ``talking.mp4`` -> ``"fs"``), or ``"output"``."""
+    o, s = Path(output).stem, Path(source).stem
+    if o.lower().startswith(s.lower()) and len(o) > len(s):
+        rest = o[len(s):].lstrip("_-. ")
+        if rest:
+            return rest
+    return "output"
+
+
+def _arr(values) -> np.ndarray:
+    """A document list (numbers, None, "inf"/"-inf") as float64 (None -> NaN)."""
+    if values is None:
+        return np.zeros(0)
+    conv = {"inf": np.inf, "-inf": -np.inf}
+    return np.array([np.nan if v is None else conv.get(v, v) if isinstance(v, str) else v for v in values],
+                    dtype=np.float64)
+
+
+def _num(v) -> float:
+    return float(_arr([v])[0])
+
+
+def plot_document(out_dir: Path, doc: dict) -> list[dict]:
+    """Write the PNG plots of a report document (JSON form, as :func:`vidinv.io.outputs.json_safe` makes
+    it) into ``out_dir``: per comparison the identity and quality plots, per source without an output its
+    consistency curve, and the consistency box plot when there are two videos or more.
+
+    Returns:
+        The document's ``plots`` entries (``file``, ``kind``, ``videos``, ``title``), in the order written.
+    """
+    primary = doc["models"]["primary_identity"]
+    vids = {v["id"]: v for v in doc["videos"]}
+    entries: list[dict] = []
+    colour_of: dict[str, str] = {}
+    for i, c in enumerate(doc["comparisons"]):
+        colour = OUTPUT_COLOURS[i % len(OUTPUT_COLOURS)]
+        colour_of[c["output"]] = colour
+        sv, ov = vids[c["source"]], vids[c["output"]]
+        ident = c["identity"]
+        if primary not in ident:
+            continue
+        n = c["frames"]["identity_frames"]
+        fidx = sv["frames"]["frame_index"][:n]
+        sims = {primary: _arr(ident[primary]["similarity_per_frame"])}
+        sims.update({k: _arr(d["similarity_per_frame"]) for k, d in ident.items() if k != primary})
+        name = f"identity_{c['id']}.png"
+        plot_comparison_identity(out_dir / name, fidx, sims, _arr(ident[primary]["source_similarity_to_reference"]),
+                                 _arr(ident[primary]["output_similarity_to_reference"]), primary, sv["label"],
+                                 ov["label"], colour=colour,
+                                 consistency=(_num(ident[primary]["consistency_source"]),
+                                              _num(ident[primary]["consistency_output"])))
+        entries.append({"file": name, "kind": "identity", "videos": [sv["id"], ov["id"]],
+                        "title": f"Identity similarity and consistency: {ov['label']} vs {sv['label']}"})
+        if c["frames"]["compared"]:
+            fc, bg, fl = c["face_crop"]["per_frame"], c["background"]["per_frame"], c["flicker"]["per_frame"]
+            per_frame = {"crop_psnr": _arr(fc["psnr"]), "crop_ssim": _arr(fc["ssim"]), "bg_psnr": _arr(bg["psnr"]),
+                         "bg_ssim": _arr(bg["ssim"]), "change_source": _arr(fl["source"]),
+                         "change_output": _arr(fl["output"])}
+            name = f"quality_{c['id']}.png"
+            plot_comparison_quality(out_dir / name, sv["frames"]["frame_index"], per_frame, sv["label"],
+                                    ov["label"], colour=colour)
+            entries.append({"file": name, "kind": "quality", "videos": [sv["id"], ov["id"]],
+                            "title": f"Face-crop and background quality, flicker: {ov['label']} vs {sv['label']}"})
+    compared = {c["source"] for c in doc["comparisons"]}
+    for v in doc["videos"]:
+        if v["role"] == "source" and v["id"] not in compared and v["identity"]:
+            keys = [primary] + [k for k in v["identity"] if k != primary]
+            curves = {k: _arr(v["identity"][k]["similarity_to_reference"]) for k in keys if k in v["identity"]}
+            ics = {k: _num(v["identity"][k]["consistency"]) for k in curves}
+            name = f"consistency_{v['id']}.png"
+            plot_video_consistency(out_dir / name, v["frames"]["frame_index"], curves, v["label"], ics)
+            entries.append({"file": name, "kind": "consistency", "videos": [v["id"]],
+                            "title": f"Identity consistency curve: {v['label']}"})
+    if len(doc["videos"]) >= 2:
+        groups: dict[str, list[float]] = {}
+        for v in doc["videos"]:
+            if primary not in v["identity"]:
+                continue
+            g = "source" if v["role"] == "source" else output_group(v["path"], vids[v["source"]]["path"])
+            groups.setdefault(g, []).append(_num(v["identity"][primary]["consistency"]))
+        data: Mapping[str, Sequence[float] | np.ndarray]
+        cols: dict[str, str] | None
+        if any(len(x) >= 2 for x in groups.values()):
+            title = f"Identity consistency across videos ({primary}; one point per video)"
+            data, ylabel, cols = groups, "identity consistency (eq. 9)", None
+        else:  # one video per group: each video's per-frame similarity to its reference frame
+            per_video: dict[str, np.ndarray] = {}
+            cols = {}
+            for v in doc["videos"]:
+                if primary not in v["identity"]:
+                    continue
+                vi = v["identity"][primary]
+                ref_sims = _arr(vi["similarity_to_reference"])
+                if vi["reference_frame"] is not None:
+                    r = v["frames"]["frame_index"].index(vi["reference_frame"])
+                    ref_sims = np.delete(ref_sims, r)
+                per_video[v["label"]] = ref_sims
+                cols[v["label"]] = (SOURCE_COLOUR if v["role"] == "source"
+                                    else colour_of.get(v["id"], OUTPUT_COLOURS[0]))
+            data = per_video
+            title = f"Identity consistency per video ({primary}; one point per frame: cos(e_i, e_ref))"
+            ylabel = "cos(e_i, e_ref)"
+        plot_consistency_boxplot(out_dir / "consistency_boxplot.png", data, title, ylabel, colours=cols)
+        entries.append({"file": "consistency_boxplot.png", "kind": "consistency_boxplot",
+                        "videos": [v["id"] for v in doc["videos"]], "title": title})
+    return entries

@@ -1,0 +1,79 @@
+"""The architecture's rules, checked on the source (issue 11): no import cycle (imports inside functions
+count too), no module importing a higher layer, no private name imported across modules, one place that
+compares encoder kinds, one atomic-write helper, one file-hash helper, one device resolver.
+The graph comes from ``tools/import_graph.py`` (reads the source; nothing is imported)."""
+from __future__ import annotations
+
+import re
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+from import_graph import cycles, graph, module_files  # noqa: E402
+
+#: Layers, lowest first: a module may import its own package and lower layers only (ARCHITECTURE.md).
+LAYERS = [
+    ["vidinv"],  # the root package: __version__ only
+    ["vidinv.io", "vidinv.device"],
+    ["vidinv.weights", "vidinv.models"],
+    ["vidinv.inverters", "vidinv.face", "vidinv.edit"],
+    ["vidinv.metrics"],
+    ["vidinv.pipeline", "vidinv.report"],
+    ["vidinv.training"],
+    ["vidinv.cli"],
+]
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def _layer(module: str) -> int:
+    pkg = _package(module)
+    for i, names in enumerate(LAYERS):
+        if pkg in names:
+            return i
+    raise AssertionError(f"{pkg} ({module}) has no layer: add it to LAYERS and to ARCHITECTURE.md")
+
+
+def test_no_import_cycles_even_through_lazy_imports():
+    edges, _ = graph(lazy=True)
+    assert cycles(edges) == []
+
+
+def test_no_module_imports_a_higher_layer():
+    edges, _ = graph(lazy=True)
+    up = [(m, d) for m, deps in edges.items() for d in deps
+          if _package(m) != _package(d) and _layer(d) >= _layer(m)]
+    assert up == []
+
+
+def test_no_private_names_across_modules():
+    _, private = graph(lazy=True)
+    assert private == []
+
+
+def _grep(pattern: str) -> list[str]:
+    rx = re.compile(pattern)
+    hits = []
+    for m, path in module_files().items():
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if rx.search(line) and not line.lstrip().startswith("#"):
+                hits.append(f"{path.relative_to(REPO)}:{no}: {line.strip()}")
+    return hits
+
+
+def test_encoder_kind_strings_are_compared_only_in_the_inverter_registry():
+    hits = _grep(r"""(==|!=|\bin)\s*\(?\s*["'](fs|psp)["']|["'](fs|psp)["']\s*(==|!=)|kind\s*==|encoder\s*==""")
+    assert [h for h in hits if not h.startswith("vidinv/inverters/")] == []
+
+
+def test_one_atomic_write_one_file_hash_one_device_resolver():
+    assert [h for h in _grep(r"\bos\.replace\(|\.rename\(") if not h.startswith("vidinv/io/outputs.py")] == []
+    assert [h for h in _grep(r"def sha256_file\b")] == [h for h in _grep(r"def sha256_file\b")
+                                                         if h.startswith("vidinv/io/outputs.py")]
+    assert len(_grep(r"def sha256_file\b")) == 1
+    choose = r"""["']cuda["']\s+if\s+torch\.cuda\.is_available|startswith\(["']cuda|def (pick|resolve)_device\b"""
+    assert [h for h in _grep(choose) if not h.startswith("vidinv/device.py")] == []
