@@ -1,47 +1,12 @@
 """``vidinv edit``: edit the faces of a video (see :mod:`vidinv.pipeline.edit`)."""
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
 
-from vidinv.cli.main import cli, fail  # noqa: F401 - fail: the one-line error of every command
+from vidinv.cli.common import REPORT_MEMBERS, fail, install_signal_handlers, print_timings, progress_bar
 from vidinv.edit.attributes import strength_table
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so the stages stop and the video writer deletes
-    its temporary file as for Ctrl-C."""
-    def _term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, _term)
-
-
-def progress_bar(quiet: bool, desc: str):
-    """A tqdm bar (frames, frames/s, ETA) and its update callback; no bar with ``quiet``."""
-    if quiet:
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
-
-    def update(done: int, total: int | None) -> None:
-        if bar.total is None and total:
-            bar.total = total
-        bar.update(done - bar.n)
-    return bar, update
-
-
-def print_timings(stage_s: dict, frames: int, wall_s: float, step_s: dict | None = None) -> None:
-    """-v output: busy seconds and frames/s per stage, and end to end."""
-    click.echo("stage        busy s   frames/s", err=True)
-    for name, s in stage_s.items():
-        click.echo(f"{name:<12} {s:7.2f}   {frames / s if s > 0 else float('inf'):8.2f}", err=True)
-    for name, s in (step_s or {}).items():
-        if name != "generator_calls":
-            click.echo(f"  {name:<10} {s:7.2f}", err=True)
-    click.echo(f"{'end to end':<12} {wall_s:7.2f}   {frames / wall_s if wall_s > 0 else 0.0:8.2f}", err=True)
 
 
 def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None) -> None:
@@ -55,7 +20,6 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
     """
     from pathlib import Path
 
-    from vidinv.cli.report import REPORT_MEMBERS
     from vidinv.io.outputs import check_output, check_video_input
 
     inputs = [from_inversion, *directions]
@@ -72,8 +36,8 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
         check_output(report_dir, inputs, kind="dir", members=REPORT_MEMBERS, also_written=[dst], what="report folder")
 
 
-@cli.command("edit", help="Edit the faces of video IN and write the result to OUT.\n\n" + strength_table(for_click=True),
-             context_settings={"max_content_width": 110})
+@click.command("edit", context_settings={"max_content_width": 110},
+               help="Edit the faces of video IN and write the result to OUT.\n\n" + strength_table(for_click=True))
 @click.argument("src", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Output video.")
 @click.option("--attr", "attrs", multiple=True, help="Attribute NAME[=S][@ROWS] (repeatable), e.g. smile, stit:age.")
@@ -141,7 +105,7 @@ def edit_cmd(src, dst, attrs, strengths, directions, direction_convention, layer
             bar.close()
         click.echo("vidinv: interrupted; no output written", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one-line reason, exit != 0
+    except Exception as exc:  # one-line reason, exit != 0
         if bar is not None:
             bar.close()
         fail(exc)
@@ -169,7 +133,7 @@ def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) 
         run_report([src], [dst], report_dir, weights_dir=weights_dir,
                    device=None if device == "auto" else device,
                    options=ReportOptions(progress=not quiet, source_start=window.start, source_stop=window.stop))
-    except Exception as exc:  # noqa: BLE001 - the edit itself succeeded; say why the report did not
+    except Exception as exc:  # the edit itself succeeded; say why the report did not
         fail(RuntimeError(f"{dst} was written, but the report failed: {exc}"))
     if not quiet:
         click.echo(f"report: {report_dir}/report.html", err=True)

@@ -5,9 +5,7 @@ import sys
 
 import click
 
-from vidinv.cli.edit import fail, install_signal_handlers, print_timings, progress_bar
-from vidinv.cli.main import cli
-
+from vidinv.cli.common import fail, install_signal_handlers, print_timings, progress_bar
 
 #: What an export folder holds (vidinv.io.inversion): an input there would be replaced.
 EXPORT_MEMBERS = ("manifest.json", "chunks", "images")
@@ -27,7 +25,7 @@ def check_files(src, dst) -> None:
     check_output(dst, [src], kind="dir", members=EXPORT_MEMBERS, what="export folder")
 
 
-@cli.command("invert")
+@click.command("invert")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--encoder", type=click.Choice(["fs", "psp"]), default="fs", show_default=True)
@@ -68,7 +66,7 @@ def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, en
                          resume=resume)
     try:
         check_files(src, dst)  # before any weights or models
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         fail(exc)
     bar, update = progress_bar(quiet, "invert")
     try:
@@ -77,7 +75,7 @@ def invert_cmd(src, dst, encoder, face, batch_size, device, precision, start, en
         click.echo("vidinv: interrupted; the export is left incomplete: continue it with the same command and "
                    "--resume", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         fail(exc)
     finally:
         if bar is not None:
