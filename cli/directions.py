@@ -1,30 +1,13 @@
 """``vidinv directions list | info | sefa``: the editing directions vidinv knows and SeFa directions."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from vidinv.cli.main import cli, fail, one_line_errors
+from vidinv.cli.common import fail, format_table, one_line_errors
 from vidinv.edit import attributes as attr_mod
 from vidinv.edit.directions import CONVENTIONS, DirectionError, format_layers, load_direction_file
-
-
-def _fail(message: str) -> NoReturn:
-    """Print ``vidinv: error: <message>`` and exit with status 1."""
-    click.echo(f"vidinv: error: {message}", err=True)
-    sys.exit(1)
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
-
 
 weights_dir_option = click.option(
     "--weights-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -32,7 +15,7 @@ weights_dir_option = click.option(
          "DIR/e4e/...).")
 
 
-@cli.group("directions")
+@click.group("directions")
 def directions() -> None:
     """Latent editing directions: named attributes, their sources and conventions, SeFa.
 
@@ -47,9 +30,10 @@ def directions() -> None:
 def list_cmd(weights_dir: Path | None, source: str | None) -> None:
     """Every attribute with its sources, files, conventions and what --strength 1 means."""
     rows = [r for r in attr_mod.listing(weights_dir) if source is None or r["spec"].startswith(source + ":")]
-    click.echo(_table([[r["spec"], r["default"], r["convention"], r["rows"], r["factor"], r["status"], r["file"],
-                        r["upstream"]] for r in rows],
-                      ["NAME", "DEFAULT", "CONV", "ROWS", "S=1 NATIVE", "STATUS", "FILE", "AUTHORS' SETTING"]))
+    table = [[r["spec"], r["default"], r["convention"], r["rows"], r["factor"], r["status"], r["file"], r["upstream"]]
+             for r in rows]
+    headers = ["NAME", "DEFAULT", "CONV", "ROWS", "S=1 NATIVE", "STATUS", "FILE", "AUTHORS' SETTING"]
+    click.echo(format_table(table, headers))
     click.echo("")
     click.echo("DEFAULT *: the source a bare NAME uses. ganspace:pc0 .. ganspace:pc79: GANSpace component k on all "
                "rows (convention unit).")
@@ -84,12 +68,13 @@ def info_cmd(name: str, convention: str | None, layers: str | None, strength: fl
             d = attr_mod.load_attribute(name, weights_dir=weights_dir, fetch=fetch)
         st = d.stats(strength, layers)
     except DirectionError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (MissingWeightsError, WeightHashMismatchError) as exc:
         fail(exc)
     click.echo(f"{d.name}: {d.description}")
     click.echo(f"  file:        {d.path}")
-    click.echo(f"  stored:      {tuple(d.vector.shape)} ({'one vector per style row' if d.per_row else 'one W vector, every row'})")
+    stored = "one vector per style row" if d.per_row else "one W vector, every row"
+    click.echo(f"  stored:      {tuple(d.vector.shape)} ({stored})")
     click.echo(f"  convention:  {d.convention}: {CONVENTIONS[d.convention]}")
     click.echo(f"  strength {strength:g}: native factor {d.native_factor(strength):.4g}; |dw| over W+ "
                f"{st['frobenius']:.3f}, per edited row mean {st['row_mean']:.3f} (max {st['row_max']:.3f}), "
@@ -119,10 +104,10 @@ def sefa_cmd(top: int, layers: str | None, torgb: bool, checkpoint: Path | None,
     Use it with `vidinv edit --direction FILE` and convention raw (strength = SeFa distance on each
     of those rows) or unit (|dw| = 15*strength). sefa.json lists the eigenvalues and rows.
     """
-    from vidinv.io.checkpoints import CheckpointError
     from vidinv.edit.sefa import sefa
-    from vidinv.models.stylegan2 import load_generator
+    from vidinv.io.checkpoints import CheckpointError
     from vidinv.io.outputs import check_output, check_torch_file
+    from vidinv.models.stylegan2 import load_generator
     from vidinv.weights import MissingWeightsError, resolve
 
     members = (f"{prefix}_*.npy", f"{prefix}.json")

@@ -1,59 +1,95 @@
-"""The ``vidinv`` command (click). Sub-command groups live in their own modules of this package.
+"""The ``vidinv`` command (click): the group and the one place its sub-commands are registered.
+
+Each sub-command is a click command (or group) object in its own module of this package (``edit_cmd`` in
+:mod:`vidinv.cli.edit`, ...); :data:`COMMANDS` names them, and :data:`cli` adds each one
+(``add_command``) when it is first used: its module is imported only then (``vidinv track`` does not
+import torch; ``vidinv --help`` imports no sub-command module: it lists the summaries of
+:data:`COMMANDS`). The command modules import :mod:`vidinv.cli.common` and :mod:`vidinv.cli.options`,
+never this module nor each other.
 
 Errors: :func:`main` is the one place that turns exceptions into what the user sees. Any error of a
 sub-command, click's usage errors included, is printed as one line ``vidinv: error: <reason>`` on stderr
 with a non-zero exit status (2 for usage errors and missing weight files, whose message lists every
-missing file on the following lines; 1 otherwise); Ctrl-C (SIGINT) and SIGTERM, at any time including
-start-up, print ``vidinv: interrupted`` and exit with 130. No Python traceback is shown unless
-``VIDINV_DEBUG=1`` is set.
-
-Sub-command modules are imported when their command is used (``vidinv track`` does not import torch).
+missing file on the following lines; 1 otherwise; see :mod:`vidinv.cli.common`); Ctrl-C (SIGINT) and
+SIGTERM, at any time including start-up, print ``vidinv: interrupted`` and exit with 130. No Python
+traceback is shown unless ``VIDINV_DEBUG=1`` is set.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import os
 import signal
 import sys
-from typing import Callable, NoReturn
+from typing import NamedTuple
 
 import click
 
 from vidinv import __version__
+from vidinv.cli.common import debug_enabled, fail, interrupted, sigterm_to_interrupt
 
-#: Sub-command name -> module that registers it on :data:`cli` when imported.
-_COMMAND_MODULES = {
-    "weights": "vidinv.cli.weights",
-    "train": "vidinv.cli.train",
-    "directions": "vidinv.cli.directions",
-    "track": "vidinv.cli.track",
-    "edit": "vidinv.cli.edit",
-    "invert": "vidinv.cli.invert",
-    "report": "vidinv.cli.report",
+__all__ = ["COMMANDS", "LazyCommand", "LazyGroup", "cli", "main"]
+
+
+class LazyCommand(NamedTuple):
+    """Where a sub-command is and what ``vidinv --help`` says of it before its module is imported."""
+
+    #: ``"module:attribute"`` of the click command (or group) object.
+    target: str
+    #: The first paragraph of the command's help (tests/test_cli_main.py checks that they agree).
+    summary: str
+
+
+#: Sub-command name -> its :class:`LazyCommand`.
+COMMANDS: dict[str, LazyCommand] = {
+    "directions": LazyCommand("vidinv.cli.directions:directions",
+                              "Latent editing directions: named attributes, their sources and conventions, SeFa."),
+    "edit": LazyCommand("vidinv.cli.edit:edit_cmd", "Edit the faces of video IN and write the result to OUT."),
+    "invert": LazyCommand("vidinv.cli.invert:invert_cmd",
+                          "Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."),
+    "report": LazyCommand("vidinv.cli.report:report",
+                          "Measure whether edited videos kept the person recognisable and stable."),
+    "track": LazyCommand("vidinv.cli.track:track_cmd",
+                         "Detect, track and smooth faces in IN; write a preview with the overlays to -o."),
+    "train": LazyCommand("vidinv.cli.train:train", "Train the Feature-Style encoder or a pSp encoder "
+                         "(same options as `python -m vidinv.training`)."),
+    "weights": LazyCommand("vidinv.cli.weights:weights", "List, fetch and verify the official weights and directions."),
 }
 
-#: Environment variable: set to 1 to see Python tracebacks instead of one-line errors.
-DEBUG_ENV = "VIDINV_DEBUG"
 
+class LazyGroup(click.Group):
+    """A click group whose sub-commands ``lazy`` (name -> :class:`LazyCommand`) are imported and added
+    (``add_command``) when first used; its help lists them by their summaries without importing them."""
 
-class _LazyGroup(click.Group):
-    """A group importing a sub-command's module only when that command is used (or listed by --help)."""
+    def __init__(self, *args, lazy: dict[str, LazyCommand] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        _register()
-        return super().list_commands(ctx)
+        return sorted(set(self.commands) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands and name in _COMMAND_MODULES:
-            importlib.import_module(_COMMAND_MODULES[name])
-        if name not in self.commands:
-            _register()
+        if name not in self.commands and name in self.lazy:
+            module, _, attr = self.lazy[name].target.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section of the help: a command not imported yet is shown by its summary (shortened
+        as click shortens a command's help)."""
+        rows = []
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        for name in names:
+            cmd = self.commands.get(name) or click.Command(name, help=self.lazy[name].summary)
+            if not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vidinv")
 @click.option("-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug).")
 def cli(verbose: int) -> None:
@@ -67,112 +103,17 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
-    # Each sub-command module adds itself to ``cli``; imported here so ``vidinv --help`` lists them.
-    from vidinv.cli import weights  # noqa: F401
-    from vidinv.cli import train  # noqa: F401
-    from vidinv.cli import directions  # noqa: F401
-    from vidinv.cli import track  # noqa: F401
-    from vidinv.cli import edit  # noqa: F401
-    from vidinv.cli import invert  # noqa: F401
-    from vidinv.cli import report  # noqa: F401
-
-
-# ------------------------------------------------------------------------------------------------
-# errors
-
-# Exception types whose message is written for users; other types are named in the message.
-_USER_TYPES = (ValueError, RuntimeError, OSError, LookupError, ImportError, click.ClickException)
-
-
-def error_message(exc: BaseException) -> str:
-    """The text after ``vidinv: error:`` for ``exc``: its first line (the whole message for a missing
-    weights error, which lists the files and where to get them)."""
-    multi = type(exc).__name__ == "MissingWeightsError"
-    try:
-        import av
-
-        ffmpeg_error = isinstance(exc, av.error.FFmpegError)
-    except ImportError:  # pragma: no cover
-        ffmpeg_error = False
-    if isinstance(exc, click.ClickException):
-        msg = exc.format_message()
-        ctx = getattr(exc, "ctx", None)
-        if isinstance(exc, click.UsageError) and ctx is not None:
-            msg = f"{msg.strip()} (see '{ctx.command_path} --help')"
-    elif ffmpeg_error or (isinstance(exc, OSError) and exc.filename is not None and exc.strerror):
-        names = " -> ".join(str(f) for f in (exc.filename, getattr(exc, "filename2", None)) if f is not None)
-        msg = f"{names}: {exc.strerror or exc}" if names else str(exc.strerror or exc)
-    elif isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        msg = exc.args[0]  # str(KeyError) would quote it
-    else:
-        msg = str(exc)
-    msg = msg.strip() or type(exc).__name__
-    if not multi:
-        msg = msg.splitlines()[0]
-    if not isinstance(exc, _USER_TYPES) and not ffmpeg_error:
-        msg = f"{type(exc).__name__}: {msg} (an unexpected error; set {DEBUG_ENV}=1 for the traceback)"
-    return msg
-
-
-def exit_code(exc: BaseException) -> int:
-    """Exit status for ``exc``: 2 for usage errors and missing weights, 1 otherwise."""
-    if isinstance(exc, click.ClickException):
-        return exc.exit_code or 1
-    return 2 if type(exc).__name__ == "MissingWeightsError" else 1
-
-
-def fail(exc: BaseException) -> NoReturn:
-    """Print ``vidinv: error: <reason>`` (:func:`error_message`) on stderr and exit (:func:`exit_code`)."""
-    click.echo(f"vidinv: error: {error_message(exc)}", err=True)
-    sys.exit(exit_code(exc))
-
-
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def one_line_errors(command: Callable) -> Callable:
-    """Decorator for a command's function (below ``@cli.command``): an exception it raises is printed
-    as ``vidinv: error: …`` with its exit status (:func:`fail`), also when the command is invoked
-    through click directly (tests with ``CliRunner``) rather than :func:`main`. click's own exceptions and
-    ``KeyboardInterrupt`` pass through (:func:`main` reports them)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one line for every error
-            if _debug():
-                raise
-            fail(exc)
-    return wrapper
-
-
-def _interrupted() -> NoReturn:
-    try:
-        click.echo("vidinv: interrupted", err=True)
-    finally:
-        sys.exit(130)
-
-
-def _sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``vidinv``); exits with the command's status (see the module doc)."""
     try:
-        previous = signal.signal(signal.SIGTERM, _sigterm)
+        previous = signal.signal(signal.SIGTERM, sigterm_to_interrupt)
     except ValueError:  # pragma: no cover - not the main thread
         previous = None
     try:
         try:
             rv = cli.main(args=argv, prog_name="vidinv", standalone_mode=False)
         except (KeyboardInterrupt, click.exceptions.Abort):
-            _interrupted()
+            interrupted()
         except click.ClickException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `vidinv` alone: the help text
                 exc.show()
@@ -184,13 +125,13 @@ def main(argv: list[str] | None = None) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
-        except Exception as exc:  # noqa: BLE001 - one line for every error; VIDINV_DEBUG=1 shows the traceback
-            if _debug():
+        except Exception as exc:  # one line for every error; VIDINV_DEBUG=1 shows the traceback
+            if debug_enabled():
                 raise
             fail(exc)
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
     except KeyboardInterrupt:  # a second Ctrl-C while reporting the first error
-        _interrupted()
+        interrupted()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

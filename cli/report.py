@@ -5,10 +5,7 @@ from pathlib import Path
 
 import click
 
-from vidinv.cli.main import cli, fail, one_line_errors
-
-#: What `vidinv report` writes into its folder (vidinv.report): an input there would be replaced.
-REPORT_MEMBERS = ("report.json", "report.html", "*.png")
+from vidinv.cli.common import REPORT_MEMBERS, fail, one_line_errors
 
 
 def check_files(source: str, outputs, out_dir) -> None:
@@ -28,7 +25,7 @@ def check_files(source: str, outputs, out_dir) -> None:
     check_output(out_dir, videos, kind="dir", members=REPORT_MEMBERS, what="report folder")
 
 
-@cli.command("report")
+@click.command("report")
 @click.argument("source")
 @click.argument("outputs", nargs=-1)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from vidinv.cli.main import cli, one_line_errors
+from vidinv.cli.common import one_line_errors
 
 # colours (RGB) of the preview overlay
 _TRACK_COLOURS = [(0, 255, 0), (255, 0, 255), (0, 200, 255), (255, 255, 0), (255, 128, 0), (128, 128, 255)]
@@ -44,7 +44,7 @@ def mask_outline(landmarks: np.ndarray, quad: np.ndarray, frame_hw: tuple[int, i
     m = align.crop_matrix(quad, MASK_SIZE)
     lm_aligned = landmarks @ m[:2, :2].T + m[:2, 2]
     mask = blend.mask_from_landmarks(lm_aligned, MASK_SIZE)
-    warped, coverage, (x0, y0, x1, y1) = align.unalign_roi(mask, quad, frame_hw, border_mode="constant")
+    warped, coverage, (x0, y0, _x1, _y1) = align.unalign_roi(mask, quad, frame_hw, border_mode="constant")
     if warped.size == 0:
         return []
     binary = ((warped * (coverage > 0)) >= 0.5).astype(np.uint8)
@@ -106,7 +106,7 @@ def face_record(f) -> dict:
     }
 
 
-@cli.command("track")
+@click.command("track")
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Preview video to write (H.264 MP4, same frame count and rate as IN, no audio).")

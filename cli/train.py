@@ -1,11 +1,12 @@
-"""``vidinv train fs|psp``: alias of ``python -m vidinv.training fs|psp`` (see :mod:`training.cli`)."""
+"""``vidinv train fs|psp``: alias of ``python -m vidinv.training fs|psp`` (see :mod:`vidinv.training.cli`)."""
 from __future__ import annotations
 
-from vidinv.cli.main import cli
+import click
+
 from vidinv.training.cli import fs_command, psp_command
 
 
-@cli.group("train")
+@click.group("train")
 def train() -> None:
     """Train the Feature-Style encoder or a pSp encoder (same options as `python -m vidinv.training`)."""
 

@@ -1,13 +1,11 @@
 """``vidinv weights list | fetch | verify | path``: the official files vidinv uses."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from vidinv.cli.main import cli, one_line_errors
+from vidinv.cli.common import fail, format_table, one_line_errors
 from vidinv.weights import cache, registry, resolver
 from vidinv.weights import fetch as fetch_mod
 from vidinv.weights.registry import RESTRICTED_TERMS, TERMS, USES, UnknownWeightError, WeightFile
@@ -26,20 +24,15 @@ OWN_LICENCE = ("vidinv's own code is MIT: see the LICENSE file of the vidinv rep
                "covered by it.")
 
 
-def _fail(message: str) -> NoReturn:
-    """Print ``vidinv: error: <message>`` to stderr and exit with status 1."""
-    click.echo(f"vidinv: error: {message}", err=True)
-    sys.exit(1)
-
-
 def _expand(names: tuple[str, ...]) -> list[str]:
     try:
-        return registry.expand_names(names)
+        expanded = registry.expand_names(names)
     except UnknownWeightError as exc:
-        _fail(str(exc))
+        fail(str(exc))
+    return expanded
 
 
-@cli.group("weights")
+@click.group("weights")
 def weights() -> None:
     """List, fetch and verify the official weights and directions.
 
@@ -52,15 +45,6 @@ def weights() -> None:
     licence (fundamental research only); the STIT directions are CC BY-NC 4.0 (Yandex LLC); the
     FFHQ-derived models (StyleGAN2 FFHQ, pSp) are non-commercial. vidinv's own code is MIT (LICENSE).
     """
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return "\n".join(lines)
 
 
 @weights.command("list")
@@ -107,7 +91,7 @@ def list_cmd(weights_dir: Path | None, kind: str | None, use: str | None, long_:
             if e.kind == "external" and e.hint:
                 click.echo(f"  note:       {e.hint}")
     if not long_:
-        click.echo(_table(rows, ["NAME", "STATUS", "SIZE", "LICENCE", "NEEDED BY", "PATH"]))
+        click.echo(format_table(rows, ["NAME", "STATUS", "SIZE", "LICENCE", "NEEDED BY", "PATH"]))
     n_present = sum(1 for r in rows if r[1] == "present")
     click.echo("")
     click.echo(f"{n_present} of {len(rows)} present." + ("" if long_ else " Sizes with ~ are approximate."))
@@ -150,7 +134,7 @@ def _check_cache_writable(names: list[str]) -> None:
         try:
             check_output(dst, what="cache file")
         except OutputPathError as exc:
-            _fail(f"{exc} (set $VIDINV_HOME to a writable folder)")
+            fail(f"{exc} (set $VIDINV_HOME to a writable folder)")
 
 
 @weights.command("fetch")
@@ -221,7 +205,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool, use: str | None, weights_dir: 
         else:
             click.echo(f"missing  {e.name}  (external, not fetched by vidinv: {e.hint})", err=True)
     if failures:
-        _fail(str(MissingWeightsError(failures, fetch_attempted=True)))
+        fail(str(MissingWeightsError(failures, fetch_attempted=True)))
 
 
 @weights.command("verify")
@@ -258,7 +242,7 @@ def verify_cmd(names: tuple[str, ...], weights_dir: Path | None, no_structure: b
                 for line in m.splitlines()[1:]:
                     click.echo(f"         {line}", err=True)
     if bad:
-        _fail(f"{bad} file(s) failed verification or are missing")
+        fail(f"{bad} file(s) failed verification or are missing")
     if not checked:
         click.echo("no files present to verify (see `vidinv weights list`)")
 
@@ -279,9 +263,9 @@ def path_cmd(name: str, weights_dir: Path | None, allow_hash_mismatch: bool) -> 
         entry = registry.get(name)
         paths = resolver.resolve([entry.name], weights_dir=weights_dir, allow_hash_mismatch=allow_hash_mismatch or None)
     except UnknownWeightError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except WeightHashMismatchError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except MissingWeightsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(str(paths[entry.name]))

@@ -148,9 +148,8 @@ def _invoke(args: list[str], home: Path):
     undone afterwards. For refusals that happen before any model or video work."""
     from click.testing import CliRunner
 
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     old = signal.getsignal(signal.SIGTERM)
     try:
         return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})

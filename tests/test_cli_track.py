@@ -24,9 +24,8 @@ def _shared_detections():
 
 @pytest.fixture(scope="module")
 def cli_app():
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     return cli
 
 

@@ -9,8 +9,6 @@ from conftest import require_shared
 from test_weights import LocalServer, dead_url, make_checkpoint, make_entry
 from vidinv.weights import registry
 
-cli_main._register()
-
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):

@@ -467,9 +467,8 @@ def test_apply_edit_equals_full_pass_formula():
 # ------------------------------------------------------------------------------ CLI
 
 def test_cli_directions_list_and_info(ddir):
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     r = CliRunner().invoke(cli, ["directions", "list", "--weights-dir", str(ddir)])
     assert r.exit_code == 0, r.output
     for s in ("fs:smile", "stit:nose_tip", "e4e:yaw", "ganspace:white_hair", "7-9", "w' = w + 15*s*d"):

@@ -265,9 +265,8 @@ def test_invert_interrupted_then_resumed_equals_one_run(interview, inverted, tmp
     # the CLI, in this process (click's runner; the detection cache applies)
     from click.testing import CliRunner
 
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     old = signal.getsignal(signal.SIGTERM)
     try:
         r = CliRunner().invoke(cli, ["invert", str(src), "-o", str(part), "--start", str(WINDOW[0]), "--end",

@@ -29,7 +29,7 @@ def _shared_detections():
 @pytest.fixture(scope="module")
 def cli_report(tmp_path_factory):
     """CLI report of the first 8 frames of greenscreen_frontal.mp4 against a re-encoded copy."""
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
     from vidinv.io.video import VideoReader, VideoWriter, probe
 
     src = require_shared("videos") / "greenscreen_frontal.mp4"
@@ -38,7 +38,6 @@ def cli_report(tmp_path_factory):
     with VideoWriter(tmp / "greenscreen_frontal_copy.mp4", *info.display_size, fps=info.fps, crf=23) as w:
         for f in VideoReader(src, stop=FRAMES):
             w.write(f.image)
-    _register()
     out = tmp / "report"
     res = CliRunner().invoke(cli, ["report", str(src), str(tmp / "greenscreen_frontal_copy.mp4"), "-o", str(out),
                                    "--max-frames", str(FRAMES), "--embedder", "dlib", "--quiet"],
@@ -70,9 +69,8 @@ def test_cli_writes_a_valid_report(cli_report):
 
 
 def test_cli_errors_are_reported(tmp_path):
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "r")])
     assert res.exit_code == 1 and "does not exist" in res.output
 
@@ -126,7 +124,7 @@ def test_report_html_shows_the_plots_in_chromium(cli_report, tmp_path):
 def test_cli_cnn_fallback_switch(tmp_path):
     """`vidinv report --cnn-fallback` on a face-free clip: the summary says on how many frames the CNN ran;
     without the flag it did not run and the summary counts the frames HOG missed."""
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
     from vidinv.io.video import VideoWriter
 
     rng = np.random.default_rng(17)
@@ -134,7 +132,6 @@ def test_cli_cnn_fallback_switch(tmp_path):
     with VideoWriter(clip, 128, 96, fps=25, crf=18) as w:
         for _ in range(2):
             w.write(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
-    _register()
     base = ["report", str(clip), "--embedder", "dlib", "--quiet", "--no-lpips"]
     off = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "off")], catch_exceptions=False)
     on = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "on"), "--cnn-fallback"], catch_exceptions=False)

@@ -92,14 +92,13 @@ def test_sefa_layer_choices(G):
 
 
 def test_cli_sefa_writes_loadable_files(tmp_path):
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
     # a generator with the FFHQ layout (18 W+ rows of 512) but 2 channels, saved as a plain state_dict
     torch.manual_seed(1)
     G = Generator(1024, style_dim=512, n_mlp=1, channel_multiplier=1, max_channels=2)
     ckpt = tmp_path / "g.pt"
     torch.save(G.state_dict(), ckpt)
-    _register()
     out = tmp_path / "dirs"
     r = CliRunner().invoke(cli, ["directions", "sefa", "--checkpoint", str(ckpt), "--top", "3", "--layers", "0-7",
                                  "-o", str(out)])

@@ -330,9 +330,8 @@ def test_exports_load_through_the_official_loaders(tmp_path):
 
 
 def test_vidinv_train_alias():
-    from vidinv.cli.main import _register, cli
+    from vidinv.cli.main import cli
 
-    _register()
     res = CliRunner().invoke(cli, ["train", "fs", "--describe"])
     assert res.exit_code == 0, res.output
     assert "loss.use_parsing" in res.output and "feature_warmup_steps" in res.output

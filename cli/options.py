@@ -1,0 +1,136 @@
+"""The options of the video jobs (``vidinv edit``, ``vidinv invert`` and the task commands to come), each
+defined once.
+
+An option of a job sets the field of the same name of the job's options dataclass
+(:class:`vidinv.pipeline.edit.EditOptions`, :class:`vidinv.pipeline.invert.InvertOptions`): its default
+is that field's default (read with :func:`dataclasses.fields`, so defaults live only in the dataclasses),
+its flags, type and help text are in :data:`JOB_OPTIONS` here. A command takes the ones it offers with
+:func:`job_options`; its function then receives them as keyword arguments named like the fields::
+
+    @click.command("edit")
+    @click.argument("src")
+    @click.option("-o", "--output", "dst", required=True)
+    @job_options(EditOptions, only=("attrs", "strengths", "encoder"))
+    @progress_options
+    def edit_cmd(src, dst, quiet, verbose, **fields):
+        opts = EditOptions(src=src, dst=dst, **fields)
+
+This module imports only click and the standard library (the dataclass is handed in by the command).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+__all__ = ["JOB_OPTIONS", "field_default", "job_options", "progress_options"]
+
+_PRECISIONS = ["fp32", "fp16", "bf16"]
+_HASH_HELP = ("Accept a --weights-dir file whose sha256 differs from the registry's (default: an error naming both "
+              "hashes); also VIDINV_ALLOW_HASH_MISMATCH=1.")
+
+#: Options dataclass field -> (the option's flags, the other keyword arguments of :func:`click.option`
+#: except ``default``). The field name is always the parameter's name.
+JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    # what to edit
+    "attrs": (("--attr",), dict(multiple=True, help="Attribute NAME[=S][@ROWS] (repeatable), e.g. smile, stit:age.")),
+    "strengths": (("--strength",), dict(
+        multiple=True, type=float,
+        help="Strength per --attr then --direction, in order (one value: for all). Default 1.")),
+    "directions": (("--direction",), dict(multiple=True, type=click.Path(exists=True, dir_okay=False),
+                                          help="Your own direction file (.npy / .pt; repeatable).")),
+    "direction_convention": (("--direction-convention",), dict(
+        type=click.Choice(["fs", "unit", "raw"]), show_default=True,
+        help="How --direction files turn a strength into dw (see above).")),
+    "layers": (("--layers",), dict(help="Style rows to edit, e.g. 0-7 (default all).")),
+    # models and faces
+    "encoder": (("--encoder",), dict(type=click.Choice(["fs", "psp"]), show_default=True)),
+    "face": (("--face",), dict(type=click.Choice(["largest", "all"]), show_default=True)),
+    "blend": (("--blend",), dict(type=click.Choice(["alpha", "poisson"]), show_default=True)),
+    "mask": (("--mask",), dict(
+        type=click.Choice(["auto", "parsing", "landmarks"]), show_default=True,
+        help="Blend mask: BiSeNet parsing (79999_iter.pth) or landmarks; auto = parsing when present.")),
+    "batch_size": (("--batch-size",), dict(type=int, show_default=True, help="Faces per encoder/generator batch.")),
+    "device": (("--device",), dict(show_default=True, help="auto, cpu or cuda[:N].")),
+    "precision": (("--precision",), dict(type=click.Choice(_PRECISIONS), show_default=True,
+                                         help="fp16/bf16: autocast on CUDA only.")),
+    # output video
+    "crf": (("--crf",), dict(type=int, show_default=True)),
+    "codec": (("--codec",), dict(show_default=True)),
+    "pix_fmt": (("--pix-fmt",), dict(help="Output pixel format (default: the input's).")),
+    "start": (("--start",), dict(type=float, help="Start of the window to process (seconds).")),
+    "end": (("--end",), dict(type=float, help="End of the window (seconds, exclusive).")),
+    # weight files
+    "weights_dir": (("--weights-dir",), dict(type=click.Path(file_okay=False), help="Folder of weight files.")),
+    "fetch": (("--fetch/--no-fetch",), dict(show_default=True, help="Download missing weight files.")),
+    "allow_hash_mismatch": (("--allow-hash-mismatch",), dict(is_flag=True, help=_HASH_HELP)),
+    "encoder_checkpoint": (("--encoder-checkpoint",), dict(
+        type=click.Path(dir_okay=False),
+        help="An encoder you trained with `vidinv train` (its exported file, e.g. run_fs_encoder.pth) instead of "
+             "the official one of --encoder.")),
+    # latent codes
+    "from_inversion": (("--from-inversion",), dict(
+        type=click.Path(file_okay=False),
+        help="Re-render from a `vidinv invert` export (IN defaults to its source video).")),
+    "noise": (("--noise",), dict(type=click.Choice(["const", "random"]), show_default=True)),
+    "latent_smoothing": (("--latent-smoothing",), dict(
+        type=float, show_default=True, help="Temporal Gaussian sigma (frames) on w and F per track; 0 = off.")),
+    # inversion exports
+    "save_crops": (("--save-crops",), dict(is_flag=True, help="Also store each aligned crop as PNG.")),
+    "save_recon": (("--save-reconstructions",), dict(is_flag=True, help="Also store each reconstruction G(w, F).")),
+    "image_size": (("--image-size",), dict(type=int, show_default=True, help="Side of the PNGs.")),
+    "overwrite": (("--overwrite",), dict(is_flag=True, help="Replace an existing export.")),
+    "resume": (("--resume",), dict(
+        is_flag=True,
+        help="Continue an interrupted export in OUT from its last completed chunk (same video, models and options "
+             "as the first run; the result equals one uninterrupted run).")),
+}
+
+
+def field_default(options_class: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``options_class`` (its ``default_factory`` called).
+
+    Raises:
+        TypeError: no such field, or the field has no default (a required value: make it an argument).
+    """
+    for f in dataclasses.fields(options_class):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{options_class.__name__}.{name} has no default; it cannot be an option")
+    raise TypeError(f"{options_class.__name__} has no field {name!r}")
+
+
+def job_options(options_class: type, only: Iterable[str]) -> Callable[[Callable], Callable]:
+    """Decorator adding the options of the fields ``only`` (in this order, as listed by ``--help``) of the
+    dataclass ``options_class`` to a click command; each default is the field's default
+    (:func:`field_default`), the rest of each option comes from :data:`JOB_OPTIONS`.
+
+    Raises:
+        TypeError: a name is not a field of ``options_class`` with a default, or has no entry in
+            :data:`JOB_OPTIONS` (at import of the command's module).
+    """
+    decorators = []
+    for name in only:
+        default = field_default(options_class, name)
+        if name not in JOB_OPTIONS:
+            raise TypeError(f"no command-line option is defined for {options_class.__name__}.{name}")
+        flags, kwargs = JOB_OPTIONS[name]
+        decorators.append(click.option(*flags, name, default=default, **kwargs))
+
+    def apply(command: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+    return apply
+
+
+def progress_options(command: Callable) -> Callable:
+    """Decorator adding ``-q/--quiet`` (parameter ``quiet``: no progress bar) and ``-v/--verbose``
+    (``verbose``: per-stage timings at the end) to a job's command."""
+    command = click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")(command)
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(command)
