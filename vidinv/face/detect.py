@@ -335,10 +335,10 @@ class FanLandmarkDetector(LandmarkDetector):
                 f"missing (vidinv does not download them):\n{lines}\nDownload them into "
                 f"{missing[0].parent} (or set TORCH_HOME), or use --detector dlib")
         import face_alignment
-        import torch
 
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from vidinv.device import resolve_device
+
+        device = resolve_device("auto" if device is None else str(device))
         lt = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
         self._fa = face_alignment.FaceAlignment(lt, device=str(device), face_detector="sfd", flip_input=False)
         self.device = str(device)
