@@ -214,7 +214,7 @@ def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
               model_file(tiny_home / "weights" / "psp_ffhq_encode.pt", "generator")]
     # everything else valid: without the NaN the same command renders these 4 frames (exit 0)
     with InversionWriter(inv, encoder="fs", generator=tiny_generator(), models=models, source=probe(video),
-                         feature_shape=(8, 16, 16), chunk_size=2) as wr:
+                         feature_shape=(8, 16, 16), feature_index=5, chunk_size=2) as wr:
         for f in range(4):
             wr.add(w=np.zeros((18, 512)), F=np.zeros((8, 16, 16)),
                    quad=[[200, 100], [200, 300], [400, 300], [400, 100]], landmarks=np.full((68, 2), 300.0),

@@ -97,3 +97,10 @@ def test_autocast_on_the_devices_type():
             y = torch.ones(4, 4) @ torch.ones(4, 4)
         assert y.dtype == torch.bfloat16
     assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_is_device_name_spelling_only():
+    from vidinv.device import is_device_name
+
+    assert all(is_device_name(s) for s in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"))
+    assert not any(is_device_name(s) for s in ("gpu", "cuda:", "cuda:x", "CUDA", "", None, 0, "cuda:-1"))

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 GEN = {"size": 1024, "style_dim": 512, "n_latent": 18, "num_layers": 17, "n_mlp": 8, "channel_multiplier": 2}
 SOURCE = {"path": "clip.mp4", "width": 640, "height": 360, "rotation": 0, "fps": Fraction(30000, 1001),
           "time_base": Fraction(1, 30000), "num_frames": 10, "duration": 0.3337, "codec": "h264"}
+#: The Feature-Style inverter's export settings (what vidinv.pipeline.invert passes from its inverter).
+FS = {"encoder": "fs", "feature_shape": (512, 16, 16), "feature_index": 5}
 MODELS = [ModelFile("143_enc.pth", "encoder", "a" * 64), ModelFile("psp_ffhq_encode.pt", "generator", "b" * 64)]
 
 
@@ -46,7 +48,7 @@ def _records(n_frames: int, tracks=(0,), seed: int = 0):
 
 
 def _write(path, recs, chunk_size=4, **kw):
-    with InversionWriter(path, encoder="fs", generator=GEN, models=MODELS, source=SOURCE, chunk_size=chunk_size,
+    with InversionWriter(path, **FS, generator=GEN, models=MODELS, source=SOURCE, chunk_size=chunk_size,
                          **kw) as wr:
         for r in recs:
             wr.add(**r)
@@ -118,7 +120,7 @@ def test_torch_inputs_images_and_psp(tmp_path):
 
 def test_write_errors(tmp_path):
     out = tmp_path / "e.vinv"
-    wr = InversionWriter(out, encoder="fs", generator=GEN, models=MODELS)
+    wr = InversionWriter(out, **FS, generator=GEN, models=MODELS)
     base = dict(quad=np.zeros((4, 2)), landmarks=np.zeros((68, 2)), track_id=0)
     with pytest.raises(ValueError, match=r"w: expected shape \(18, 512\)"):
         wr.add(w=np.zeros((512,)), F=np.zeros((512, 16, 16)), frame_index=0, **base)
@@ -133,9 +135,9 @@ def test_write_errors(tmp_path):
         wr.add(w=np.zeros((18, 512)), F=np.zeros((512, 16, 16)), frame_index=2, **base)
     wr.close()
     with pytest.raises(FileExistsError):
-        InversionWriter(out, encoder="fs", generator=GEN)
+        InversionWriter(out, **FS, generator=GEN)
     with pytest.raises(ValueError, match="encoder kind"):
-        InversionWriter(tmp_path / "x", encoder="e4e", generator=GEN)
+        InversionWriter(tmp_path / "x", encoder="not a name", generator=GEN)
 
 
 def test_version_mismatch_and_corruption(tmp_path):
@@ -185,7 +187,8 @@ _CRASH = textwrap.dedent("""
     from vidinv.io.inversion import InversionWriter
     out, n = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(0)
-    wr = InversionWriter(out, encoder="fs", generator={"n_latent": 18, "style_dim": 512}, chunk_size=4)
+    wr = InversionWriter(out, encoder="fs", feature_shape=(512, 16, 16), feature_index=5,
+                         generator={"n_latent": 18, "style_dim": 512}, chunk_size=4)
     for f in range(n):
         wr.add(w=rng.standard_normal((18, 512)), F=rng.standard_normal((512, 16, 16)), quad=np.zeros((4, 2)),
                landmarks=np.zeros((68, 2)), track_id=0, frame_index=f, pts=f)
@@ -232,7 +235,7 @@ def test_error_inside_writer_marks_incomplete_and_drops_partial_frame(tmp_path):
     out = tmp_path / "err.vinv"
     recs = _records(3, tracks=(0, 1))
     with pytest.raises(RuntimeError, match="encoder failed"):
-        with InversionWriter(out, encoder="fs", generator=GEN, chunk_size=100) as wr:
+        with InversionWriter(out, **FS, generator=GEN, chunk_size=100) as wr:
             for r in recs[:5]:  # frame 2 has only track 0 when the error comes
                 wr.add(**r)
             raise RuntimeError("encoder failed")
@@ -307,7 +310,7 @@ def test_non_finite_codes_in_a_hash_consistent_export_are_refused(tmp_path, fiel
 
 
 def test_writer_names_the_frame_of_a_non_finite_code(tmp_path):
-    wr = InversionWriter(tmp_path / "w.vinv", encoder="fs", generator=GEN)
+    wr = InversionWriter(tmp_path / "w.vinv", **FS, generator=GEN)
     w = np.zeros((18, 512), np.float32)
     w[3, 4] = np.nan
     with pytest.raises(ValueError, match="frame 7, track 2: w: holds NaN"):
@@ -319,7 +322,7 @@ def test_writer_names_the_frame_of_a_non_finite_code(tmp_path):
 
 def test_resume_checks_the_settings_before_touching_anything(tmp_path):
     out = tmp_path / "r.vinv"
-    settings = dict(encoder="fs", generator=GEN, models=MODELS, source=SOURCE, save_crops=False, save_recon=False,
+    settings = dict(**FS, generator=GEN, models=MODELS, source=SOURCE, save_crops=False, save_recon=False,
                     extra={"batch_size": 4, "start": 0.0, "end": None})
     with pytest.raises(RuntimeError):
         with InversionWriter(out, chunk_size=2, **settings) as wr:

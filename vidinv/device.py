@@ -20,7 +20,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "DeviceUnavailableError", "resolve_device", "precision_dtype", "effective_precision",
+__all__ = ["PRECISIONS", "DeviceUnavailableError", "is_device_name", "resolve_device", "precision_dtype", "effective_precision",
            "autocast", "Runtime"]
 
 #: Precision names and their autocast dtypes (``fp32``: float32, i.e. no autocast).
@@ -30,6 +30,17 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 class DeviceUnavailableError(ValueError, RuntimeError):
     """CUDA was asked for on a machine without CUDA. Both a ValueError (what the inference options have
     always raised) and a RuntimeError (what training has always raised)."""
+
+
+def is_device_name(spec: object) -> bool:
+    """Whether ``spec`` is a device name vidinv's options accept: ``"auto"``, ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"`` (N a non-negative integer). Checks the spelling only (no CUDA query); see
+    :func:`resolve_device`."""
+    if not isinstance(spec, str):
+        return False
+    if spec in ("auto", "cpu", "cuda"):
+        return True
+    return spec.startswith("cuda:") and spec[5:].isdigit()
 
 
 def resolve_device(spec: str = "auto", *, local_rank: int | None = None, option: str = "--device") -> torch.device:

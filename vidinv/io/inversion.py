@@ -308,15 +308,17 @@ class InversionWriter:
 
     Args:
         path: the export folder (created; must not hold an export unless ``overwrite``).
-        encoder: an encoder kind of the inverter registry (:data:`vidinv.inverters.INVERTERS`): ``"fs"``
-            (feature code F stored) or ``"psp"`` (no F).
+        encoder: the encoder kind, a name of the inverter registry (:data:`vidinv.inverters.INVERTERS`,
+            e.g. ``"fs"``, ``"psp"``), stored as data: this I/O module does not know the kinds; the pipeline
+            passes what its inverter produces (``feature_shape``, ``feature_index``) and checks the kind
+            against the registry when it reads an export back.
         generator: generator config (a Generator or a mapping, see :func:`generator_config`).
         models: :class:`ModelFile` s (or mappings with name/role/sha256) of every model used.
         source: the video's :class:`vidinv.io.video.VideoInfo` (or a mapping); None when unknown.
-        feature_shape: (C, H, W) of F; default: the kind's
-            (:attr:`vidinv.inverters.Inverter.default_feature_shape`: ``(512, 16, 16)`` for ``fs``, None for
-            ``psp``).
-        feature_index: layer K of F; default: the kind's (:attr:`vidinv.inverters.Inverter.feature_index`, 5).
+        feature_shape: (C, H, W) of the feature code F the records carry (``(512, 16, 16)`` for the
+            Feature-Style inverter: :attr:`vidinv.inverters.Inverter.feature_shape`); None: no F (pSp).
+        feature_index: layer K of F (:attr:`vidinv.inverters.Inverter.feature_index`, 5); required with
+            ``feature_shape``.
         n_landmarks: landmarks per record (68).
         chunk_size: records per chunk (target; chunks end on frame boundaries).
         save_crops, save_recon: store the PNGs passed to :meth:`add`.
@@ -328,11 +330,11 @@ class InversionWriter:
 
     Raises:
         FileExistsError: ``path`` holds an export and ``overwrite`` is False.
-        ValueError: unknown encoder kind, bad shapes.
+        ValueError: an encoder kind that is not a name, F without its layer, bad shapes.
     """
 
     def __init__(self, path: str | os.PathLike, *, encoder: str, generator: Any, models: Sequence[Any] = (),
-                 source: Any = None, feature_shape: Sequence[int] | None | str = "default",
+                 source: Any = None, feature_shape: Sequence[int] | None = None,
                  feature_index: int | None = None,
                  n_landmarks: int = 68, chunk_size: int = 32, save_crops: bool = False, save_recon: bool = False,
                  extra: Mapping | None = None, overwrite: bool = False):
@@ -363,24 +365,15 @@ class InversionWriter:
 
     @staticmethod
     def _header(*, encoder: str, generator: Any, models: Sequence[Any] = (), source: Any = None,
-                feature_shape: Sequence[int] | None | str = "default", feature_index: int | None = None,
+                feature_shape: Sequence[int] | None = None, feature_index: int | None = None,
                 n_landmarks: int = 68,
                 save_crops: bool = False, save_recon: bool = False, extra: Mapping | None = None) -> dict[str, Any]:
         """The manifest fields that describe what the records are (see the module doc): source,
         encoder, generator, models, arrays, images, extra. Raises ValueError as the constructor."""
-        # The kinds are the inverter registry's (the one place that knows them); it sits above this I/O
-        # module, so it is imported on use, when an export is written.
-        from vidinv.inverters import INVERTERS
-
-        kind = INVERTERS.get(encoder) if isinstance(encoder, str) else None
-        if kind is None:
-            raise ValueError(f"encoder kind must be one of {', '.join(map(repr, INVERTERS))}, got {encoder!r}")
+        if not isinstance(encoder, str) or not encoder.isidentifier():
+            raise ValueError(f"encoder kind must be a name such as 'fs' or 'psp', got {encoder!r}")
         gen = generator_config(generator)
         n_latent, style_dim = int(gen.get("n_latent", 18)), int(gen.get("style_dim", 512))
-        if isinstance(feature_shape, str):
-            feature_shape = kind.default_feature_shape
-        if feature_index is None:
-            feature_index = kind.feature_index
         if feature_shape is not None and feature_index is None:
             raise ValueError(f"a feature code F of shape {tuple(feature_shape)} needs its layer: pass feature_index")
         arrays = {"w": {"shape": [n_latent, style_dim], "dtype": "float32"}}
