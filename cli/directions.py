@@ -59,6 +59,7 @@ def list_cmd(weights_dir: Path | None, source: str | None) -> None:
 def info_cmd(name: str, convention: str | None, layers: str | None, strength: float, weights_dir: Path | None,
              fetch: bool) -> None:
     """Shape, convention and size of the W+ step of NAME (an attribute, or a FILE with --convention)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.weights import MissingWeightsError, WeightHashMismatchError
 
     try:
@@ -104,6 +105,7 @@ def sefa_cmd(top: int, layers: str | None, torgb: bool, checkpoint: Path | None,
     Use it with `vidinv edit --direction FILE` and convention raw (strength = SeFa distance on each
     of those rows) or unit (|dw| = 15*strength). sefa.json lists the eigenvalues and rows.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.edit.sefa import sefa
     from vidinv.io.checkpoints import CheckpointError
     from vidinv.io.outputs import check_output, check_torch_file

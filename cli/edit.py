@@ -26,12 +26,14 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
     Raises:
         vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError; InversionFormatError (export).
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from pathlib import Path
 
     from vidinv.io.outputs import check_output, check_video_input
 
     inputs = [from_inversion, *directions]
     if src is None and from_inversion is not None:
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
         from vidinv.io.inversion import InversionReader
 
         src = InversionReader(from_inversion).source.get("path")
@@ -89,6 +91,7 @@ def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:
     """``vidinv edit --report``: the report of ``dst`` against the frames of ``src`` it was made from."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.mux import frame_range
     from vidinv.report import run_report
     from vidinv.report.compute import ReportOptions

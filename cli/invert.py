@@ -26,6 +26,7 @@ def check_files(src, dst) -> None:
     Raises:
         vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.outputs import check_output, check_video_input
 
     check_video_input(src)

@@ -16,6 +16,7 @@ def check_files(source: str, outputs, out_dir) -> None:
     Raises:
         vidinv.report.InputError, vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.outputs import check_output, check_video_input
     from vidinv.report.inputs import expand_videos
 
@@ -83,6 +84,7 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     TL-ID / TG-ID here come from the identity network named in the summary on aligned face crops; STIT
     used insightface on full frames, so they are not directly the paper's numbers.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.face.detect import DetectorUnavailableError
     from vidinv.metrics.identity import EmbedderUnavailable
     from vidinv.metrics.image import LPIPSUnavailable

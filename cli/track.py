@@ -37,6 +37,7 @@ def mask_outline(landmarks: np.ndarray, quad: np.ndarray, frame_hw: tuple[int, i
     Returns:
         list of (K, 2) int32 contours in frame pixel coordinates (x, y), possibly empty.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     import cv2
 
     from vidinv.face import align, blend
@@ -145,6 +146,7 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     top of the aligned crop), the track id and the blend-mask outline (landmark hull mask warped back
     from the aligned crop). Runs on CPU; uses no model weights beyond dlib's bundled files.
     """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.outputs import atomic_write_text, check_output, check_video_input
 
     # every file checked before any work; the preview and the JSON are written atomically
@@ -153,6 +155,7 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     if json_path is not None:
         check_output(json_path, [input_path], also_written=[output], what="JSON file")
 
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from tqdm import tqdm
 
     from vidinv.face.detect import DetectorUnavailableError, get_detector

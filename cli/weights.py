@@ -123,6 +123,7 @@ def licence_summary(entries: list[WeightFile]) -> str:
 
 def _check_cache_writable(names: list[str]) -> None:
     """Every cache folder the download of ``names`` writes to can be written, before any download."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.outputs import OutputPathError, check_output
 
     seen = set()

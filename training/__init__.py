@@ -16,7 +16,14 @@ sharded resumable streams), :mod:`~training.video_faces` (faces aligned from vid
 weight files), :mod:`~training.state` (checkpoint files), :mod:`~training.records` (logs, sample
 grids), :mod:`~training.distributed` (torchrun), :mod:`~training.export` (official layouts, the user's names and licence label).
 """
-from vidinv.training.config import ConfigError, FSTrainConfig, PSPTrainConfig, config_from_dict, default_config, load_config
+from vidinv.training.config import (
+           ConfigError,
+           FSTrainConfig,
+           PSPTrainConfig,
+           config_from_dict,
+           default_config,
+           load_config,
+)
 from vidinv.training.runner import TrainResult, train
 
 __all__ = ["ConfigError", "FSTrainConfig", "PSPTrainConfig", "config_from_dict", "default_config", "load_config",

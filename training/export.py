@@ -39,6 +39,7 @@ from torch import nn
 
 from vidinv.io.checkpoints import USER_TRAINED_LICENCE, vidinv_record
 from vidinv.io.outputs import atomic_save
+from vidinv.weights import registry
 
 __all__ = ["fs_export_name", "psp_export_name", "run_name", "export_fs_encoder", "export_psp", "cpu_state_dict",
            "check_export_name", "fs_encoder_checkpoint", "psp_checkpoint"]
@@ -69,7 +70,6 @@ def check_export_name(path: str | os.PathLike) -> None:
     Raises:
         ValueError: the file name is a registry name.
     """
-    from vidinv.weights import registry
 
     name = Path(path).name
     if name in registry.names():

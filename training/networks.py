@@ -23,12 +23,13 @@ from typing import cast
 
 import torch
 
-from vidinv.training.config import WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
 from vidinv.models.iresnet import IResNet
 from vidinv.models.irse import IRSE50Backbone
 from vidinv.models.psp import GradualStyleEncoder
 from vidinv.models.stylegan2 import Generator, load_generator
+from vidinv.training.config import WeightsConfig
+from vidinv.weights import locate, resolve
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ def resolve_weight_files(weights: WeightsConfig, required: dict[str, str],
         vidinv.weights.MissingWeightsError: registry files missing; its message lists every one with
             its download URL and the path to put it at.
     """
-    from vidinv.weights import locate, resolve
 
     found: dict[str, Path] = {}
     bad = []

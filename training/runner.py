@@ -61,6 +61,7 @@ from vidinv.training.state import (
     restore_rng,
 )
 from vidinv.training.task import TrainingTask
+from vidinv.training.video_faces import extract_video_faces
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,6 @@ def _real_files(cfg, task: TrainingTask, info, out_dir: Path) -> list[Path]:
         if not files:
             raise FileNotFoundError(f"data.real_dir {d.real_dir} holds no images ({', '.join(('.jpg', '.png'))} ...)")
     if d.videos:
-        from vidinv.training.video_faces import extract_video_faces
 
         cache = Path(d.video_cache_dir) if d.video_cache_dir else out_dir / "video_faces"
         kw = dict(every=d.video_every, max_frames=d.video_max_frames, detector=d.video_detector)

@@ -30,6 +30,7 @@ class VideoFacesUnavailable(RuntimeError):
 
 def _frontend():
     try:
+        # on use: the face front-end is optional for training (VideoFacesUnavailable)
         from vidinv.face.align import align_crop
         from vidinv.face.frontend import FaceFrontEnd
         from vidinv.io.video import VideoReader

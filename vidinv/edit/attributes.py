@@ -65,8 +65,8 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import torch
 
@@ -77,13 +77,14 @@ from vidinv.edit.directions import (
     Direction,
     DirectionError,
     EditTerm,
-    check_strength,
     LatentEdit,
+    check_strength,
     format_layers,
     load_direction_file,
     parse_layers,
     read_array,
 )
+from vidinv.weights import resolve, resolver
 
 __all__ = [
     "AttributeSource",
@@ -374,7 +375,6 @@ def load_attributes(specs: Iterable[str], weights_dir: str | os.PathLike | None 
             to put it.
         vidinv.weights.WeightHashMismatchError: a ``weights_dir`` file differs from the registry's sha256.
     """
-    from vidinv.weights import resolve
 
     entries = [lookup(s) for s in specs]
     paths = resolve(sorted({e.weight for e in entries}), weights_dir=weights_dir, fetch=fetch,
@@ -525,7 +525,6 @@ def listing(weights_dir: str | os.PathLike | None = None) -> list[dict[str, str]
         A list of dicts with keys ``name``, ``spec``, ``default``, ``file``, ``convention``, ``rows``,
         ``factor`` (text), ``upstream``, ``status`` (``"present"`` / ``"missing"``).
     """
-    from vidinv.weights import resolver
 
     rows = []
     for name in attribute_names():

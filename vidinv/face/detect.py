@@ -334,6 +334,7 @@ class FanLandmarkDetector(LandmarkDetector):
                 "the 'fan' detector needs the face_alignment weights in the torch hub cache, and these are "
                 f"missing (vidinv does not download them):\n{lines}\nDownload them into "
                 f"{missing[0].parent} (or set TORCH_HOME), or use --detector dlib")
+        # on use: torch is needed by the optional FAN back-end only
         import face_alignment
 
         from vidinv.device import resolve_device

@@ -92,13 +92,15 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from vidinv import __version__
 from vidinv.io.outputs import TEMP_NAME_RE, atomic_write_bytes, json_safe, sha256_file
 
 __all__ = [
@@ -351,7 +353,6 @@ class InversionWriter:
             self._clear()
         (self.path / "chunks").mkdir(parents=True, exist_ok=True)
         now = _now()
-        from vidinv import __version__
 
         self.manifest: dict[str, Any] = {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "complete": False, "created": now, "updated": now,
@@ -425,7 +426,7 @@ class InversionWriter:
         (self.path / MANIFEST).unlink(missing_ok=True)
 
     @classmethod
-    def resume(cls, path: str | os.PathLike, **settings: Any) -> "InversionWriter":
+    def resume(cls, path: str | os.PathLike, **settings: Any) -> InversionWriter:
         """Reopen an incomplete export to append to it (after a crash, a kill or Ctrl-C).
 
         The header is kept (``chunk_size`` included); chunks the manifest does not list (a chunk
@@ -636,7 +637,7 @@ class InversionWriter:
         self._write_manifest()
         self._closed = True
 
-    def __enter__(self) -> "InversionWriter":
+    def __enter__(self) -> InversionWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

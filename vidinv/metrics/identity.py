@@ -33,7 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidinv.face import align as fa
+from vidinv.face.detect import DetectorUnavailableError, dlib_model_path
 from vidinv.io.outputs import sha256_file
+from vidinv.models.iresnet import load_arcface
+from vidinv.weights import MissingWeightsError, resolve
 
 __all__ = [
     "cosine_similarity",
@@ -116,7 +120,6 @@ class IdentityEmbedder(ABC):
 
 
 def _dlib_model(filename: str) -> Path:
-    from vidinv.face.detect import DetectorUnavailableError, dlib_model_path
 
     try:
         return dlib_model_path(filename)
@@ -247,8 +250,6 @@ class ArcFaceEmbedder(IdentityEmbedder):
             EmbedderUnavailable: the file is not present (the message says where to put it).
             vidinv.io.checkpoints.CheckpointError: the file is not the official IResNet-50 state_dict.
         """
-        from vidinv.models.iresnet import load_arcface
-        from vidinv.weights import MissingWeightsError, resolve
 
         try:
             path = resolve(["backbone.pth"], weights_dir=weights_dir, fetch=False)["backbone.pth"]
@@ -284,7 +285,6 @@ class ArcFaceEmbedder(IdentityEmbedder):
         """``(3, 112, 112)`` float32 RGB in [-1, 1]: FFHQ crop of ``face.quad`` resized as FS ``IDloss``."""
         import torch.nn.functional as F
 
-        from vidinv.face import align as fa
 
         quad = getattr(face, "quad", None)
         if quad is None:

@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidinv.io.checkpoints import read_checkpoint
+from vidinv.weights import MissingWeightsError, resolve
+
 __all__ = [
     "mse",
     "psnr",
@@ -299,7 +302,6 @@ class LPIPSMetric:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         fname = LPIPS_BACKBONE_FILES[net]
         if backbone_path is None:
-            from vidinv.weights import MissingWeightsError, resolve
 
             try:
                 backbone_path = resolve([fname], weights_dir=weights_dir, fetch=False)[fname]
@@ -314,7 +316,6 @@ class LPIPSMetric:
             raise LPIPSUnavailable("LPIPS needs the 'lpips' package (pip install lpips)") from e
         import warnings
 
-        from vidinv.io.checkpoints import read_checkpoint
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecation notice for pretrained=False

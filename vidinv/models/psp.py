@@ -40,7 +40,7 @@ from vidinv.io.checkpoints import (
     select_prefix,
 )
 from vidinv.models.irse import make_input_layer, make_irse_body
-from vidinv.models.stylegan2 import EqualLinear, Generator
+from vidinv.models.stylegan2 import EqualLinear, Generator, generator_from_architecture
 
 __all__ = [
     "GradualStyleBlock",
@@ -493,7 +493,6 @@ def load_psp(path: str | os.PathLike) -> PSP:
         CheckpointError / CheckpointMismatchError: see :func:`read_psp_checkpoint`; each half is loaded
             with :func:`vidinv.io.checkpoints.load_strict` (errors name the file and keys).
     """
-    from vidinv.models.stylegan2 import generator_from_architecture
 
     ck = read_psp_checkpoint(path)
     enc = _encoder_for_loading(ck)

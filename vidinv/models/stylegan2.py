@@ -44,7 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint, select_prefix
+from vidinv.io.checkpoints import (
+    VIDINV_RECORD_KEY,
+    CheckpointError,
+    load_strict,
+    read_checkpoint,
+    read_vidinv_record,
+    select_prefix,
+)
 from vidinv.models.fs_encoder import FS_FEATURE_LAYER
 from vidinv.models.ops import conv_memory_format, fused_leaky_relu, upfirdn2d
 
@@ -727,7 +734,6 @@ def generator_from_architecture(arch: Mapping[str, Any], source: str | os.PathLi
 
 def _psp_decoder_arch(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The decoder architecture of a pSp-layout file: its vidinv record's, else pSp's official one."""
-    from vidinv.io.checkpoints import VIDINV_RECORD_KEY, read_vidinv_record
 
     opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), Mapping) else {}
     record = read_vidinv_record(opts.get(VIDINV_RECORD_KEY), source, "psp")

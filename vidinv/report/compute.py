@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidinv.face import align, blend
+from vidinv.face.detect import is_blank
 from vidinv.io.video import Frame, VideoReader, probe
 from vidinv.metrics import image as im
 from vidinv.metrics.identity import IdentityEmbedder
@@ -224,7 +226,6 @@ DETECTION_STATUS = ("hog", "cnn_face", "cnn_none", "missed", "blank", "other")
 
 
 def _detection_status(frame: np.ndarray, faces, detector) -> str:
-    from vidinv.face.detect import is_blank
 
     fallback = getattr(detector, "cnn_fallback", None)
     if any(getattr(f, "detector", None) == "dlib_hog" for f in faces):
@@ -407,7 +408,6 @@ def analyse_video(path: str | os.PathLike, embedders: Sequence[IdentityEmbedder]
 
 def face_mask_aligned(record: FaceRecord, size: int, forehead: float = 0.4) -> np.ndarray:
     """Landmark face mask of ``record`` in its aligned crop: ``(size, size)`` bool."""
-    from vidinv.face import align, blend
 
     m = align.crop_matrix(record.quad, size)
     lm = record.landmarks @ m[:2, :2].T + m[:2, 2]
@@ -416,7 +416,6 @@ def face_mask_aligned(record: FaceRecord, size: int, forehead: float = 0.4) -> n
 
 def blend_region(record: FaceRecord, frame_hw: tuple[int, int], options: ReportOptions) -> np.ndarray:
     """``(H, W)`` bool: frame pixels the blend mask of ``record`` reaches (warped feathered mask > 0)."""
-    from vidinv.face import align, blend
 
     s = int(options.crop_size)
     mask = face_mask_aligned(record, s, options.forehead).astype(np.float32)
@@ -455,7 +454,6 @@ class _PairMeter:
         return None
 
     def __call__(self, j: int, out_img: np.ndarray, _out_rec) -> None:
-        from vidinv.face import align
 
         src_img = self._next_source(j)
         if src_img is None:

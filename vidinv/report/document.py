@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidinv import __version__
 from vidinv.metrics.identity import cosine_similarity
 from vidinv.metrics.temporal import (
     adjacent_similarity,
@@ -233,7 +234,6 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
         settings_extra: more settings to record (front-end, device...).
         same_person: identity key -> verification rule of its network (adds ``same_person`` blocks).
     """
-    from vidinv import __version__
 
     ids = {id(v): f"v{i}" for i, v in enumerate(videos)}
     src_of = {id(p.output): ids[id(p.source)] for p in pairs}

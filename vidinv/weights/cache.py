@@ -209,6 +209,7 @@ def verify(entry: WeightFile | str, path: str | os.PathLike, structure: bool = T
     Returns:
         A :class:`VerifyReport` (never raises for a bad file; ``report.ok`` says whether it passed).
     """
+    # on use: vidinv.io.checkpoints imports torch; `vidinv weights list` stays light
     from vidinv.io.checkpoints import CheckpointError
 
     entry = registry.get(entry)

@@ -283,6 +283,7 @@ def _quarantine(path: Path, final: Path) -> Path:
 
 def _accept(entry: WeightFile, staged: Path, final: Path, structure: bool) -> Path:
     """Check a complete download and move it to ``final``; move it aside when it fails."""
+    # on use: vidinv.io.checkpoints imports torch; `vidinv weights list` stays light
     from vidinv.io.checkpoints import CheckpointError
 
     problem = hash_problem(entry, staged)
