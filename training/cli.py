@@ -63,7 +63,20 @@ def _common(f):
     return f
 
 
-def _extra(kw: dict, task: str) -> dict:
+#: ``--no-*-loss`` flags (click parameter name) -> the ``loss`` key they set to false. A flag applies only to
+#: the commands that declare it (``--no-parsing-loss``: ``fs``), so a command's ``kw`` holds only its own.
+_LOSS_SWITCHES = {"no_lpips_loss": "use_lpips", "no_id_loss": "use_id", "no_parsing_loss": "use_parsing"}
+
+
+def _extra(kw: dict) -> dict:
+    """The nested config dict of a command's flags (``kw``: click's parameters of that command).
+
+    Options a command does not declare (``--no-parsing-loss`` outside ``fs``, ``--objective``/``--task``
+    outside ``psp``) are absent from ``kw``, so no task name is consulted here.
+
+    Raises:
+        click.UsageError: ``--objective`` and the deprecated ``--task`` disagree.
+    """
     extra: dict = {}
 
     def put(section, key, value):
@@ -78,20 +91,16 @@ def _extra(kw: dict, task: str) -> dict:
     put("weights", "weights_dir", kw.get("weights_dir"))
     if kw.get("fetch"):
         put("weights", "fetch", True)
-    if kw.get("no_lpips_loss"):
-        put("loss", "use_lpips", False)
-    if kw.get("no_id_loss"):
-        put("loss", "use_id", False)
-    if task == "fs" and kw.get("no_parsing_loss"):
-        put("loss", "use_parsing", False)
-    if task == "psp":
-        objective, legacy = kw.get("objective"), kw.get("legacy_task")
-        if legacy:
-            click.echo("warning: --task is deprecated; use --objective", err=True)
-            if objective and objective != legacy:
-                raise click.UsageError(f"--objective {objective} and --task {legacy} disagree")
-        if objective or legacy:
-            extra["objective"] = objective or legacy
+    for flag, key in _LOSS_SWITCHES.items():
+        if kw.get(flag):
+            put("loss", key, False)
+    objective, legacy = kw.get("objective"), kw.get("legacy_task")
+    if legacy:
+        click.echo("warning: --task is deprecated; use --objective", err=True)
+        if objective and objective != legacy:
+            raise click.UsageError(f"--objective {objective} and --task {legacy} disagree")
+    if objective or legacy:
+        extra["objective"] = objective or legacy
     return extra
 
 
@@ -100,7 +109,7 @@ def _load(task: str, kw: dict):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConfigDeprecationWarning)
         try:
-            cfg = load_config(task, kw.get("config_path"), list(kw.get("overrides") or []), _extra(kw, task))
+            cfg = load_config(task, kw.get("config_path"), list(kw.get("overrides") or []), _extra(kw))
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
     for w in caught:

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 from omegaconf import Node, OmegaConf
@@ -298,6 +298,9 @@ class FSEncoderConfig:
 class FSTrainConfig:
     """Feature-Style encoder training (``python -m vidinv.training fs``)."""
 
+    #: Whether the config has a pSp-style ``objective`` field that selects its defaults (FS: one objective).
+    has_objective: ClassVar[bool] = False
+
     run: RunConfig = _f(doc="Run control.", factory=RunConfig)
     data: DataConfig = _f(doc="Real images.", factory=DataConfig)
     weights: WeightsConfig = _f(doc="Frozen networks' files.", factory=WeightsConfig)
@@ -332,6 +335,13 @@ class FSTrainConfig:
             raise ConfigError("synthetic_per_batch + real_per_batch must be > 0")
         _pos("feature_layer", self.feature_layer)
         _pos("feature_warmup_steps", self.feature_warmup_steps, allow_zero=True)
+
+    @classmethod
+    def defaults(cls, objective: str = "encode") -> FSTrainConfig:
+        """The official Feature-Style defaults (``objective`` is not used: FS has a single objective)."""
+        fs = cls()
+        fs.run.out_dir = "runs/fs"
+        return fs
 
 
 @dataclass
@@ -375,6 +385,9 @@ class PSPEncoderConfig:
 class PSPTrainConfig:
     """pSp training (``python -m vidinv.training psp``)."""
 
+    #: Whether the config has an ``objective`` field that selects its defaults (:meth:`defaults`).
+    has_objective: ClassVar[bool] = True
+
     run: RunConfig = _f(doc="Run control.", factory=RunConfig)
     data: DataConfig = _f(doc="Real images (targets).", factory=DataConfig)
     weights: WeightsConfig = _f(doc="Frozen networks' files.", factory=WeightsConfig)
@@ -408,8 +421,31 @@ class PSPTrainConfig:
         if not self.sr_factors or any(f < 1 or f & (f - 1) for f in self.sr_factors):
             raise ConfigError(f"sr_factors: powers of two >= 1, got {self.sr_factors}")
 
+    @classmethod
+    def defaults(cls, objective: str = "encode") -> PSPTrainConfig:
+        """The official pSp defaults of ``objective`` (one of :data:`PSP_OBJECTIVES`).
 
-TASKS = {"fs": FSTrainConfig, "psp": PSPTrainConfig}
+        Raises:
+            ConfigError: unknown objective.
+        """
+        if objective not in PSP_OBJECTIVES:
+            raise ConfigError(f"objective: must be one of {', '.join(map(repr, PSP_OBJECTIVES))}, got {objective!r}")
+        cfg = cls(objective=objective)  # type: ignore[arg-type]  # checked against PSP_OBJECTIVES above
+        cfg.run.out_dir = f"runs/psp_{objective}"
+        cfg.run.max_steps = 500_000
+        cfg.run.steps_per_epoch = None
+        cfg.run.log_every = 50
+        cfg.run.checkpoint_every = 5000
+        cfg.data.train_split = 1.0
+        cfg.data.hflip = objective == "encode"
+        cfg.data.num_workers = 8
+        cfg.optim.lr_step_epochs = None
+        return cfg
+
+
+#: The config class of each training task, by task name: the one place the names map to configs (what
+#: differs between tasks is on the classes: ``has_objective``, ``defaults(objective)``).
+TASKS: dict[str, type[FSTrainConfig] | type[PSPTrainConfig]] = {"fs": FSTrainConfig, "psp": PSPTrainConfig}
 
 #: The pSp training objectives (``PSPTrainConfig.objective``).
 PSP_OBJECTIVES = typing.get_args(typing.get_type_hints(PSPTrainConfig)["objective"])
@@ -436,25 +472,9 @@ def default_config(task: str, objective: str = "encode") -> FSTrainConfig | PSPT
     Raises:
         ConfigError: unknown task or pSp objective.
     """
-    if task == "fs":
-        fs = FSTrainConfig()
-        fs.run.out_dir = "runs/fs"
-        return fs
-    if task != "psp":
+    if task not in TASKS:
         raise _unknown_task(task)
-    if objective not in PSP_OBJECTIVES:
-        raise ConfigError(f"objective: must be one of {', '.join(map(repr, PSP_OBJECTIVES))}, got {objective!r}")
-    cfg = PSPTrainConfig(objective=objective)  # type: ignore[arg-type]  # checked against PSP_OBJECTIVES above
-    cfg.run.out_dir = f"runs/psp_{objective}"
-    cfg.run.max_steps = 500_000
-    cfg.run.steps_per_epoch = None
-    cfg.run.log_every = 50
-    cfg.run.checkpoint_every = 5000
-    cfg.data.train_split = 1.0
-    cfg.data.hflip = objective == "encode"
-    cfg.data.num_workers = 8
-    cfg.optim.lr_step_epochs = None
-    return cfg
+    return TASKS[task].defaults(objective)
 
 
 # --------------------------------------------------------------------------------- dict <-> config
@@ -584,7 +604,7 @@ def _build(task: str, layers: list[tuple[str, dict]]) -> FSTrainConfig | PSPTrai
     layers = upgraded
     objective = "encode"
     for _, data in layers:
-        if task == "psp" and "objective" in data:
+        if cls.has_objective and "objective" in data:
             objective = data["objective"]
     base = OmegaConf.structured(default_config(task, objective))
     for _, data in layers:

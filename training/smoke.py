@@ -14,6 +14,7 @@ widths (16, 16, 32, 32), one block per stage, 128 px input with content stride 1
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,26 @@ def write_smoke_weights(folder: str | os.PathLike, task: str, *, arcface: bool =
     return out
 
 
+def _fs_settings(data: dict, files: dict[str, Path], real_dir: str | os.PathLike | None) -> None:
+    """Feature-Style part of :func:`smoke_config` (``data`` updated in place)."""
+    data["encoder"].update({"input_size": 128, "stride": 1})
+    data["loss"] = {"use_id": "arcface" in files, "use_parsing": "parsing" in files, "parsing_size": 128}
+    data["feature_warmup_steps"] = 2
+    if not real_dir:
+        data["real_per_batch"] = 0
+
+
+def _psp_settings(data: dict, files: dict[str, Path], real_dir: str | os.PathLike | None) -> None:
+    """pSp part of :func:`smoke_config` (``data`` updated in place)."""
+    data["loss"] = {"use_id": "irse50" in files}
+    data["batch_size"] = 2
+
+
+#: The task-specific settings of :func:`smoke_config`, by task name (as :data:`SMOKE_GENERATOR`).
+_SMOKE_SETTINGS: dict[str, Callable[[dict, dict[str, Path], str | os.PathLike | None], None]] = {
+    "fs": _fs_settings, "psp": _psp_settings}
+
+
 def smoke_config(task: str, files: dict[str, Path], out_dir: str | os.PathLike, real_dir: str | os.PathLike | None,
                  overrides: dict | None = None) -> FSTrainConfig | PSPTrainConfig:
     """A tiny config training on ``files`` (from :func:`write_smoke_weights`).
@@ -105,15 +126,9 @@ def smoke_config(task: str, files: dict[str, Path], out_dir: str | os.PathLike, 
         "weights": weights,
         "encoder": {"widths": [16, 16, 32, 32], "blocks": [1, 1, 1, 1]},
     }
-    if task == "fs":
-        data["encoder"].update({"input_size": 128, "stride": 1})
-        data["loss"] = {"use_id": "arcface" in files, "use_parsing": "parsing" in files, "parsing_size": 128}
-        data["feature_warmup_steps"] = 2
-        if not real_dir:
-            data["real_per_batch"] = 0
-    else:
-        data["loss"] = {"use_id": "irse50" in files}
-        data["batch_size"] = 2
+    settings = _SMOKE_SETTINGS.get(task)
+    if settings is not None:  # an unknown task is refused by config_from_dict
+        settings(data, files, real_dir)
     cfg_dict = _deep_update(data, overrides or {})
     return config_from_dict(task, cfg_dict)
 
