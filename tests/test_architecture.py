@@ -81,3 +81,31 @@ def test_one_atomic_write_one_file_hash_one_device_resolver():
     assert len(_grep(r"def sha256_file\b")) == 1
     choose = r"""["']cuda["']\s+if\s+torch\.cuda\.is_available|startswith\(["']cuda|def (pick|resolve)_device\b"""
     assert [h for h in _grep(choose) if not h.startswith("vidinv/device.py")] == []
+
+
+def test_imports_inside_functions_say_why():
+    """vidinv's own modules are imported at module level; an import left inside a function (to keep
+    `vidinv --help` and light commands fast, or for an optional part) has a comment right above its block."""
+    import ast
+
+    unexplained = []
+    for _, path in module_files().items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                for block in (getattr(node, a, None) for a in ("body", "orelse", "finalbody")):
+                    if not isinstance(block, list):
+                        continue
+                    run: list[ast.stmt] = []
+                    for st in [*block, None]:
+                        if isinstance(st, (ast.Import, ast.ImportFrom)):
+                            run.append(st)
+                            continue
+                        own = [r for r in run if (r.module if isinstance(r, ast.ImportFrom) else r.names[0].name)
+                               and (r.module if isinstance(r, ast.ImportFrom) else r.names[0].name).startswith("vidinv")]
+                        if own and not lines[run[0].lineno - 2].strip().startswith("#"):
+                            unexplained.append(f"{path.relative_to(REPO)}:{own[0].lineno}")
+                        run = []
+    assert sorted(set(unexplained)) == []

@@ -134,6 +134,7 @@ def check_paths(cfg, config_path: str | None = None) -> None:
     Raises:
         vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError (both ``ValueError``).
     """
+    # on use: `vidinv train --help` / `--print-config` stay free of torch (start-up time)
     from pathlib import Path
 
     from vidinv.io.outputs import InputFileError, check_output
@@ -148,6 +149,7 @@ def check_paths(cfg, config_path: str | None = None) -> None:
 
 
 def _run(task: str, kw: dict) -> None:
+    # on use: `vidinv train --help` / `--print-config` stay free of torch (start-up time)
     from vidinv.training.networks import ExplicitWeightsError
     from vidinv.training.runner import TRAINING_TASKS, train
     from vidinv.weights import MissingWeightsError

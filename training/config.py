@@ -139,7 +139,10 @@ class RunConfig:
         _pos("run.keep_checkpoints", self.keep_checkpoints, allow_zero=True)
         if self.num_threads is not None:
             _pos("run.num_threads", self.num_threads)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        # on use: vidinv.device imports torch; configs are read and printed without it
+        from vidinv.device import is_device_name
+
+        if not is_device_name(self.device):
             raise ConfigError(f"run.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 

@@ -20,6 +20,10 @@ from typing import Any
 
 import torch
 
+from vidinv.models.bisenet import BiSeNet
+from vidinv.models.iresnet import iresnet50
+from vidinv.models.irse import IRSE50Backbone
+from vidinv.models.stylegan2 import Generator
 from vidinv.training.config import FSTrainConfig, PSPTrainConfig, config_from_dict
 
 __all__ = ["SMOKE_GENERATOR", "write_smoke_generator", "write_smoke_weights", "smoke_config"]
@@ -40,7 +44,6 @@ def write_smoke_generator(path: str | os.PathLike, seed: int = 0, **arch) -> Pat
         arch: :class:`vidinv.models.stylegan2.Generator` arguments (size, style_dim, n_mlp, channel_multiplier,
             max_channels).
     """
-    from vidinv.models.stylegan2 import Generator
 
     torch.manual_seed(seed)
     G = Generator(**arch)
@@ -65,17 +68,14 @@ def write_smoke_weights(folder: str | os.PathLike, task: str, *, arcface: bool =
     out = {"generator": write_smoke_generator(folder / "generator.pt", seed, **SMOKE_GENERATOR[task])}
     torch.manual_seed(seed + 1)
     if arcface:
-        from vidinv.models.iresnet import iresnet50
 
         out["arcface"] = folder / "backbone.pth"
         torch.save(iresnet50().state_dict(), out["arcface"])
     if parsing:
-        from vidinv.models.bisenet import BiSeNet
 
         out["parsing"] = folder / "79999_iter.pth"
         torch.save(BiSeNet(19).state_dict(), out["parsing"])
     if irse50:
-        from vidinv.models.irse import IRSE50Backbone
 
         out["irse50"] = folder / "model_ir_se50.pth"
         torch.save(IRSE50Backbone().state_dict(), out["irse50"])
