@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidinv.models.bisenet import load_bisenet
+from vidinv.models.fs_encoder import downscale
+from vidinv.models.iresnet import load_arcface
 from vidinv.training.config import ConfigError, FSTrainConfig, config_to_dict
 from vidinv.training.export import export_fs_encoder, fs_export_name, run_name
 from vidinv.training.losses import (
@@ -50,9 +53,6 @@ from vidinv.training.networks import (
     load_training_generator,
 )
 from vidinv.training.task import StepOutput, TrainingTask
-from vidinv.models.bisenet import load_bisenet
-from vidinv.models.fs_encoder import downscale
-from vidinv.models.iresnet import load_arcface
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from typing import cast
 
 import torch
 
-from vidinv.training.config import WeightsConfig
 from vidinv.models.fs_encoder import FeatureStyleEncoder
 from vidinv.models.iresnet import IResNet
 from vidinv.models.irse import IRSE50Backbone
 from vidinv.models.psp import GradualStyleEncoder
 from vidinv.models.stylegan2 import Generator, load_generator
+from vidinv.training.config import WeightsConfig
 
 log = logging.getLogger(__name__)
 

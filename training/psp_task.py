@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidinv.models.irse import load_irse50
 from vidinv.training.config import ConfigError, PSPTrainConfig, config_to_dict
 from vidinv.training.export import export_psp, psp_export_name, run_name
 from vidinv.training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
@@ -34,7 +35,6 @@ from vidinv.training.networks import (
     load_training_generator,
 )
 from vidinv.training.task import StepOutput, TrainingTask
-from vidinv.models.irse import load_irse50
 
 log = logging.getLogger(__name__)
 

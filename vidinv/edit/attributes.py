@@ -65,8 +65,8 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import torch
 
@@ -77,8 +77,8 @@ from vidinv.edit.directions import (
     Direction,
     DirectionError,
     EditTerm,
-    check_strength,
     LatentEdit,
+    check_strength,
     format_layers,
     load_direction_file,
     parse_layers,
@@ -530,7 +530,7 @@ def listing(weights_dir: str | os.PathLike | None = None) -> list[dict[str, str]
     rows = []
     for name in attribute_names():
         for src, e in ATTRIBUTES[name].items():
-            status, path = resolver.status(e.weight, weights_dir)
+            status, _path = resolver.status(e.weight, weights_dir)
             rows.append({
                 "name": name, "spec": e.spec, "default": "*" if DEFAULT_SOURCE[name] == src else "",
                 "file": e.weight, "convention": e.convention, "rows": e.rows_text,

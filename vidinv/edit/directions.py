@@ -41,9 +41,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -312,7 +313,7 @@ class Direction:
     @classmethod
     def from_array(cls, array: Any, convention: str, *, name: str = "direction", n_latent: int = N_LATENT,
                    style_dim: int = STYLE_DIM, source: str = "file", path: str | os.PathLike | None = None,
-                   description: str = "", sign: float = 1.0) -> "Direction":
+                   description: str = "", sign: float = 1.0) -> Direction:
         """Build a direction from an array (numpy or torch) of one of the :func:`accepted_shapes`.
 
         Args:
@@ -596,7 +597,7 @@ class LatentEdit:
         return f"LatentEdit({self.describe()})"
 
 
-def as_delta(edit: "LatentEdit | Direction | torch.Tensor | np.ndarray", *, device=None,
+def as_delta(edit: LatentEdit | Direction | torch.Tensor | np.ndarray, *, device=None,
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Δw of an edit given as a :class:`LatentEdit`, a :class:`Direction` (strength 1) or an array
     (n_latent, D) / (B, n_latent, D); returned in ``dtype`` on ``device``."""

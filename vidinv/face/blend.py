@@ -17,7 +17,6 @@ All masks are float32 in [0, 1], 1 = take the edited face. Images are uint8 RGB 
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .align import unalign_roi

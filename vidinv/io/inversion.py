@@ -92,10 +92,11 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -332,7 +333,7 @@ class InversionWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, encoder: str, generator: Any, models: Sequence[Any] = (),
-                 source: Any = None, feature_shape: Sequence[int] | None | str = "default",
+                 source: Any = None, feature_shape: Sequence[int] | str | None = "default",
                  feature_index: int | None = None,
                  n_landmarks: int = 68, chunk_size: int = 32, save_crops: bool = False, save_recon: bool = False,
                  extra: Mapping | None = None, overwrite: bool = False):
@@ -363,7 +364,7 @@ class InversionWriter:
 
     @staticmethod
     def _header(*, encoder: str, generator: Any, models: Sequence[Any] = (), source: Any = None,
-                feature_shape: Sequence[int] | None | str = "default", feature_index: int | None = None,
+                feature_shape: Sequence[int] | str | None = "default", feature_index: int | None = None,
                 n_landmarks: int = 68,
                 save_crops: bool = False, save_recon: bool = False, extra: Mapping | None = None) -> dict[str, Any]:
         """The manifest fields that describe what the records are (see the module doc): source,
@@ -432,7 +433,7 @@ class InversionWriter:
         (self.path / MANIFEST).unlink(missing_ok=True)
 
     @classmethod
-    def resume(cls, path: str | os.PathLike, **settings: Any) -> "InversionWriter":
+    def resume(cls, path: str | os.PathLike, **settings: Any) -> InversionWriter:
         """Reopen an incomplete export to append to it (after a crash, a kill or Ctrl-C).
 
         The header is kept (``chunk_size`` included); chunks the manifest does not list (a chunk
@@ -643,7 +644,7 @@ class InversionWriter:
         self._write_manifest()
         self._closed = True
 
-    def __enter__(self) -> "InversionWriter":
+    def __enter__(self) -> InversionWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

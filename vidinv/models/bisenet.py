@@ -32,7 +32,7 @@ Classes (face-parsing.PyTorch order, *not* the CelebAMask-HQ file order)::
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -231,7 +231,8 @@ def fs_encoder_from_architecture(arch: dict, source: str | os.PathLike = "archit
                                   depths=tuple(a["depths"]), stem_width=int(a["stem_width"]),
                                   content_channels=int(a["content_channels"]), style_dim=int(a["style_dim"]))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: the recorded Feature-Style encoder architecture cannot be built: {exc}") from exc
+        raise CheckpointError(
+            f"{source}: the recorded Feature-Style encoder architecture cannot be built: {exc}") from exc
     enc.enc_resolution = int(a["enc_resolution"])
     return enc
 

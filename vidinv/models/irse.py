@@ -23,7 +23,7 @@ The first unit of every stage has stride 2 (also the first stage, whose shortcut
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ Semantics (those of the reference CUDA kernels and of rosinality's ``upfirdn2d_n
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
