@@ -14,17 +14,18 @@ step), :mod:`~training.losses`, :mod:`~training.ranger` (optimiser), :mod:`~trai
 sharded resumable streams), :mod:`~training.video_faces` (faces aligned from videos),
 :mod:`~training.degrade` (pSp super-resolution input), :mod:`~training.networks` (encoder builders,
 weight files), :mod:`~training.state` (checkpoint files), :mod:`~training.records` (logs, sample
-grids), :mod:`~training.distributed` (torchrun), :mod:`~training.export` (official layouts, the user's names and licence label).
+grids), :mod:`~training.distributed` (torchrun), :mod:`~training.export` (official layouts, the user's names
+and licence label).
 """
 from vidinv.training.config import (
-           ConfigError,
-           FSTrainConfig,
-           PSPTrainConfig,
-           config_from_dict,
-           default_config,
-           load_config,
+    ConfigError,
+    FSTrainConfig,
+    PSPTrainConfig,
+    config_from_dict,
+    default_config,
+    load_config,
 )
 from vidinv.training.runner import TrainResult, train
 
 __all__ = ["ConfigError", "FSTrainConfig", "PSPTrainConfig", "config_from_dict", "default_config", "load_config",
-           "TrainResult", "train"]
+    "TrainResult", "train"]

@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -40,6 +40,11 @@ from torch import nn
 from vidinv.io.checkpoints import USER_TRAINED_LICENCE, vidinv_record
 from vidinv.io.outputs import atomic_save
 from vidinv.weights import registry
+
+if TYPE_CHECKING:  # annotations only: exporting needs no model code at import time
+    from vidinv.models.fs_encoder import FeatureStyleEncoder
+    from vidinv.models.psp import GradualStyleEncoder
+    from vidinv.models.stylegan2 import Generator
 
 __all__ = ["fs_export_name", "psp_export_name", "run_name", "export_fs_encoder", "export_psp", "cpu_state_dict",
            "check_export_name", "fs_encoder_checkpoint", "psp_checkpoint"]
@@ -83,7 +88,7 @@ def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
 
 
-def fs_encoder_checkpoint(encoder: nn.Module, name: str, *, config: Mapping[str, Any] | None = None,
+def fs_encoder_checkpoint(encoder: FeatureStyleEncoder, name: str, *, config: Mapping[str, Any] | None = None,
                           trained_from: Mapping[str, Any] | None = None,
                           licence: str = USER_TRAINED_LICENCE) -> dict[str, Any]:
     """The exported Feature-Style encoder file's content: ``{"state_dict", "vidinv_config"}`` (see the module doc).
@@ -98,7 +103,7 @@ def fs_encoder_checkpoint(encoder: nn.Module, name: str, *, config: Mapping[str,
     return {"state_dict": cpu_state_dict(encoder), "vidinv_config": record}
 
 
-def export_fs_encoder(encoder: nn.Module, path: str | os.PathLike, *, config: Mapping[str, Any] | None = None,
+def export_fs_encoder(encoder: FeatureStyleEncoder, path: str | os.PathLike, *, config: Mapping[str, Any] | None = None,
                       trained_from: Mapping[str, Any] | None = None, licence: str = USER_TRAINED_LICENCE) -> Path:
     """Write a Feature-Style encoder with its vidinv record (:func:`fs_encoder_checkpoint`), atomically.
 
@@ -120,7 +125,7 @@ def export_fs_encoder(encoder: nn.Module, path: str | os.PathLike, *, config: Ma
     return atomic_save(ckpt, path)
 
 
-def psp_checkpoint(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Tensor, name: str, *,
+def psp_checkpoint(encoder: GradualStyleEncoder, decoder: Generator, latent_avg: torch.Tensor, name: str, *,
                    task: str = "encode", loss: dict | None = None, resize_factors=None,
                    config: Mapping[str, Any] | None = None, trained_from: Mapping[str, Any] | None = None,
                    licence: str = USER_TRAINED_LICENCE) -> dict[str, Any]:
@@ -150,7 +155,7 @@ def psp_checkpoint(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Ten
     return {"state_dict": sd, "latent_avg": latent_avg.detach().to("cpu").float().clone(), "opts": opts}
 
 
-def export_psp(encoder: nn.Module, decoder: nn.Module, latent_avg: torch.Tensor, path: str | os.PathLike, *,
+def export_psp(encoder: GradualStyleEncoder, decoder: Generator, latent_avg: torch.Tensor, path: str | os.PathLike, *,
                task: str = "encode", loss: dict | None = None, resize_factors=None,
                config: Mapping[str, Any] | None = None, trained_from: Mapping[str, Any] | None = None,
                licence: str = USER_TRAINED_LICENCE) -> Path:

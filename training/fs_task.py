@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidinv.models.bisenet import load_bisenet
-from vidinv.models.fs_encoder import downscale
+from vidinv.models.fs_encoder import FeatureStyleEncoder, downscale
 from vidinv.models.iresnet import load_arcface
 from vidinv.training.config import ConfigError, FSTrainConfig, config_to_dict
 from vidinv.training.export import export_fs_encoder, fs_export_name, run_name
@@ -93,6 +93,8 @@ class FSTask(TrainingTask):
     default_generator = "psp_ffhq_encode.pt"  # decoder.* and latent_avg, as the FS trainer
     loss_flags = ("--no-id-loss", "--no-parsing-loss", "--no-lpips-loss")
     no_real_images_hint = "; or set real_per_batch: 0 to train on synthetic samples only"
+
+    encoder: FeatureStyleEncoder
 
     @classmethod
     def weight_roles(cls, cfg: FSTrainConfig) -> tuple[dict[str, str], dict[str, str]]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidinv.models.irse import load_irse50
+from vidinv.models.psp import GradualStyleEncoder
 from vidinv.training.config import ConfigError, PSPTrainConfig, config_to_dict
 from vidinv.training.export import export_psp, psp_export_name, run_name
 from vidinv.training.losses import IRSEIdentityLoss, build_lpips, mse_loss, w_norm_loss
@@ -63,6 +64,8 @@ class PSPTask(TrainingTask):
     name = "psp"
     config_class = PSPTrainConfig
     default_generator = "stylegan2-ffhq-config-f.pt"  # g_ema and latent_avg
+
+    encoder: GradualStyleEncoder
 
     @classmethod
     def weight_roles(cls, cfg: PSPTrainConfig) -> tuple[dict[str, str], dict[str, str]]:

@@ -20,8 +20,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "DeviceUnavailableError", "is_device_name", "resolve_device", "precision_dtype", "effective_precision",
-           "autocast", "Runtime"]
+__all__ = ["PRECISIONS", "DeviceUnavailableError", "is_device_name", "resolve_device", "precision_dtype",
+           "effective_precision", "autocast", "Runtime"]
 
 #: Precision names and their autocast dtypes (``fp32``: float32, i.e. no autocast).
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -339,6 +339,7 @@ def direction_from_file(entry: AttributeSource, path: str | os.PathLike) -> Dire
         if comp.ndim != 3 or comp.shape[1:] != (1, STYLE_DIM) or std.shape != (comp.shape[0],):
             raise DirectionError(f"{path}: GANSpace 'comp' must be (K, 1, {STYLE_DIM}) and 'std' (K,), found "
                                  f"{tuple(comp.shape)} and {tuple(std.shape)}")
+        assert entry.component is not None  # GANSpace entries (ATTRIBUTES, ganspace:pc<k>) name one
         k = int(entry.component)
         if not 0 <= k < comp.shape[0]:
             raise DirectionError(f"{path}: component {k} requested, the file has {comp.shape[0]}")
@@ -413,7 +414,7 @@ def parse_edit_spec(text: str) -> tuple[str, float, tuple[int, ...] | None]:
 
 
 def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | None = None, fetch: bool = False,
-               *, files: Iterable[tuple[str | os.PathLike, str, float, object]] = (),
+               *, files: Iterable[tuple[str | os.PathLike, str, float, str | int | Iterable[int] | None]] = (),
                allow_hash_mismatch: bool | None = None) -> LatentEdit:
     """Make one :class:`~vidinv.edit.directions.LatentEdit` (sum of Δw) from named attributes and files.
 
@@ -432,7 +433,7 @@ def build_edit(items: Iterable[str | tuple], weights_dir: str | os.PathLike | No
         DirectionError (non-finite strengths among them), DirectionShapeError,
         vidinv.weights.MissingWeightsError.
     """
-    parsed: list[tuple[object, float, object]] = []
+    parsed: list[tuple[str | Direction, float, str | int | Iterable[int] | None]] = []
     for it in items:
         if isinstance(it, str):
             parsed.append(parse_edit_spec(it))
@@ -529,7 +530,7 @@ def listing(weights_dir: str | os.PathLike | None = None) -> list[dict[str, str]
     rows = []
     for name in attribute_names():
         for src, e in ATTRIBUTES[name].items():
-            status, path = resolver.status(e.weight, weights_dir)
+            status, _path = resolver.status(e.weight, weights_dir)
             rows.append({
                 "name": name, "spec": e.spec, "default": "*" if DEFAULT_SOURCE[name] == src else "",
                 "file": e.weight, "convention": e.convention, "rows": e.rows_text,

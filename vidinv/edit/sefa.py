@@ -61,7 +61,9 @@ def _state_dict(G: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch
     raise TypeError(f"expected a StyleGAN2 Generator or its state_dict, got {type(G).__name__}")
 
 
-def style_layers(G: nn.Module | Mapping[str, torch.Tensor]) -> tuple[int, int, dict[int, list[str]], dict[int, list[str]]]:
+def style_layers(
+    G: nn.Module | Mapping[str, torch.Tensor],
+) -> tuple[int, int, dict[int, list[str]], dict[int, list[str]]]:
     """Which modulation layers read which W+ row.
 
     Args:

@@ -339,10 +339,10 @@ class FanLandmarkDetector(LandmarkDetector):
 
         from vidinv.device import resolve_device
 
-        device = resolve_device("auto" if device is None else str(device))
+        resolved = resolve_device("auto" if device is None else str(device))
         lt = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
-        self._fa = face_alignment.FaceAlignment(lt, device=str(device), face_detector="sfd", flip_input=False)
-        self.device = str(device)
+        self._fa = face_alignment.FaceAlignment(lt, device=str(resolved), face_detector="sfd", flip_input=False)
+        self.device = str(resolved)
         self.max_side = max_side
         self.min_score = float(min_score)
 

@@ -36,7 +36,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _MAX_LISTED = 8
+
+_M = TypeVar("_M", bound=nn.Module)
 
 #: Key of the vidinv record in a checkpoint (top level, or in pSp's ``opts``).
 VIDINV_RECORD_KEY = "vidinv_config"
@@ -174,8 +176,8 @@ def compare_state_dicts(
     return missing, unexpected, shapes
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, Any], source: str | os.PathLike,
-                what: str) -> nn.Module:
+def load_strict(module: _M, state_dict: Mapping[str, Any], source: str | os.PathLike,
+                what: str) -> _M:
     """Load ``state_dict`` into ``module`` with every key and shape required to match.
 
     Buffers are loaded too (StyleGAN2's FIR kernels and noise buffers are part of the official files).

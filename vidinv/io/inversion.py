@@ -398,7 +398,8 @@ class InversionWriter:
             models_json.append({"name": str(m["name"]), "role": str(m.get("role", "")), "sha256": str(m["sha256"])})
         return {
             "source": source_info(source),
-            "encoder": {"kind": encoder, "feature_index": int(feature_index) if feature_shape is not None else None},
+            "encoder": {"kind": encoder, "feature_index": int(feature_index)
+                        if feature_shape is not None and feature_index is not None else None},
             "generator": gen, "models": models_json, "arrays": arrays,
             "images": {"crops": bool(save_crops), "recon": bool(save_recon), "pattern": _IMAGE_PATTERN},
             "extra": json_safe(dict(extra or {}), infinity="null"),
@@ -406,7 +407,7 @@ class InversionWriter:
 
     # -------------------------------------------------------------- state
     def _init_state(self) -> None:
-        self._pending: list[dict[str, np.ndarray]] = []
+        self._pending: list[dict[str, np.ndarray | np.generic]] = []
         self._keys: set[tuple[int, int]] = set()
         self._last_frame: int | None = None
         self._closed = False
@@ -527,7 +528,7 @@ class InversionWriter:
                              "non-decreasing frame order")
         if (frame_index, track_id) in self._keys:
             raise ValueError(f"duplicate record for frame {frame_index}, track {track_id}")
-        rec: dict[str, np.ndarray] = {}
+        rec: dict[str, np.ndarray | np.generic] = {}
         where = f"frame {frame_index}, track {track_id}"
         rec["w"] = self._field(w, "w", np.float32, where)
         if "F" in arrays:
@@ -597,7 +598,7 @@ class InversionWriter:
         name = f"chunks/chunk_{idx:06d}.npz"
         stacked = {k: np.stack([r[k] for r in self._pending]) for k in self._pending[0]}
         buf = io.BytesIO()
-        np.savez(buf, **stacked)
+        np.savez(buf, **stacked)  # type: ignore[arg-type]  # mypy matches ** against savez's allow_pickle: bool
         data = buf.getvalue()
         atomic_write_bytes(self.path / name, data)
         frames = stacked["frame_index"]

@@ -44,9 +44,11 @@ import shutil
 import struct
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from vidinv.io.outputs import atomic_path, commit, discard, temp_path_for
 from vidinv.io.video import ACCURATE_RGB, Frame, frame_rate, normalise_rotation, open_video
@@ -124,7 +126,7 @@ def _display_matrix(path: Path) -> tuple[list[int] | None, int]:
         for frame in c.decode(c.streams.video[0]):
             rotation = normalise_rotation(getattr(frame, "rotation", 0))
             for sd in frame.side_data:
-                if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+                if sd.type == SideDataType.DISPLAYMATRIX:
                     return list(struct.unpack("=9i", bytes(sd)[:36])), rotation
             return None, rotation
     return None, 0
@@ -185,7 +187,8 @@ class EditedVideoWriter:
         self.images_upright = images_upright
         self.frames_written = 0
         self.audio_packets_written = 0
-        self._input = self._output = None
+        self._input: av.container.InputContainer | None = None
+        self._output: av.container.OutputContainer | None = None
         self.temp_path: Path | None = None
         self._done = False
 
@@ -262,10 +265,10 @@ class EditedVideoWriter:
         for s in self._input.streams:
             if s.type not in ("audio", "subtitle"):
                 continue
-            name = s.codec_context.name if s.codec_context is not None else None
-            if name not in supported:
+            codec_name = s.codec_context.name if s.codec_context is not None else None
+            if codec_name not in supported:
                 log.warning("%s: %s stream #%d (%s) cannot be stored in %s; dropped", self.src_path, s.type,
-                            s.index, name, self.dst_path.suffix)
+                            s.index, codec_name, self.dst_path.suffix)
                 continue
             o = self._output.add_stream_from_template(s)
             _copy_metadata(s.metadata, o.metadata)
@@ -285,10 +288,11 @@ class EditedVideoWriter:
             if p is None:
                 self._copy_iter = None
                 return None
-            if p.size == 0 or (p.dts is None and p.pts is None):
+            ts = p.pts if p.pts is not None else p.dts
+            if p.size == 0 or ts is None:
                 continue  # demuxer flush packet
             tb = p.time_base
-            t = (p.pts if p.pts is not None else p.dts) * tb
+            t = ts * tb
             if self._cut:
                 # Cut on packet boundaries: keep the packets that overlap [first frame, end). At the very
                 # beginning of the input nothing is cut (encoder priming packets are kept as they are).
@@ -388,7 +392,8 @@ class EditedVideoWriter:
         if self._done:
             return
         try:
-            if self._output is None:
+            # _open sets all three (temp_path first); abort clears the two containers
+            if self._output is None or self._input is None or self.temp_path is None:
                 raise RuntimeError("EditedVideoWriter was aborted")
             if self.frames_written != len(self.frames):
                 raise MissingFrameError(
@@ -428,7 +433,7 @@ class EditedVideoWriter:
     def __enter__(self) -> EditedVideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc_type is None:
             self.close()
         else:

@@ -248,7 +248,7 @@ class VideoReader:
         self.start = int(start)
         self.stop = stop
         self.threads = threads
-        self._container = None
+        self._container: av.container.InputContainer | None = None
 
     def __enter__(self) -> VideoReader:
         return self
@@ -337,6 +337,7 @@ class VideoWriter:
 
     Raises:
         ValueError: a frame with another shape or dtype than ``(height, width, 3)`` ``uint8``.
+        RuntimeError: ``write`` after :meth:`close` or :meth:`abort`.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float | int = 30,
@@ -348,7 +349,7 @@ class VideoWriter:
         rate = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.temp_path = temp_path_for(self.path)
-        self._container = None
+        self._container: av.container.OutputContainer | None = None
         self.frames_written = 0
         try:
             self._container = av.open(str(self.temp_path), mode="w")
@@ -356,7 +357,7 @@ class VideoWriter:
             self._stream.width, self._stream.height = self.size
             self._stream.pix_fmt = "yuv420p"
             self._stream.time_base = Fraction(1, 1) / rate
-            opts = {"crf": str(crf), "preset": preset}
+            opts: dict[str, object] = {"crf": str(crf), "preset": preset}
             opts.update(options or {})
             self._stream.options = opts
             if rotation:
@@ -386,6 +387,8 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame = frame.reformat(format="yuv420p", dst_color_range=1, interpolation=ACCURATE_RGB)
         frame.pts = self.frames_written
+        if self._container is None:
+            raise RuntimeError(f"VideoWriter({self.path}) is closed")
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1

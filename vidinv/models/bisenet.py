@@ -455,9 +455,10 @@ def load_bisenet(path: str | os.PathLike, device: torch.device | str | None = No
     if record is None:
         sd, net, what = obj, BiSeNet(N_CLASSES), "BiSeNet face-parsing (official 79999_iter.pth layout)"
     else:
-        sd = obj.get("state_dict")
-        if not isinstance(sd, dict):
+        recorded_sd = obj.get("state_dict")
+        if not isinstance(recorded_sd, dict):
             raise CheckpointError(f"{path}: the file has a vidinv record but no 'state_dict' dict")
+        sd = recorded_sd
         arch = dict(record["architecture"])
         unknown = sorted(set(arch) - {"n_classes", "base_width"})
         if unknown:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +101,8 @@ class FeatureStyleEncoder(nn.Module):
     enc_resolution = FS_ENC_RESOLUTION
     feature_layer = FS_FEATURE_LAYER
 
-    def __init__(self, n_styles: int = 18, stride: int = 2, *, widths: tuple[int, int, int, int] = (64, 128, 256, 512),
-                 depths: tuple[int, int, int, int] = (3, 4, 14, 3), stem_width: int = 64,
+    def __init__(self, n_styles: int = 18, stride: int = 2, *, widths: Sequence[int] = (64, 128, 256, 512),
+                 depths: Sequence[int] = (3, 4, 14, 3), stem_width: int = 64,
                  content_channels: int = 512, style_dim: int = 512):
         super().__init__()
         if n_styles < 1:
@@ -231,7 +232,8 @@ def fs_encoder_from_architecture(arch: dict, source: str | os.PathLike = "archit
                                   depths=tuple(a["depths"]), stem_width=int(a["stem_width"]),
                                   content_channels=int(a["content_channels"]), style_dim=int(a["style_dim"]))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: the recorded Feature-Style encoder architecture cannot be built: {exc}") from exc
+        raise CheckpointError(
+            f"{source}: the recorded Feature-Style encoder architecture cannot be built: {exc}") from exc
     enc.enc_resolution = int(a["enc_resolution"])
     return enc
 

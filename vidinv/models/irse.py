@@ -91,6 +91,7 @@ class BottleneckIRSE(nn.Module):
 
     def __init__(self, in_channel: int, depth: int, stride: int, use_se: bool = True):
         super().__init__()
+        self.shortcut_layer: nn.Module
         if in_channel == depth:
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:

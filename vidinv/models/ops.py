@@ -28,7 +28,7 @@ def _pads(pad: Sequence[int]) -> tuple[int, int, int, int]:
     if len(pad) == 2:
         return pad[0], pad[1], pad[0], pad[1]
     if len(pad) == 4:
-        return pad  # type: ignore[return-value]
+        return pad
     raise ValueError(f"pad must have 2 entries (both axes) or 4 (x0, x1, y0, y1), got {pad}")
 
 

@@ -224,6 +224,8 @@ class PSP(nn.Module):
         ValueError: inconsistent style counts or a missing/ill-shaped ``latent_avg``.
     """
 
+    latent_avg: torch.Tensor | None
+
     def __init__(self, encoder: GradualStyleEncoder, decoder: Generator, latent_avg: torch.Tensor | None = None,
                  start_from_latent_avg: bool = True):
         super().__init__()
@@ -246,6 +248,7 @@ class PSP(nn.Module):
         """
         codes = self.encoder(x)
         if self.start_from_latent_avg:
+            assert self.latent_avg is not None  # __init__ refuses start_from_latent_avg without one
             codes = codes + self.latent_avg.unsqueeze(0).to(codes.dtype)
         return codes
 

@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,8 @@ class EqualLinear(nn.Module):
 class Blur(nn.Module):
     """FIR filter applied after a transposed conv (buffer ``kernel`` (4, 4))."""
 
+    kernel: torch.Tensor
+
     def __init__(self, kernel: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1):
         super().__init__()
         k = make_kernel(kernel)
@@ -127,6 +129,8 @@ class Blur(nn.Module):
 
 class Upsample(nn.Module):
     """2x FIR upsampling of the RGB skip image (buffer ``kernel`` (4, 4))."""
+
+    kernel: torch.Tensor
 
     def __init__(self, kernel: Sequence[float], factor: int = 2):
         super().__init__()
@@ -396,10 +400,10 @@ class Generator(nn.Module):
         self.layers_run = 0
 
     def _layer(self, j: int) -> StyledConv:
-        return self.conv1 if j == 1 else self.convs[j - 2]
+        return self.conv1 if j == 1 else cast(StyledConv, self.convs[j - 2])
 
     def _to_rgb(self, j: int) -> ToRGB:
-        return self.to_rgb1 if j == 1 else self.to_rgbs[(j - 3) // 2]
+        return self.to_rgb1 if j == 1 else cast(ToRGB, self.to_rgbs[(j - 3) // 2])
 
     def _wplus(self, w: torch.Tensor) -> torch.Tensor:
         ref = self._ref()
@@ -735,7 +739,8 @@ def generator_from_architecture(arch: Mapping[str, Any], source: str | os.PathLi
 def _psp_decoder_arch(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The decoder architecture of a pSp-layout file: its vidinv record's, else pSp's official one."""
 
-    opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), Mapping) else {}
+    raw_opts = ckpt.get("opts")
+    opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
     record = read_vidinv_record(opts.get(VIDINV_RECORD_KEY), source, "psp")
     if record is not None:
         dec = record["architecture"].get("decoder")
@@ -862,7 +867,7 @@ def load_generator(path: str | os.PathLike, *, size: int | None = None, channel_
     source = str(path)
     ckpt = read_checkpoint(path, allow_pickle=allow_pickle)
     sd, latent_avg, arch = _generator_state_dict(ckpt, source)
-    cfg = dict(arch) if arch is not None else infer_generator_config(sd, source)
+    cfg: dict[str, Any] = dict(arch) if arch is not None else infer_generator_config(sd, source)
     cfg.setdefault("lr_mlp", lr_mlp)
     for name, val in (("size", size), ("channel_multiplier", channel_multiplier), ("style_dim", style_dim),
                       ("n_mlp", n_mlp), ("max_channels", max_channels)):

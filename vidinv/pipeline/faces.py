@@ -59,6 +59,36 @@ class FaceCode:
     mask: np.ndarray | None = None
     recon: np.ndarray | None = None
 
+    def encoded_w(self) -> torch.Tensor:
+        """:attr:`w` for a stage after :func:`encode_stage`.
+
+        Raises:
+            RuntimeError: the face has not been encoded.
+        """
+        if self.w is None:
+            raise RuntimeError(f"face of track {self.track_id} has no w: it was not encoded")
+        return self.w
+
+    def encoded_F(self) -> torch.Tensor:
+        """:attr:`F` for a stage after :func:`encode_stage` of an inverter with a feature code.
+
+        Raises:
+            RuntimeError: the face has no feature code (not encoded, or the inverter has none).
+        """
+        if self.F is None:
+            raise RuntimeError(f"face of track {self.track_id} has no feature code F")
+        return self.F
+
+    def kept_crop(self) -> np.ndarray:
+        """:attr:`crop`, kept by :func:`encode_stage` when asked to (``keep_crops``).
+
+        Raises:
+            RuntimeError: the crop was not kept.
+        """
+        if self.crop is None:
+            raise RuntimeError(f"face of track {self.track_id} has no kept crop")
+        return self.crop
+
 
 @dataclass
 class Item:
@@ -160,8 +190,8 @@ def latent_smoothing_stage(sigma: float):
                                           else None, [])
                 sw, sf, faces = tracks[f.track_id]
                 faces.append((f, waiting))
-                deliver(f.track_id, sw.push(f.w.detach().cpu().numpy()),
-                        sf.push(f.F.detach().cpu().numpy()) if sf is not None else None)
+                deliver(f.track_id, sw.push(f.encoded_w().detach().cpu().numpy()),
+                        sf.push(f.encoded_F().detach().cpu().numpy()) if sf is not None else None)
             while pending and not pending[0][1]:
                 yield pending.popleft()[0]
         for tid in list(tracks):
@@ -224,10 +254,10 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
             if faces:
                 t0 = time.perf_counter()
                 with torch.inference_mode(), inverter.runtime.autocast():
-                    w = torch.stack([f.w for f in faces]).to(dev, torch.float32)
+                    w = torch.stack([f.encoded_w() for f in faces]).to(dev, torch.float32)
                     F = None
                     if inverter.feature_index is not None:
-                        F = torch.stack([f.F for f in faces]).to(dev, torch.float32)
+                        F = torch.stack([f.encoded_F() for f in faces]).to(dev, torch.float32)
                     img = inverter.edit(w, F, edit, noise=noise)
                     img = img.float()  # +-inf would clamp to a finite colour: keep it non-finite for the guard
                     img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))

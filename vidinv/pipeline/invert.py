@@ -139,17 +139,18 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
                     recon = None
                     if opts.save_recon and it.faces:
                         with torch.inference_mode(), runtime.autocast():
-                            w = torch.stack([f.w for f in it.faces])
-                            F = torch.stack([f.F for f in it.faces]) if inverter.feature_index is not None else None
+                            w = torch.stack([f.encoded_w() for f in it.faces])
+                            F = (torch.stack([f.encoded_F() for f in it.faces])
+                                 if inverter.feature_index is not None else None)
                             img = inverter.synthesize(w, F)
                             img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                             recon = img.permute(0, 2, 3, 1).cpu().numpy()
                     for i, f in enumerate(it.faces):
                         tracks.add(f.track_id)
-                        writer.add(w=f.w.cpu().numpy(), F=f.F.cpu().numpy() if f.F is not None else None,
+                        writer.add(w=f.encoded_w().cpu().numpy(), F=f.F.cpu().numpy() if f.F is not None else None,
                                    quad=f.quad, landmarks=f.landmarks, track_id=f.track_id,
                                    frame_index=it.frame.index, pts=it.frame.pts, time=it.frame.time,
-                                   crop=_resize(f.crop, opts.image_size) if keep else None,
+                                   crop=_resize(f.kept_crop(), opts.image_size) if keep else None,
                                    recon=_resize(recon[i], opts.image_size) if recon is not None else None)
                         f.crop = None
                         result.records_new += 1
