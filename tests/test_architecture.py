@@ -109,3 +109,13 @@ def test_imports_inside_functions_say_why():
                             unexplained.append(f"{path.relative_to(REPO)}:{own[0].lineno}")
                         run = []
     assert sorted(set(unexplained)) == []
+
+
+def test_layer_k_has_one_value():
+    """K (the generator layer whose feature F replaces) is FS_FEATURE_LAYER everywhere; the torch-free training
+    config repeats its value as a default and must agree."""
+    from vidinv.inverters import inverter_class
+    from vidinv.models.fs_encoder import FS_FEATURE_LAYER
+    from vidinv.training.config import FSTrainConfig
+
+    assert FSTrainConfig().feature_layer == FS_FEATURE_LAYER == inverter_class("fs").feature_index == 5

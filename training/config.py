@@ -312,6 +312,8 @@ class FSTrainConfig:
     encoder: FSEncoderConfig = _f(doc="Encoder architecture.", factory=FSEncoderConfig)
     synthetic_per_batch: int = _f(1, "Synthetic samples z -> w -> G(w) per step and rank (batch_size 1).")
     real_per_batch: int = _f(1, "Real images per step and rank (use_realimg, batch_size 1).")
+    # K's value is vidinv.models.fs_encoder.FS_FEATURE_LAYER (not imported: configs load without torch;
+    # tests/test_architecture.py checks that the two agree)
     feature_layer: int = _f(5, "Generator feature index K that F replaces (idx_k 5: the second 16x16 layer).")
     feature_warmup_steps: int = _f(10_000, "feature_scale = min(1, step / this) (trainer: min(1, 1e-4 * n_iter)). "
                                            "0: always 1.")
