@@ -10,7 +10,7 @@ import sys
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
-from import_graph import cycles, graph, module_files  # noqa: E402
+from import_graph import cycles, graph, module_files
 
 #: Layers, lowest first: a module may import its own package and lower layers only (ARCHITECTURE.md).
 LAYERS = [
