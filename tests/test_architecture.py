@@ -58,7 +58,7 @@ def test_no_private_names_across_modules():
 def _grep(pattern: str) -> list[str]:
     rx = re.compile(pattern)
     hits = []
-    for m, path in module_files().items():
+    for path in module_files().values():
         for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if rx.search(line) and not line.lstrip().startswith("#"):
                 hits.append(f"{path.relative_to(REPO)}:{no}: {line.strip()}")
@@ -103,8 +103,8 @@ def test_imports_inside_functions_say_why():
                         if isinstance(st, (ast.Import, ast.ImportFrom)):
                             run.append(st)
                             continue
-                        own = [r for r in run if (r.module if isinstance(r, ast.ImportFrom) else r.names[0].name)
-                               and (r.module if isinstance(r, ast.ImportFrom) else r.names[0].name).startswith("vidinv")]
+                        names = [(r.module if isinstance(r, ast.ImportFrom) else r.names[0].name) or "" for r in run]
+                        own = [r for r, n in zip(run, names) if n.startswith("vidinv")]
                         if own and not lines[run[0].lineno - 2].strip().startswith("#"):
                             unexplained.append(f"{path.relative_to(REPO)}:{own[0].lineno}")
                         run = []
