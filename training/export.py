@@ -136,7 +136,7 @@ def psp_checkpoint(encoder: GradualStyleEncoder, decoder: Generator, latent_avg:
     loss = loss or {}
     opts = {
         "encoder_type": "GradualStyleEncoder",
-        "input_nc": 3,
+        "input_nc": int(encoder.input_nc),
         "label_nc": 0,
         "output_size": int(decoder.size),
         "start_from_latent_avg": True,

@@ -55,6 +55,10 @@ __all__ = [
     "psp_encoder_from_architecture",
     "SUPPORTED_ENCODER_TYPES",
     "PSP_INPUT_SIZE",
+    "PSP_TASK_OUTPUT_SIZE",
+    "PspTaskOptions",
+    "psp_task_options",
+    "load_psp_task",
 ]
 
 SUPPORTED_ENCODER_TYPES = ("GradualStyleEncoder",)
@@ -242,7 +246,11 @@ class PSP(nn.Module):
         self.register_buffer("latent_avg", latent_avg, persistent=False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Aligned faces (B, 3, 256, 256) in [-1, 1] RGB → W+ (B, n_styles, 512) fed to the decoder.
+        """Encoder input (B, input_nc, 256, 256) → W+ (B, n_styles, 512) fed to the decoder.
+
+        The input is what the checkpoint's task was trained on: aligned RGB faces in [-1, 1] for
+        ``input_nc=3``; a one-hot label map in {0, 1} for segmentation-to-face (``input_nc=label_nc=19``);
+        a sketch in [0, 1] for sketch-to-face (``input_nc=1``) (pSp ``configs/transforms_config.py``).
 
         ``W+ = encoder(x) + latent_avg`` when ``start_from_latent_avg``, else ``encoder(x)``.
         """
@@ -269,7 +277,7 @@ class PSP(nn.Module):
         """pSp inversion/reconstruction (reference ``pSp.forward(x, resize, randomize_noise=False, return_latents)``).
 
         Args:
-            x: (B, 3, 256, 256) float, RGB in [-1, 1].
+            x: (B, input_nc, 256, 256) float (RGB in [-1, 1] for the encode task; see :meth:`encode`).
             resize: pool the output to 256x256.
             noise: ``"const"`` (default) or any value ``Generator.synthesis`` accepts.
             return_latents: also return the W+ fed to the decoder.
@@ -398,14 +406,22 @@ def read_psp_checkpoint(path: str | os.PathLike) -> PSPCheckpoint:
             ``output_size``; ``start_from_latent_avg`` without a usable ``latent_avg``; a bad vidinv
             record, or one that contradicts ``opts``.
     """
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"{path}: expected a pSp checkpoint dict, got a {type(ckpt).__name__}")
-    sd = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
+    return _psp_checkpoint_from(read_checkpoint(path), path)
+
+
+def _opts_dict(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     opts = ckpt.get("opts") or {}
     if not isinstance(opts, Mapping):
         opts = dict(vars(opts)) if hasattr(opts, "__dict__") else {}
-    opts = dict(opts)
+    return dict(opts)
+
+
+def _psp_checkpoint_from(ckpt: Any, path: str | os.PathLike) -> PSPCheckpoint:
+    """:func:`read_psp_checkpoint` on the already-read content ``ckpt`` of ``path``."""
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: expected a pSp checkpoint dict, got a {type(ckpt).__name__}")
+    sd = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
+    opts = _opts_dict(ckpt)
 
     encoder_type = opts.get("encoder_type", "GradualStyleEncoder")
     if encoder_type not in SUPPORTED_ENCODER_TYPES:
@@ -497,10 +513,147 @@ def load_psp(path: str | os.PathLike) -> PSP:
             with :func:`vidinv.io.checkpoints.load_strict` (errors name the file and keys).
     """
 
-    ck = read_psp_checkpoint(path)
+    return _build_psp(read_psp_checkpoint(path))
+
+
+def _build_psp(ck: PSPCheckpoint) -> PSP:
+    """The :class:`PSP` of a checked checkpoint, both halves loaded strictly, eval mode, CPU."""
     enc = _encoder_for_loading(ck)
     load_strict(enc, ck.encoder_state, ck.path, _what(ck, "pSp GradualStyleEncoder"))
     dec = generator_from_architecture(ck.decoder_arch, ck.path)
     load_strict(dec, ck.decoder_state, ck.path, _what(ck, "pSp decoder (StyleGAN2 generator)"))
     net = PSP(enc, dec, ck.latent_avg, start_from_latent_avg=ck.start_from_latent_avg)
     return net.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- tasks
+
+#: Generator size of every pSp task model: pSp's ``pSp.__init__`` builds ``Generator(1024, 512, 8)``.
+PSP_TASK_OUTPUT_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class PspTaskOptions:
+    """The architecture options of a pSp task checkpoint, read from its ``opts`` (the official record).
+
+    Attributes:
+        input_nc: encoder input channels (3 for RGB faces: encode, super-resolution, frontalization,
+            toonify; 19 for CelebAMask-HQ segmentation maps; 1 for sketches).
+        label_nc: number of label classes of a label-map input (pSp ``--label_nc``; 0 for RGB input).
+            A label map of ``label_nc`` classes is fed one-hot (pSp ``augmentations.ToOneHot``), so
+            ``input_nc == label_nc`` whenever ``label_nc > 0``.
+        output_size: generator resolution (1024 for every pSp task model).
+        start_from_latent_avg: codes are offsets from ``latent_avg``.
+        learn_in_w: one W code instead of W+ (refused: vidinv supports W+ only).
+        encoder_type: pSp encoder class (only ``GradualStyleEncoder`` is supported).
+        resize_factors: super-resolution down-sampling factors the model was trained with
+            (pSp ``--resize_factors``, a comma-separated string in ``opts``), or None.
+        dataset_type: pSp's ``--dataset_type`` (e.g. ``"celebs_super_resolution"``), or None.
+    """
+
+    input_nc: int = 3
+    label_nc: int = 0
+    output_size: int = PSP_TASK_OUTPUT_SIZE
+    start_from_latent_avg: bool = True
+    learn_in_w: bool = False
+    encoder_type: str = "GradualStyleEncoder"
+    resize_factors: tuple[int, ...] | None = None
+    dataset_type: str | None = None
+
+
+def _as_int(opts: Mapping[str, Any], key: str, default: int, problems: list[str]) -> int:
+    v = opts.get(key, default)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return int(v)
+    problems.append(f"{key}={v!r} (not an integer)")
+    return default
+
+
+def psp_task_options(opts: Mapping[str, Any], has_latent_avg: bool = True,
+                     source: str | os.PathLike = "opts") -> PspTaskOptions:
+    """Read and check the architecture options of a pSp task checkpoint's ``opts``.
+
+    Absent keys take pSp's defaults (``options/train_options.py``: ``encoder_type`` GradualStyleEncoder,
+    ``input_nc`` 3, ``label_nc`` 0, ``resize_factors`` None; ``scripts/inference.py``: ``learn_in_w`` False,
+    ``output_size`` 1024); ``start_from_latent_avg`` defaults to whether the file has a ``latent_avg``
+    (pSp saves one only then).
+
+    Raises:
+        CheckpointError: one line naming every option (and its value) vidinv does not support:
+            ``encoder_type`` other than GradualStyleEncoder, ``learn_in_w=True``, ``output_size`` other
+            than 1024, ``input_nc < 1``, ``label_nc < 0``, ``label_nc > 0`` with ``input_nc != label_nc``,
+            ``resize_factors`` that are not positive integers.
+    """
+    problems: list[str] = []
+    encoder_type = opts.get("encoder_type", "GradualStyleEncoder")
+    if encoder_type not in SUPPORTED_ENCODER_TYPES:
+        problems.append(f"encoder_type={encoder_type!r} (only {', '.join(SUPPORTED_ENCODER_TYPES)})")
+    learn_in_w = opts.get("learn_in_w", False)
+    if learn_in_w:
+        problems.append(f"learn_in_w={learn_in_w!r} (only W+ encoders, learn_in_w=False)")
+    output_size = _as_int(opts, "output_size", PSP_TASK_OUTPUT_SIZE, problems)
+    if output_size != PSP_TASK_OUTPUT_SIZE:
+        problems.append(f"output_size={output_size} (pSp task models use a {PSP_TASK_OUTPUT_SIZE} generator)")
+    input_nc = _as_int(opts, "input_nc", 3, problems)
+    if input_nc < 1:
+        problems.append(f"input_nc={input_nc} (must be >= 1)")
+    label_nc = _as_int(opts, "label_nc", 0, problems)
+    if label_nc < 0:
+        problems.append(f"label_nc={label_nc} (must be >= 0)")
+    elif label_nc > 0 and input_nc != label_nc:
+        problems.append(f"label_nc={label_nc} with input_nc={input_nc} (a one-hot label map has "
+                        "input_nc == label_nc channels)")
+    raw_factors = opts.get("resize_factors")
+    factors: tuple[int, ...] | None = None
+    if raw_factors is not None:
+        try:
+            items = raw_factors.split(",") if isinstance(raw_factors, str) else list(raw_factors)
+            factors = tuple(int(str(f).strip()) for f in items)
+            if not factors or min(factors) < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"resize_factors={raw_factors!r} (expected positive integers such as '1,2,4,8,16,32')")
+            factors = None
+    if problems:
+        raise CheckpointError(f"{source}: unsupported pSp task option(s): {'; '.join(problems)}")
+    dataset_type = opts.get("dataset_type")
+    return PspTaskOptions(input_nc=input_nc, label_nc=label_nc, output_size=output_size,
+                          start_from_latent_avg=bool(opts.get("start_from_latent_avg", has_latent_avg)),
+                          learn_in_w=False, encoder_type=str(encoder_type), resize_factors=factors,
+                          dataset_type=None if dataset_type is None else str(dataset_type))
+
+
+def load_psp_task(path: str | os.PathLike) -> tuple[PSP, PspTaskOptions]:
+    """Load a pSp task checkpoint (super-resolution, frontalization, toonify, segmentation- or
+    sketch-to-face) strictly, in eval mode on CPU, with the options its ``opts`` records.
+
+    The file has pSp's layout (:func:`read_psp_checkpoint`) and must carry ``opts``: it is the official
+    record of the architecture. The network is what pSp's ``pSp(opts)`` builds from it:
+    ``GradualStyleEncoder(50, 'ir_se', opts)`` whose input layer reads ``opts['input_nc']`` channels and
+    ``Generator(1024, 512, 8)``; every key and shape must match (a file vidinv wrote is held to its
+    record instead, whose encoder ``input_nc`` must agree with ``opts``).
+
+    Returns:
+        ``(net, options)``: the :class:`PSP` network (``net.encoder.input_nc == options.input_nc``) and
+        the :class:`PspTaskOptions`.
+
+    Raises:
+        CheckpointError: unreadable file, no ``opts``, unsupported options (:func:`psp_task_options`,
+            one line naming each option and value), a record contradicting ``opts``.
+        CheckpointMismatchError: missing/unexpected keys or wrong shapes (names the file and the keys).
+    """
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: expected a pSp checkpoint dict, got a {type(ckpt).__name__}")
+    opts = _opts_dict(ckpt)
+    if not opts:
+        raise CheckpointError(f"{path}: no 'opts' in the file; a pSp task checkpoint records its architecture "
+                              "options there (input_nc, label_nc, output_size, ...)")
+    options = psp_task_options(opts, ckpt.get("latent_avg") is not None, path)
+    ck = _psp_checkpoint_from(ckpt, path)
+    del ckpt
+    rec_nc = int(ck.encoder_arch.get("input_nc", 3))
+    if rec_nc != options.input_nc:
+        raise CheckpointError(f"{path}: the vidinv record declares an encoder of input_nc={rec_nc}, but "
+                              f"opts['input_nc'] is {options.input_nc}")
+    return _build_psp(ck), options

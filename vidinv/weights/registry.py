@@ -76,8 +76,11 @@ USES: dict[str, str] = {
     "eval": "identity similarity / reconstruction metrics (ArcFace, IR-SE50, LPIPS)",
     "train": "training the Feature-Style encoder (StyleGAN2, ArcFace ID loss, LPIPS)",
     "train-psp": "training pSp-style encoders (IR-SE50 ID loss)",
-    "super-resolution": "pSp super-resolution model (CelebA-HQ)",
-    "frontalization": "pSp face frontalization model (FFHQ)",
+    "restore": "pSp face super-resolution model (CelebA-HQ, x1..x32 down-sampling)",
+    "frontalize": "pSp face frontalization model (FFHQ)",
+    "toonify": "pSp toonify model (FFHQ encoder, toon StyleGAN2 generator)",
+    "anonymize": "pSp segmentation-to-face model (CelebAMask-HQ, 19 labels) for face anonymization",
+    "sketch": "pSp sketch-to-face model (CelebA-HQ, 1-channel sketches)",
 }
 
 
@@ -237,6 +240,8 @@ _NC_DECODER_NOTE = ("The StyleGAN2 decoder inside is the FFHQ StyleGAN2 that pSp
                     f"({_STYLEGAN2_LICENCE}).")
 _NC_FFHQ_NOTE = _NC_DECODER_NOTE + (" The pSp README says the model is trained with the FFHQ dataset, which NVIDIA "
                                     f"makes available under CC BY-NC-SA 4.0 ({_FFHQ_REPO}). pSp's own code is MIT.")
+_CELEBAHQ_NOTE = (" The pSp README says this model is trained with the CelebA-HQ dataset, collected from CelebA "
+                  "(for CelebA's terms see https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html). pSp's own code is MIT.")
 _FS_LICENCE = "InterDigital evaluation licence: fundamental research only"
 _FS_NOTE = ("InterDigital's Limited Software Evaluation License of the FeatureStyleEncoder repository, which "
             "distributes this file: (1) use only for fundamental research (the \"Authorized Purpose\"), "
@@ -352,24 +357,65 @@ def _builtin_entries() -> list[WeightFile]:
         check="vidinv.models.stylegan2:load_generator"))
     e.append(WeightFile(
         name="psp_celebs_super_resolution.pt", kind="weights",
-        description="pSp super-resolution (CelebA-HQ): {state_dict: encoder.* + decoder.*, latent_avg, opts}",
-        needed_by="pSp super-resolution",
-        uses=("super-resolution",), size=1_201_400_000, size_exact=False,
+        description="pSp super-resolution (CelebA-HQ faces down-sampled x1..x32 and resized back to 256): "
+                    "{state_dict: encoder.* + decoder.*, latent_avg, opts (input_nc 3, resize_factors)}",
+        needed_by="vidinv restore (pSp face super-resolution)",
+        uses=("restore",), size=1_201_400_000, size_exact=False,
         licence=_NC_FFHQ, terms="non-commercial",
-        licence_note=_NC_DECODER_NOTE + (" The pSp README says this model is trained with the CelebA-HQ dataset, "
-                                         "collected from CelebA (for CelebA's terms see "
-                                         "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html). pSp's own code is MIT."),
+        licence_note=_NC_DECODER_NOTE + _CELEBAHQ_NOTE,
         licence_url=_PSP_REPO,
         gdrive_id="1ZpmSXBpJ9pFEov6-jjQstAlfYbkebECu",
-        check="vidinv.models.psp:load_psp"))
+        check="vidinv.models.psp:load_psp_task"))
     e.append(WeightFile(
         name="psp_ffhq_frontalization.pt", kind="weights",
-        description="pSp face frontalization (FFHQ): {state_dict: encoder.* + decoder.*, latent_avg, opts}",
-        needed_by="pSp face frontalization",
-        uses=("frontalization",), size=1_201_400_000, size_exact=False,
+        description="pSp face frontalization (FFHQ): {state_dict: encoder.* + decoder.*, latent_avg, "
+                    "opts (input_nc 3)}",
+        needed_by="vidinv frontalize (pSp face frontalization)",
+        uses=("frontalize",), size=1_201_400_000, size_exact=False,
         licence=_NC_FFHQ, licence_note=_NC_FFHQ_NOTE, terms="non-commercial", licence_url=_PSP_REPO,
         gdrive_id="1_S4THAzXb-97DbpXmanjHtXRyKxqjARv",
-        check="vidinv.models.psp:load_psp"))
+        check="vidinv.models.psp:load_psp_task"))
+    e.append(WeightFile(
+        name="psp_ffhq_toonify.pt", kind="weights",
+        description="pSp toonify (FFHQ encoder; the decoder is the toon StyleGAN2 generator of Doron Adler & Justin "
+                    "Pinkney): {state_dict: encoder.* + decoder.*, latent_avg, opts (input_nc 3)}",
+        needed_by="vidinv toonify (pSp toonification)",
+        uses=("toonify",), size=1_201_400_000, size_exact=False,
+        licence="non-commercial (FFHQ CC BY-NC-SA 4.0); toon generator: see the pSp README", terms="non-commercial",
+        licence_note=("The encoder is trained on FFHQ, which NVIDIA makes available under CC BY-NC-SA 4.0 "
+                      f"({_FFHQ_REPO}). The StyleGAN2 decoder inside is not NVIDIA's FFHQ generator but the toon "
+                      "generator the pSp README credits to Doron Adler and Justin Pinkney; for its terms see "
+                      f"{_PSP_REPO} (README, Pretrained Models). pSp's own code is MIT."),
+        licence_url=_PSP_REPO,
+        gdrive_id="1YKoiVuFaqdvzDP5CZaqa3k5phL-VDmyz",
+        check="vidinv.models.psp:load_psp_task"))
+    e.append(WeightFile(
+        name="psp_celebs_seg_to_face.pt", kind="weights",
+        description="pSp segmentation map to face (CelebAMask-HQ, 19 labels one-hot): {state_dict: encoder.* + "
+                    "decoder.*, latent_avg, opts (input_nc 19, label_nc 19)}; the pSp README links it as "
+                    "\"Segmentation to Image\" without a file name",
+        needed_by="vidinv anonymize (face from a parsing label map, with an injected style)",
+        uses=("anonymize",), size=1_201_500_000, size_exact=False,
+        licence=_NC_FFHQ + "; CelebAMask-HQ non-commercial", terms="non-commercial",
+        licence_note=_NC_DECODER_NOTE + (" The pSp README says this model is trained with the CelebAMask-HQ dataset, "
+                                         "whose Dataset Agreement makes it available for non-commercial research "
+                                         "purposes only and forbids exploiting \"any portion of derived data\" for "
+                                         "any commercial purposes (https://github.com/switchablenorms/CelebAMask-HQ). "
+                                         "pSp's own code is MIT."),
+        licence_url=_PSP_REPO,
+        gdrive_id="1VpEKc6E6yG3xhYuZ0cq8D2_1CbT0Dstz",
+        check="vidinv.models.psp:load_psp_task"))
+    e.append(WeightFile(
+        name="psp_celebs_sketch_to_face.pt", kind="weights",
+        description="pSp sketch to face (CelebA-HQ, 1-channel sketches): {state_dict: encoder.* + decoder.*, "
+                    "latent_avg, opts (input_nc 1, label_nc 1)}",
+        needed_by="pSp sketch-to-face (images; loader and registry entry only)",
+        uses=("sketch",), size=1_201_400_000, size_exact=False,
+        licence=_NC_FFHQ, terms="non-commercial",
+        licence_note=_NC_DECODER_NOTE + _CELEBAHQ_NOTE,
+        licence_url=_PSP_REPO,
+        gdrive_id="1lB7wk7MwtdxL-LL4Z_T76DuCfk00aSXA",
+        check="vidinv.models.psp:load_psp_task"))
 
     # ------------------------------------------------------------------------------------- directions
     fs_dirs = {
