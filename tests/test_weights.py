@@ -154,6 +154,18 @@ def test_registry_official_entries():
     assert w["model_ir_se50.pth"].gdrive_id == "1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn"
     assert w["psp_celebs_super_resolution.pt"].gdrive_id == "1ZpmSXBpJ9pFEov6-jjQstAlfYbkebECu"
     assert w["psp_ffhq_frontalization.pt"].gdrive_id == "1_S4THAzXb-97DbpXmanjHtXRyKxqjARv"
+    assert w["psp_ffhq_toonify.pt"].gdrive_id == "1YKoiVuFaqdvzDP5CZaqa3k5phL-VDmyz"
+    assert w["psp_celebs_seg_to_face.pt"].gdrive_id == "1VpEKc6E6yG3xhYuZ0cq8D2_1CbT0Dstz"
+    assert w["psp_celebs_sketch_to_face.pt"].gdrive_id == "1lB7wk7MwtdxL-LL4Z_T76DuCfk00aSXA"
+    tasks = {"restore": "psp_celebs_super_resolution.pt", "frontalize": "psp_ffhq_frontalization.pt",
+             "toonify": "psp_ffhq_toonify.pt", "anonymize": "psp_celebs_seg_to_face.pt",
+             "sketch": "psp_celebs_sketch_to_face.pt"}
+    for use, name in tasks.items():
+        assert name in [e.name for e in registry.files_for(use)]
+        assert w[name].check == "vidinv.models.psp:load_psp_task" and w[name].restricted
+    assert "Doron Adler" in w["psp_ffhq_toonify.pt"].licence_note
+    assert "see the pSp README" in w["psp_ffhq_toonify.pt"].licence
+    assert "CelebAMask-HQ" in w["psp_celebs_seg_to_face.pt"].licence_note
     assert w["143_enc.pth"].check == "vidinv.models.fs_encoder:load_fs_encoder"
     assert w["psp_ffhq_encode.pt"].check == "vidinv.models.psp:load_psp"
     assert w["stylegan2-ffhq-config-f.pt"].check == "vidinv.models.stylegan2:load_generator"
