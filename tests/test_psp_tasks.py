@@ -228,11 +228,11 @@ def test_simulate_low_resolution_uses_pil_bilinear_both_ways():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
     out = simulate_low_resolution(img, 8)
-    hr = np.asarray(Image.fromarray(img).resize((256, 256), Image.BILINEAR)).astype(np.float32) / 255
+    hr = np.asarray(Image.fromarray(img).resize((256, 256), Image.Resampling.BILINEAR)).astype(np.float32) / 255
     lr = bicubic_downsample(torch.from_numpy(hr).permute(2, 0, 1)[None], 8)[0].clamp(0, 1)
     lr8 = np.floor(lr.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     assert lr8.shape == (32, 32, 3)
-    expected = np.asarray(Image.fromarray(lr8).resize((256, 256), Image.BILINEAR))
+    expected = np.asarray(Image.fromarray(lr8).resize((256, 256), Image.Resampling.BILINEAR))
     assert out.shape == (256, 256, 3) and np.array_equal(out, expected)
     with pytest.raises(ValueError):
         simulate_low_resolution(img.astype(np.float32), 2)

@@ -112,8 +112,8 @@ def simulate_low_resolution(image: np.ndarray, factor: int, size: int = PSP_SR_S
     factor = int(factor)
     if factor < 1 or size // factor < 1:
         raise ValueError(f"bad down-sampling factor {factor} for size {size}")
-    hr = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    hr = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     t = torch.from_numpy(np.array(hr)).permute(2, 0, 1).unsqueeze(0).float().div(255)
     lr = bicubic_downsample(t, factor)[0].clamp(0, 1)
     lr8 = lr.mul(255).byte().permute(1, 2, 0).numpy()
-    return np.asarray(Image.fromarray(lr8).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(lr8).resize((size, size), Image.Resampling.BILINEAR))
