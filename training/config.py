@@ -297,6 +297,17 @@ class FSEncoderConfig:
             raise ConfigError(f"encoder.stride: 1 or 2, got {self.stride}")
 
 
+def _validate_sections(cfg: FSTrainConfig | PSPTrainConfig) -> None:
+    """The checks every training config shares: each section's own, in order (run, data, optim, weights,
+    loss, encoder). Raises ConfigError naming the key."""
+    cfg.run.validate()
+    cfg.data.validate()
+    cfg.optim.validate(cfg.run.steps_per_epoch)
+    cfg.weights.validate()
+    cfg.loss.validate()
+    cfg.encoder.validate()
+
+
 @dataclass
 class FSTrainConfig:
     """Feature-Style encoder training (``python -m vidinv.training fs``)."""
@@ -328,12 +339,7 @@ class FSTrainConfig:
         Raises:
             ConfigError: the first problem found, naming the key.
         """
-        self.run.validate()
-        self.data.validate()
-        self.optim.validate(self.run.steps_per_epoch)
-        self.weights.validate()
-        self.loss.validate()
-        self.encoder.validate()
+        _validate_sections(self)
         _pos("synthetic_per_batch", self.synthetic_per_batch, allow_zero=True)
         _pos("real_per_batch", self.real_per_batch, allow_zero=True)
         if self.synthetic_per_batch + self.real_per_batch == 0:
@@ -416,12 +422,7 @@ class PSPTrainConfig:
         Raises:
             ConfigError: the first problem found, naming the key.
         """
-        self.run.validate()
-        self.data.validate()
-        self.optim.validate(self.run.steps_per_epoch)
-        self.weights.validate()
-        self.loss.validate()
-        self.encoder.validate()
+        _validate_sections(self)
         _pos("batch_size", self.batch_size)
         if not self.sr_factors or any(f < 1 or f & (f - 1) for f in self.sr_factors):
             raise ConfigError(f"sr_factors: powers of two >= 1, got {self.sr_factors}")
