@@ -11,22 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_bundle import TINY_LICENCE, TINY_PSP_ENCODER, tiny_generator
+from tiny_bundle import TASKS, TINY_PSP_ENCODER, task_checkpoint, tiny_generator
 
 from vidinv.edit.mixing import mix_styles, parse_rows
 from vidinv.io.checkpoints import CheckpointError, CheckpointMismatchError
-from vidinv.models.psp import GradualStyleEncoder, PspTaskOptions, load_psp_task, psp_task_options
+from vidinv.models.psp import PspTaskOptions, load_psp_task, psp_task_options
 from vidinv.models.sr_degradation import bicubic_downsample, bicubic_kernel, simulate_low_resolution
-from vidinv.training.export import psp_checkpoint
-
-#: (file name, input_nc, label_nc, dataset_type, resize_factors) as the official task files record them.
-TASKS = [
-    ("psp_celebs_super_resolution.pt", 3, 0, "celebs_super_resolution", "1,2,4,8,16,32"),
-    ("psp_ffhq_frontalization.pt", 3, 0, "ffhq_frontalize", None),
-    ("psp_ffhq_toonify.pt", 3, 0, "ffhq_encode", None),
-    ("psp_celebs_seg_to_face.pt", 19, 19, "celebs_seg_to_face", None),
-    ("psp_celebs_sketch_to_face.pt", 1, 1, "celebs_sketch_to_face", None),
-]
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +24,7 @@ def generator():
     return tiny_generator()
 
 
-def _task_ckpt(G, input_nc: int, label_nc: int, dataset_type: str, resize_factors: str | None, name: str,
-               seed: int = 5) -> dict:
-    torch.manual_seed(seed)
-    enc = GradualStyleEncoder(n_styles=G.n_latent, input_nc=input_nc, **TINY_PSP_ENCODER).eval()
-    with torch.no_grad():
-        latent_avg = G.mean_latent(64, generator=torch.Generator().manual_seed(2))[0]
-    ck = psp_checkpoint(enc, G, latent_avg.repeat(G.n_latent, 1), name, licence=TINY_LICENCE)
-    ck["opts"].update(label_nc=label_nc, dataset_type=dataset_type)
-    ck["opts"].pop("resize_factors", None)
-    if resize_factors is not None:
-        ck["opts"]["resize_factors"] = resize_factors
-    return ck
+_task_ckpt = task_checkpoint
 
 
 def _write(tmp_path, ck: dict, name: str):

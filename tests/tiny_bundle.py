@@ -18,6 +18,12 @@ the official architectures instead.
   ``--encoder psp`` runs end to end.
 * ``143_enc.pth``: ``{"state_dict": <the official key layout>, "vidinv_config": record}``, a Feature-Style
   encoder with one block per stage, stage widths 8 and F channels 8 (= the generator's channels at 16x16).
+* pSp's task files (only with ``tasks=True``): ``psp_celebs_super_resolution.pt``,
+  ``psp_ffhq_frontalization.pt``, ``psp_ffhq_toonify.pt``, ``psp_celebs_seg_to_face.pt``,
+  ``psp_celebs_sketch_to_face.pt`` in pSp's layout with the ``opts`` the official files record
+  (:data:`TASKS`: ``input_nc``, ``label_nc``, ``dataset_type``, ``resize_factors``), each a tiny pSp
+  (:func:`task_checkpoint`); the toonify file's decoder is another tiny generator (seed 7), as the
+  official file holds a toon generator, not the FFHQ one.
 * ``79999_iter.pth`` (only with ``parser=True``): a BiSeNet of ``base_width`` 8 (:func:`tiny_bisenet`)
   with a record, whose main head labels every pixel ``skin``: the parsing blend mask is then the whole
   aligned square, visibly different from the landmark hull, so a test can tell which path ran.
@@ -95,14 +101,47 @@ def tiny_bisenet(seed: int = 4):
     return net.eval()
 
 
-def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = False) -> dict[str, Path]:
+#: (file name, input_nc, label_nc, dataset_type, resize_factors) as the official pSp task files record them.
+TASKS = [
+    ("psp_celebs_super_resolution.pt", 3, 0, "celebs_super_resolution", "1,2,4,8,16,32"),
+    ("psp_ffhq_frontalization.pt", 3, 0, "ffhq_frontalize", None),
+    ("psp_ffhq_toonify.pt", 3, 0, "ffhq_encode", None),
+    ("psp_celebs_seg_to_face.pt", 19, 19, "celebs_seg_to_face", None),
+    ("psp_celebs_sketch_to_face.pt", 1, 1, "celebs_sketch_to_face", None),
+]
+#: Seed of the toon generator inside the tiny ``psp_ffhq_toonify.pt``.
+TOON_GENERATOR_SEED = 7
+
+
+def task_checkpoint(G, input_nc: int, label_nc: int, dataset_type: str, resize_factors: str | None, name: str,
+                    seed: int = 5) -> dict:
+    """A tiny pSp task checkpoint in the official layout (encoder of :data:`TINY_PSP_ENCODER` sizes reading
+    ``input_nc`` channels, decoder ``G``, latent_avg of G) whose ``opts`` carry the task's options."""
+    from vidinv.models.psp import GradualStyleEncoder
+    from vidinv.training.export import psp_checkpoint
+
+    torch.manual_seed(seed)
+    enc = GradualStyleEncoder(n_styles=G.n_latent, input_nc=input_nc, **TINY_PSP_ENCODER).eval()
+    with torch.no_grad():
+        latent_avg = G.mean_latent(64, generator=torch.Generator().manual_seed(2))[0]
+    ck = psp_checkpoint(enc, G, latent_avg.repeat(G.n_latent, 1), name, licence=TINY_LICENCE)
+    ck["opts"].update(label_nc=label_nc, dataset_type=dataset_type)
+    ck["opts"].pop("resize_factors", None)
+    if resize_factors is not None:
+        ck["opts"]["resize_factors"] = resize_factors
+    return ck
+
+
+def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = False,
+                      tasks: bool = False) -> dict[str, Path]:
     """Write the tiny bundle into ``home`` (a VIDINV_HOME); return ``{registry name: path}``.
 
     ``parser=True`` also writes the tiny face parser ``79999_iter.pth`` (:func:`tiny_bisenet`), so that
-    ``--mask auto`` / ``parsing`` take the face-parsing path.
+    ``--mask auto`` / ``parsing`` take the face-parsing path; ``tasks=True`` the pSp task files
+    (:data:`TASKS`, :func:`task_checkpoint`).
     """
-    from vidinv.training.export import fs_encoder_checkpoint, psp_checkpoint
     from vidinv.io.checkpoints import vidinv_record
+    from vidinv.training.export import fs_encoder_checkpoint, psp_checkpoint
 
     home = Path(home)
     wdir = home / "weights"
@@ -120,6 +159,12 @@ def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = 
         torch.save({"state_dict": {k: v.clone() for k, v in net.state_dict().items()},
                     "vidinv_config": vidinv_record("bisenet", net.architecture(), licence=TINY_LICENCE,
                                                    name="79999_iter.pth")}, out["79999_iter.pth"])
+    if tasks:
+        toon = tiny_generator(TOON_GENERATOR_SEED)
+        for i, (name, input_nc, label_nc, dataset_type, factors) in enumerate(TASKS):
+            out[name] = wdir / name
+            dec = toon if name == "psp_ffhq_toonify.pt" else G
+            torch.save(task_checkpoint(dec, input_nc, label_nc, dataset_type, factors, name, seed=10 + i), out[name])
     if directions:
         src = Path(__file__).resolve().parents[1].parent / "shared" / "directions"
         if src.is_dir():

@@ -2,6 +2,8 @@
 
 An inverter maps aligned face crops to codes of a StyleGAN2 generator and renders codes back:
 
+* :meth:`Inverter.crop`: a frame and a face's quad -> the encoder's input crop (the FFHQ-aligned crop at
+  :attr:`Inverter.align_size`, unless a task reads another view of the face).
 * :meth:`Inverter.encode`: crops (B, S, S, 3) uint8 RGB, ``S =`` :attr:`Inverter.align_size` ->
   ``(w, F)``: W+ codes (B, n_latent, 512) float32 (latent_avg included) and, for encoders that have
   one, the feature code F (B, C, H, W) that replaces the generator's activation at layer
@@ -12,8 +14,9 @@ An inverter maps aligned face crops to codes of a StyleGAN2 generator and render
 
 Implementations (:mod:`vidinv.inverters.fs`, :mod:`vidinv.inverters.psp`) say which weight files they
 need (:meth:`Inverter.weight_names`) and how their encoder is loaded; the generator and its
-``latent_avg`` always come from ``psp_ffhq_encode.pt`` (:data:`GENERATOR_FILE`). They are built by
-kind through the registry, :func:`vidinv.inverters.build_inverter`.
+``latent_avg`` come from :attr:`Inverter.generator_file` (``psp_ffhq_encode.pt``, :data:`GENERATOR_FILE`,
+for the inversion encoders; the task file itself for pSp's task models, :mod:`vidinv.inverters.tasks`).
+They are built by kind through the registry, :func:`vidinv.inverters.build_inverter`.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 
 from vidinv.device import Runtime
 from vidinv.edit.frame import apply_edit
+from vidinv.face import align
 from vidinv.models.stylegan2 import Generator, load_generator
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,7 @@ class Inverter(ABC):
         feature_index: K, the generator layer whose activation F replaces, or None (no feature code).
         default_feature_shape: (C, H, W) of F with the official 1024 generator, or None.
         encoder_file: registry name of the official encoder weights.
+        generator_file: registry name of the file the generator (and latent_avg) is read from.
 
     Attributes:
         generator: the StyleGAN2 :class:`~vidinv.models.stylegan2.Generator` (eval, on the runtime device,
@@ -91,6 +96,7 @@ class Inverter(ABC):
     feature_index: ClassVar[int | None] = None
     default_feature_shape: ClassVar[tuple[int, int, int] | None] = None
     encoder_file: ClassVar[str]
+    generator_file: ClassVar[str] = GENERATOR_FILE
 
     def __init__(self, generator: Generator, latent_avg: torch.Tensor, runtime: Runtime,
                  generator_path: str | os.PathLike = GENERATOR_FILE):
@@ -108,12 +114,12 @@ class Inverter(ABC):
         encoder is not needed, ``--from-inversion``, or is the user's own ``encoder_checkpoint``) and the
         generator file, without duplicates."""
         names = [cls.encoder_file] if need_encoder and encoder_checkpoint is None else []
-        return list(dict.fromkeys([*names, GENERATOR_FILE]))
+        return list(dict.fromkeys([*names, cls.generator_file]))
 
     @classmethod
     def load(cls, paths: Mapping[str, Path], runtime: Runtime | None = None, *, need_encoder: bool = True,
              encoder_checkpoint: str | os.PathLike | None = None) -> Inverter:
-        """Load the generator (and latent_avg) from ``paths[GENERATOR_FILE]`` and, with ``need_encoder``,
+        """Load the generator (and latent_avg) from ``paths[generator_file]`` and, with ``need_encoder``,
         the encoder from ``encoder_checkpoint`` or ``paths[encoder_file]``.
 
         Args:
@@ -128,8 +134,8 @@ class Inverter(ABC):
             ValueError: the encoder's codes do not fit the generator.
         """
         runtime = runtime or Runtime()
-        G, latent_avg = load_generator_and_average(paths[GENERATOR_FILE], runtime.torch_device)
-        inv = cls(G, latent_avg, runtime, paths[GENERATOR_FILE])
+        G, latent_avg = load_generator_and_average(paths[cls.generator_file], runtime.torch_device)
+        inv = cls(G, latent_avg, runtime, paths[cls.generator_file])
         if need_encoder:
             inv.load_encoder(Path(encoder_checkpoint) if encoder_checkpoint is not None else paths[cls.encoder_file])
         return inv
@@ -155,6 +161,19 @@ class Inverter(ABC):
             return None
         c, h, w = self.generator.feature_shape(self.feature_index)
         return int(c), int(h), int(w)
+
+    def crop(self, image: np.ndarray, quad: np.ndarray) -> np.ndarray:
+        """The encoder's input crop of one face: the FFHQ-aligned crop (:func:`vidinv.face.align.align_crop`)
+        at :attr:`align_size`. A task whose encoder reads another view of the face (pSp super-resolution: the
+        face at its native resolution, resized) overrides this.
+
+        Args:
+            image: (H, W, 3) uint8 RGB frame. quad: (4, 2) float crop quad (frame pixels).
+
+        Returns:
+            (S, S, 3) uint8 RGB, S = :attr:`align_size`.
+        """
+        return align.align_crop(image, quad, self.align_size)
 
     # ------------------------------------------------------------------ codes
     @abstractmethod

@@ -164,6 +164,9 @@ class EditedVideoWriter:
             orientation and the input's display matrix is stored again, so players show the output
             exactly as the input. ``False``: images are in coded orientation (``apply_rotation=False``).
         options: extra encoder options (strings), e.g. ``{"tune": "film"}``.
+        scale: integer factor >= 1 of the output picture size over the input's (``vidinv restore --scale``):
+            :meth:`write` then takes images ``scale`` times as high and wide; the sample aspect ratio,
+            timestamps, audio and metadata are the input's.
 
     Attributes:
         frames: ``range`` of the input frame indices :meth:`write` must receive, in order.
@@ -180,7 +183,10 @@ class EditedVideoWriter:
     def __init__(self, src_path: str | os.PathLike, dst_path: str | os.PathLike, *, codec: str = "libx264",
                  crf: int | None = 18, pix_fmt: str | None = None, preset: str | None = "medium",
                  start: float | None = None, end: float | None = None, images_upright: bool = True,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, scale: int = 1):
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale}")
+        self.scale = int(scale)
         self.src_path, self.dst_path = Path(src_path), Path(dst_path)
         if self.dst_path.exists() and self.dst_path.resolve() == self.src_path.resolve():
             raise ValueError(f"the output {self.dst_path} is the input; write to another file")
@@ -215,7 +221,7 @@ class EditedVideoWriter:
         self._input = open_video(self.src_path)
         iv = self._input.streams.video[0]
         icc = iv.codec_context
-        self.coded_size = (int(iv.width), int(iv.height))
+        self.coded_size = (int(iv.width) * self.scale, int(iv.height) * self.scale)
         odd = self.coded_size[0] % 2 or self.coded_size[1] % 2
         if pix_fmt is None:
             pix_fmt = icc.pix_fmt if icc.pix_fmt in _X264_PIX_FMTS else "yuv420p"

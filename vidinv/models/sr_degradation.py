@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["bicubic_kernel", "bicubic_downsample", "simulate_low_resolution", "PSP_SR_FACTORS", "PSP_SR_SIZE"]
+__all__ = ["bicubic_kernel", "bicubic_downsample", "simulate_low_resolution", "simulate_low_resolution_frame",
+           "PSP_SR_FACTORS", "PSP_SR_SIZE"]
 
 #: pSp's default ``--resize_factors`` (``SuperResTransforms``; README super-resolution command).
 PSP_SR_FACTORS = (1, 2, 4, 8, 16, 32)
@@ -113,7 +114,40 @@ def simulate_low_resolution(image: np.ndarray, factor: int, size: int = PSP_SR_S
     if factor < 1 or size // factor < 1:
         raise ValueError(f"bad down-sampling factor {factor} for size {size}")
     hr = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    t = torch.from_numpy(np.array(hr)).permute(2, 0, 1).unsqueeze(0).float().div(255)
+    return np.asarray(Image.fromarray(_downsample8(hr, factor)).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _downsample8(image: np.ndarray, factor: int) -> np.ndarray:
+    """``ToTensor`` -> :func:`bicubic_downsample` -> ``clamp(0, 1)`` -> ``mul(255).byte()`` (truncation):
+    (H, W, 3) uint8 -> (H // factor, W // factor, 3) uint8."""
+    t = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float().div(255)
     lr = bicubic_downsample(t, factor)[0].clamp(0, 1)
-    lr8 = lr.mul(255).byte().permute(1, 2, 0).numpy()
-    return np.asarray(Image.fromarray(lr8).resize((size, size), Image.Resampling.BILINEAR))
+    return lr.mul(255).byte().permute(1, 2, 0).numpy()
+
+
+def simulate_low_resolution_frame(image: np.ndarray, factor: int) -> np.ndarray:
+    """A whole video frame degraded as pSp's ``BilinearResize`` degrades a face: ``BicubicDownSample(factor)``
+    (:func:`bicubic_downsample`, 8-bit truncation as ``ToPILImage``), then a PIL bilinear resize back to the
+    frame's size. Used by ``vidinv restore --simulate-factor`` to make a low-resolution input from a
+    high-resolution video (the faces then have ``1 / factor`` of their detail, as the model's training
+    inputs); unlike :func:`simulate_low_resolution` there is no first resize to 256.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, H and W >= ``factor``.
+        factor: down-sampling factor >= 1.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: not an (H, W, 3) uint8 array, factor < 1 or larger than the frame.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("image must be an (H, W, 3) uint8 RGB array, got "
+                         f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+    factor = int(factor)
+    h, w = image.shape[:2]
+    if factor < 1 or h // factor < 1 or w // factor < 1:
+        raise ValueError(f"bad down-sampling factor {factor} for a {w}x{h} frame")
+    lr = _downsample8(image, factor)
+    return np.asarray(Image.fromarray(lr).resize((w, h), Image.Resampling.BILINEAR))

@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, lookup, parse_edit_spec
+from vidinv.edit.mixing import parse_rows
 from vidinv.face.blend import NonFiniteFaceError
+from vidinv.inverters import inverter_class, is_task
 from vidinv.io.inversion import InversionFormatError, InversionReader
 from vidinv.io.mux import EditedVideoWriter, passthrough
 from vidinv.pipeline.faces import (
@@ -42,15 +44,17 @@ from vidinv.pipeline.faces import (
     FaceCode,
     Item,
     composite_stage,
+    degrade_stage,
     latent_smoothing_stage,
     render_stage,
+    style_mixing_stage,
 )
 from vidinv.pipeline.job import JobOptions, input_video, load_job, resolve_job_weights
-from vidinv.pipeline.runtime import GENERATOR_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "direction_weights"]
+__all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "direction_weights", "job_kind",
+           "SCALES", "RESTORE_KIND"]
 
 
 @dataclass(kw_only=True)
@@ -73,6 +77,14 @@ class EditOptions(JobOptions):
         from_inversion: a ``vidinv invert`` export to re-render from.
         noise: ``"const"`` (the generator's noise buffers) or ``"random"``.
         latent_smoothing: sigma in frames of the temporal smoothing of w and F (0 = off).
+        restore: restore the faces with pSp's super-resolution model before editing (``--restore``): the
+            faces are inverted by that model (encoder kind ``psp-sr``) and edited in its W+.
+        scale: integer up-scaling of the output frames (the background Lanczos-resampled, faces rendered
+            at the up-scaled size; ``vidinv restore --scale``); 1 keeps the input size.
+        simulate_factor: degrade every input frame first as pSp's ``BilinearResize`` does (for evaluating
+            restoration on a high-resolution video), or None.
+        mix_rows: W+ rows (``"8-17"``) mixed towards one injected random style per track (pSp's style
+            mixing), or None; mix_alpha: the mixing weight (1 replaces); seed: the styles' seed.
     """
 
     attrs: Sequence[str] = ()
@@ -88,6 +100,18 @@ class EditOptions(JobOptions):
     from_inversion: str | os.PathLike | None = None
     noise: str = "const"
     latent_smoothing: float = 0.0
+    restore: bool = False
+    scale: int = 1
+    simulate_factor: int | None = None
+    mix_rows: str | None = None
+    mix_alpha: float = 1.0
+    seed: int = 0
+
+
+#: The up-scaling factors of the output (``--scale``).
+SCALES = (1, 2, 4, 8)
+#: The inverter kind ``--restore`` selects (pSp's super-resolution model).
+RESTORE_KIND = "psp-sr"
 
 
 @dataclass
@@ -132,6 +156,24 @@ def check_options(opts: EditOptions) -> None:
     ls = float(opts.latent_smoothing or 0.0)
     if not math.isfinite(ls) or ls < 0:
         raise ValueError(f"--latent-smoothing must be a finite sigma >= 0 (frames), got {opts.latent_smoothing}")
+    if opts.scale not in SCALES:
+        raise ValueError(f"--scale must be one of {', '.join(map(str, SCALES))}, got {opts.scale}")
+    if opts.simulate_factor is not None and not 1 <= int(opts.simulate_factor) <= 64:
+        raise ValueError(f"--simulate-factor must be an integer in [1, 64], got {opts.simulate_factor}")
+    if opts.mix_rows is not None:
+        parse_rows(opts.mix_rows)
+    a = float(opts.mix_alpha)
+    if not (math.isfinite(a) and 0.0 <= a <= 1.0):
+        raise ValueError(f"--mix-alpha must be in [0, 1], got {opts.mix_alpha}")
+    if opts.restore and opts.from_inversion is not None:
+        raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
+                         "export (--from-inversion): invert with `vidinv invert --encoder psp-sr` instead")
+
+
+def job_kind(opts: EditOptions) -> str:
+    """The inverter kind of a run: ``psp-sr`` with ``restore``, else ``opts.encoder`` (a task command sets
+    its task kind there)."""
+    return RESTORE_KIND if opts.restore else opts.encoder
 
 
 def _edit_items(opts: EditOptions) -> tuple[list[tuple], list[tuple]]:
@@ -189,9 +231,10 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         vidinv.io.inversion.InversionFormatError: unreadable export, or one whose codes hold NaN / inf.
         ValueError / FileNotFoundError: bad options, missing input.
     """
-    if not opts.attrs and not opts.directions:
-        raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
     check_options(opts)
+    kind = job_kind(opts)
+    if not opts.attrs and not opts.directions and not is_task(kind) and opts.mix_rows is None:
+        raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
     items, files = _edit_items(opts)
     reader = None
     if opts.from_inversion is not None:
@@ -200,7 +243,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         encoder = reader.encoder["kind"]
         need_encoder = False
     else:
-        encoder, need_encoder = opts.encoder, True
+        encoder, need_encoder = kind, True
     paths = resolve_job_weights(opts, encoder=encoder, need_encoder=need_encoder, extra=direction_weights(opts.attrs),
                                 mask=opts.mask, quiet=quiet)
     edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files,
@@ -290,7 +333,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
     reader = plan.reader
-    encoder = reader.encoder["kind"] if reader is not None else opts.encoder
+    encoder = reader.encoder["kind"] if reader is not None else job_kind(opts)
     job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask)
     bundle = job.bundle
     if reader is not None:
@@ -299,7 +342,8 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
             if k in gen and int(gen[k]) != int(getattr(bundle.G, k)):
                 raise InversionFormatError(f"{opts.from_inversion}: made with a generator of {k} {gen[k]}, the "
                                            f"loaded one has {getattr(bundle.G, k)}")
-        reader.check_models({GENERATOR_FILE: plan.paths[GENERATOR_FILE]})
+        gen_file = inverter_class(encoder).generator_file
+        reader.check_models({gen_file: plan.paths[gen_file]})
     settings = BlendSettings(mode=opts.blend)
     result = EditResult(Path(opts.dst), edit=plan.edit.describe())
     steps: dict[str, float] = {}
@@ -307,18 +351,22 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     window = opts.start is not None or opts.end is not None
 
     writer = EditedVideoWriter(plan.src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                               start=opts.start, end=opts.end)
+                               start=opts.start, end=opts.end, scale=opts.scale)
     frames = writer.frames
     video = job.open_video(frames)
+    stages = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
     if reader is None:
-        stages = job.face_stages(timings=steps)
+        stages += job.face_stages(timings=steps)
     else:
-        stages = [("inversion", _inversion_stage(reader, bundle))]
+        stages.append(("inversion", _inversion_stage(reader, bundle)))
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
+    if opts.mix_rows is not None:
+        stages.append(("mix", style_mixing_stage(bundle.G, parse_rows(opts.mix_rows, bundle.G.n_latent),
+                                                 opts.mix_alpha, opts.seed)))
     stages += [("render", render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings,
-                                       timings=steps)),
-               ("composite", _finite_faces(composite_stage(settings)))]
+                                       timings=steps, scale=opts.scale)),
+               ("composite", _finite_faces(composite_stage(settings, scale=opts.scale)))]
 
     def write(items):
         edited = 0
@@ -331,7 +379,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
                         for f in it.faces:
                             tracks.add(f.track_id)
                     yield it
-                if edited == 0 and not window:
+                if edited == 0 and not window and opts.scale == 1:  # up-scaled: write the frames
                     raise _NoFace()
         finally:
             video.close()

@@ -6,8 +6,12 @@ passes through unchanged).
 
 * :func:`front_end_stage`: decoded frames -> items with the tracked faces' quads and landmarks
   (:class:`vidinv.face.frontend.FaceFrontEnd`).
-* :func:`encode_stage`: aligned crops (:func:`vidinv.face.align.align_crop`) encoded in batches of
-  ``batch_size`` faces -> w (n_latent, 512) and F (C, 16, 16).
+* :func:`encode_stage`: the encoder's crops (:meth:`vidinv.inverters.Inverter.crop`: FFHQ-aligned crops,
+  :func:`vidinv.face.align.align_crop`) encoded in batches of ``batch_size`` faces -> w (n_latent, 512)
+  and F (C, 16, 16).
+* :func:`degrade_stage`: optional, before the front-end: every frame replaced by its simulated
+  low-resolution version (pSp's super-resolution degradation, ``vidinv restore --simulate-factor``).
+* :func:`style_mixing_stage`: optional: pSp's style mixing with one injected style per track.
 * :func:`latent_smoothing_stage`: optional temporal Gaussian smoothing of w and F per track
   (:class:`vidinv.face.smoothing.StreamingGaussian`, look-ahead 4 sigma frames).
 * :func:`render_stage`: the latent edit with the edit rule (:meth:`vidinv.inverters.Inverter.edit`, i.e.
@@ -22,17 +26,20 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from vidinv.edit.mixing import mix_styles
 from vidinv.face import align, blend
 from vidinv.face.smoothing import StreamingGaussian
 from vidinv.io.video import Frame
+from vidinv.models.sr_degradation import simulate_low_resolution_frame
 
 __all__ = ["FaceCode", "Item", "front_end_stage", "encode_stage", "latent_smoothing_stage", "render_stage",
-           "composite_stage", "output_size", "face_mask", "BlendSettings"]
+           "composite_stage", "output_size", "face_mask", "BlendSettings", "degrade_stage", "style_mixing_stage",
+           "track_style", "upscale_frame"]
 
 
 @dataclass
@@ -129,7 +136,6 @@ def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: 
     batches are formed as without it, so the other faces' codes are bit-identical to a full run's
     (``vidinv invert --resume`` skips the frames already stored)."""
     inverter = bundle.inverter
-    size = inverter.align_size
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for group in _batched(items, batch_size, lambda f: True):
@@ -138,7 +144,7 @@ def encode_stage(bundle, batch_size: int, *, keep_crops: bool = False, timings: 
                 faces = []
             if faces:
                 t0 = time.perf_counter()
-                crops = np.stack([align.align_crop(it.frame.image, f.quad, size) for it in group for f in it.faces])
+                crops = np.stack([inverter.crop(it.frame.image, f.quad) for it in group for f in it.faces])
                 t1 = time.perf_counter()
                 w, F = inverter.encode(crops)
                 for i, f in enumerate(faces):
@@ -235,13 +241,14 @@ def face_mask(face: FaceCode, size: int, settings: BlendSettings, labels: np.nda
 
 
 def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", settings: BlendSettings | None = None,
-                 timings: dict | None = None):
+                 timings: dict | None = None, scale: int = 1):
     """Stage: items with (w, F) -> items whose faces carry the edited face ``image`` and ``mask``.
 
     The image is the inverter's edit of the codes (:meth:`vidinv.inverters.Inverter.edit`): with a
     feature code ``G(w', F')``, ``w' = w + Δw`` and ``F' = F + G^K(w') - G^K(w)``; without one
     ``G(w')``. Generator output in [-1, 1] is mapped to [0, 255] and resized (area) to
-    :func:`output_size` on the device.
+    :func:`output_size` of the quad scaled by ``scale`` (the output frame's up-scaling factor, see
+    :func:`composite_stage`) on the device.
     """
     settings = settings or BlendSettings()
     inverter = bundle.inverter
@@ -263,7 +270,7 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
                     img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))
                     outs = []
                     for i, f in enumerate(faces):
-                        s = output_size(f.quad, G.size)
+                        s = output_size(f.quad * scale, G.size)
                         x = img[i:i + 1]
                         if s != x.shape[-1]:
                             x = torch.nn.functional.interpolate(x, size=(s, s), mode="area")
@@ -286,17 +293,74 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
     return run
 
 
-def composite_stage(settings: BlendSettings | None = None):
+def upscale_frame(image: np.ndarray, scale: int) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 RGB up-scaled to (scale H, scale W, 3) with Lanczos (OpenCV
+    ``INTER_LANCZOS4``, 8x8 taps); ``scale`` 1 returns ``image`` itself. The background of ``vidinv restore``."""
+    if scale == 1:
+        return image
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_LANCZOS4)
+
+
+def composite_stage(settings: BlendSettings | None = None, scale: int = 1):
     """Stage: items -> items with ``image`` = the output picture (faces pasted back; frames without a
-    face keep the decoded picture itself, untouched)."""
+    face keep the decoded picture itself, untouched).
+
+    With ``scale`` > 1 the output picture is the frame up-scaled by :func:`upscale_frame` and each face is
+    pasted with its quad scaled by ``scale`` (frames without a face are up-scaled too)."""
     settings = settings or BlendSettings()
+    scale = int(scale)
+    if scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale}")
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for it in items:
-            out = it.frame.image
+            out = upscale_frame(it.frame.image, scale)
             for f in it.faces:
-                out = blend.composite(out, f.image, f.quad, f.mask, mode=settings.mode)
+                out = blend.composite(out, f.image, f.quad * scale, f.mask, mode=settings.mode)
                 f.image = f.mask = None  # free early
             it.image = out
+            yield it
+    return run
+
+
+def degrade_stage(factor: int):
+    """Stage (before the front-end): frames -> the same frames with the picture replaced by its simulated
+    low-resolution version, :func:`vidinv.models.sr_degradation.simulate_low_resolution_frame` (pSp's
+    ``BilinearResize`` by ``factor`` and back to the frame size), for evaluating super-resolution on a
+    high-resolution video (``vidinv restore --simulate-factor``)."""
+    def run(frames: Iterable[Frame]) -> Iterator[Frame]:
+        for fr in frames:
+            yield replace(fr, image=simulate_low_resolution_frame(fr.image, factor))
+    return run
+
+
+def track_style(generator, track_id: int, seed: int) -> torch.Tensor:
+    """The injected style of one track: the W+ (1, n_latent, style_dim) float32 of one random z ~ N(0, I)
+    (drawn on the CPU from ``torch.Generator().manual_seed(seed + track_id)``) through the generator's
+    mapping network, repeated over the rows (pSp ``scripts/style_mixing.py``: ``net(z, input_code=True,
+    return_latents=True)``, no truncation). Same seed and track: the same style in every frame and run."""
+    z = torch.randn(1, generator.style_dim, generator=torch.Generator().manual_seed(int(seed) + int(track_id)))
+    with torch.inference_mode():
+        w = generator.mapping(z.to(next(generator.parameters()).device)).float()
+    return w.unsqueeze(1).repeat(1, generator.n_latent, 1)
+
+
+def style_mixing_stage(generator, rows, alpha: float | None = 1.0, seed: int = 0):
+    """Stage: items with w -> the same items with each face's W+ rows ``rows`` mixed towards its track's
+    injected style (:func:`track_style`) by :func:`vidinv.edit.mixing.mix_styles` (pSp's multi-modal
+    synthesis: ``w[i] = alpha * inject[i] + (1 - alpha) * w[i]`` for i in ``rows``). One style per track,
+    fixed for the whole clip, so the output does not flicker."""
+    styles: dict[int, torch.Tensor] = {}
+
+    def run(items: Iterable[Item]) -> Iterator[Item]:
+        for it in items:
+            for f in it.faces:
+                if f.track_id not in styles:
+                    styles[f.track_id] = track_style(generator, f.track_id, seed)
+                w = f.encoded_w()
+                f.w = mix_styles(w.unsqueeze(0), styles[f.track_id].to(w.device, w.dtype), rows, alpha)[0]
             yield it
     return run

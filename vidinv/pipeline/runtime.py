@@ -32,10 +32,10 @@ import torch
 
 from vidinv.device import PRECISIONS, Runtime
 from vidinv.inverters import (
+    ENCODER_KINDS,
     F_STORAGE_DTYPE,
     FS_ENCODER_FILE,
     GENERATOR_FILE,
-    INVERTERS,
     LATENT_AVG_SAMPLES,
     Inverter,
     build_inverter,
@@ -52,8 +52,8 @@ __all__ = [
     "LATENT_AVG_SAMPLES", "Runtime", "ModelBundle", "required_weights", "resolve_weights", "load_bundle",
 ]
 
-#: The encoder kinds (the keys of the inverter registry :data:`vidinv.inverters.INVERTERS`).
-ENCODERS = tuple(INVERTERS)
+#: The inversion encoder kinds (``--encoder``; :data:`vidinv.inverters.ENCODER_KINDS`).
+ENCODERS = ENCODER_KINDS
 PARSER_FILE = "79999_iter.pth"
 
 
