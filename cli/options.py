@@ -77,6 +77,20 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "noise": (("--noise",), dict(type=click.Choice(["const", "random"]), show_default=True)),
     "latent_smoothing": (("--latent-smoothing",), dict(
         type=float, show_default=True, help="Temporal Gaussian sigma (frames) on w and F per track; 0 = off.")),
+    # pSp tasks
+    "restore": (("--restore",), dict(
+        is_flag=True, help="Restore the faces with pSp's super-resolution model first and edit its inversion "
+                           "(one pass; see `vidinv restore`).")),
+    "scale": (("--scale",), dict(type=int, show_default=True,
+                                 help="Up-scale the output frames by 1, 2, 4 or 8 (background: Lanczos).")),
+    "simulate_factor": (("--simulate-factor",), dict(
+        type=int, help="Evaluate on a high-resolution input: first degrade each frame by this factor as pSp's "
+                       "BilinearResize does.")),
+    "mix_rows": (("--mix-rows",), dict(help="Style mixing: W+ rows (e.g. 8-17) taken from one random style per "
+                                            "track (pSp multi-modal synthesis).")),
+    "mix_alpha": (("--mix-alpha",), dict(type=float, show_default=True,
+                                         help="Style mixing weight (1 replaces the rows).")),
+    "seed": (("--seed",), dict(type=int, show_default=True, help="Seed of the injected styles (track t: seed + t).")),
     # inversion exports
     "save_crops": (("--save-crops",), dict(is_flag=True, help="Also store each aligned crop as PNG.")),
     "save_recon": (("--save-reconstructions",), dict(is_flag=True, help="Also store each reconstruction G(w, F).")),

@@ -1,0 +1,56 @@
+"""pSp's image-to-image tasks on video: the options of ``vidinv restore``, ``toonify`` and ``anonymize``.
+
+Each task runs the ``vidinv edit`` job (:func:`vidinv.pipeline.edit.run_edit`: tracking, smoothing,
+alignment, encode, optional latent edits and style mixing, render, inverse warp and blend, streaming
+output with the input's timestamps and audio) with the task's pSp model as the inverter
+(:mod:`vidinv.inverters.tasks`); only the defaults differ, so a task is an options class here:
+
+=============  =====================  ================================================================
+command        inverter kind          defaults
+=============  =====================  ================================================================
+``restore``    ``psp-sr``             ``scale`` 4 (the output frame up-scaled x4, faces rendered at that size)
+``toonify``    ``psp-toon``           as ``edit``
+``anonymize``  ``psp-seg``            ``mix_rows`` ``"8-17"`` (pSp's fine styles: one injected style per track)
+=============  =====================  ================================================================
+
+``vidinv edit --restore`` is the same job as ``restore`` with latent edits (``EditOptions.restore``).
+``vidinv frontalize`` writes aligned crops instead of blended frames: :mod:`vidinv.pipeline.frontalize`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidinv.pipeline.edit import EditOptions
+
+__all__ = ["RestoreOptions", "ToonifyOptions", "AnonymizeOptions", "TASK_OPTIONS"]
+
+
+@dataclass(kw_only=True)
+class RestoreOptions(EditOptions):
+    """``vidinv restore``: pSp face super-resolution (see :class:`~vidinv.pipeline.edit.EditOptions` for the
+    fields; here ``encoder`` is ``"psp-sr"`` and ``scale`` defaults to 4)."""
+
+    encoder: str = "psp-sr"
+    scale: int = 4
+
+
+@dataclass(kw_only=True)
+class ToonifyOptions(EditOptions):
+    """``vidinv toonify``: pSp's toonify model (``encoder`` ``"psp-toon"``)."""
+
+    encoder: str = "psp-toon"
+
+
+@dataclass(kw_only=True)
+class AnonymizeOptions(EditOptions):
+    """``vidinv anonymize``: every tracked face replaced by pSp's segmentation-to-face rendering of its
+    parsing map (``encoder`` ``"psp-seg"``) with the fine styles 8-17 of one injected style per track
+    (``mix_rows``), so expression and layout stay and identity goes."""
+
+    encoder: str = "psp-seg"
+    mix_rows: str | None = "8-17"
+
+
+#: Command name -> its options class.
+TASK_OPTIONS: dict[str, type[EditOptions]] = {"restore": RestoreOptions, "toonify": ToonifyOptions,
+                                              "anonymize": AnonymizeOptions}
