@@ -95,6 +95,7 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "save_crops": (("--save-crops",), dict(is_flag=True, help="Also store each aligned crop as PNG.")),
     "save_recon": (("--save-reconstructions",), dict(is_flag=True, help="Also store each reconstruction G(w, F).")),
     "image_size": (("--image-size",), dict(type=int, show_default=True, help="Side of the PNGs.")),
+    "frames": (("--frames",), dict(is_flag=True, help="Also write each face as a PNG (folder output).")),
     "overwrite": (("--overwrite",), dict(is_flag=True, help="Replace an existing export.")),
     "resume": (("--resume",), dict(
         is_flag=True,

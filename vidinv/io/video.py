@@ -325,9 +325,12 @@ class VideoWriter:
         rotation: counter-clockwise display rotation in degrees to store in the stream's display
             matrix (0: none). Frames are written as given.
         options: extra codec options passed to libx264.
+        time_base: the stream's time base (seconds per ``pts`` tick) when frames are written with their own
+            timestamps (``write(image, pts=...)``, e.g. a face track's frames with the source video's
+            timestamps); default ``1 / fps``.
 
-    ``write(image)`` encodes one frame with ``pts`` = number of frames written so far; ``close()``
-    flushes the encoder. Use as a context manager.
+    ``write(image)`` encodes one frame with ``pts`` = number of frames written so far (or the ``pts`` given,
+    in ``time_base`` ticks, strictly increasing); ``close()`` flushes the encoder. Use as a context manager.
 
     The file is written atomically (:mod:`vidinv.io.outputs`): frames go to a temporary file beside
     ``path`` (``.<stem>.<hex>.part<suffix>``, attribute ``temp_path``), which :meth:`close` moves to
@@ -342,8 +345,9 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float | int = 30,
                  *, crf: int = 18, preset: str = "medium", rotation: int = 0,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, time_base: Fraction | None = None):
         self.path = Path(path)
+        self._last_pts: int | None = None
         self.width, self.height = int(width), int(height)
         self.size = (self.width + self.width % 2, self.height + self.height % 2)
         rate = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
@@ -356,7 +360,9 @@ class VideoWriter:
             self._stream = self._container.add_stream("libx264", rate=rate)
             self._stream.width, self._stream.height = self.size
             self._stream.pix_fmt = "yuv420p"
-            self._stream.time_base = Fraction(1, 1) / rate
+            self.time_base = Fraction(time_base) if time_base is not None else Fraction(1, 1) / rate
+            self._stream.time_base = self.time_base
+            self._stream.codec_context.time_base = self.time_base
             opts: dict[str, object] = {"crf": str(crf), "preset": preset}
             opts.update(options or {})
             self._stream.options = opts
@@ -375,8 +381,13 @@ class VideoWriter:
         else:
             self.abort()
 
-    def write(self, image: np.ndarray) -> None:
-        """Encode one ``(height, width, 3)`` ``uint8`` RGB frame."""
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one ``(height, width, 3)`` ``uint8`` RGB frame, at ``pts`` (ticks of the stream's time base)
+        or, by default, at the number of frames written so far.
+
+        Raises:
+            ValueError: wrong shape/dtype; a ``pts`` not larger than the previous frame's.
+        """
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.shape != (self.height, self.width, 3):
             raise ValueError(f"VideoWriter({self.path}) expects ({self.height}, {self.width}, 3) uint8 RGB "
@@ -386,7 +397,12 @@ class VideoWriter:
                            mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame = frame.reformat(format="yuv420p", dst_color_range=1, interpolation=ACCURATE_RGB)
-        frame.pts = self.frames_written
+        frame.pts = self.frames_written if pts is None else int(pts)
+        if self._last_pts is not None and frame.pts <= self._last_pts:
+            raise ValueError(f"VideoWriter({self.path}): pts {frame.pts} after {self._last_pts}; timestamps must "
+                             "increase")
+        self._last_pts = frame.pts
+        frame.time_base = self.time_base
         if self._container is None:
             raise RuntimeError(f"VideoWriter({self.path}) is closed")
         for packet in self._stream.encode(frame):
