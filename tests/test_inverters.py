@@ -37,7 +37,7 @@ def _x(crops: np.ndarray) -> torch.Tensor:
 
 
 def test_registry():
-    assert list(INVERTERS) == ["fs", "psp", "psp-sr", "psp-front", "psp-toon"]
+    assert list(INVERTERS) == ["fs", "psp", "psp-sr", "psp-front", "psp-toon", "psp-seg"]
     assert inverter_class("fs") is FeatureStyleInverter and inverter_class("psp") is PSPInverter
     for bad in ("e4e", "", None):
         with pytest.raises(ValueError, match=r"encoder must be one of \('fs', 'psp'\)"):

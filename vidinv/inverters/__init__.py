@@ -17,11 +17,12 @@ kind           class                                                   codes
 ``psp-sr``     :class:`~vidinv.inverters.tasks.SuperResolutionInverter`  W+ of pSp's super-resolution model
 ``psp-front``  :class:`~vidinv.inverters.tasks.FrontalizationInverter`   W+ of pSp's frontalization model
 ``psp-toon``   :class:`~vidinv.inverters.tasks.ToonifyInverter`          W+ of pSp's toonify model (toon G)
+``psp-seg``    :class:`~vidinv.inverters.segmentation.SegmentationInverter`  W+ of pSp's seg-to-face model
 =============  ======================================================  ======================================
 
 The first two are inversion encoders (``--encoder``, :data:`ENCODER_KINDS`); the others are pSp's task
 models (:data:`TASK_KINDS`), each with its own generator, run by ``vidinv restore`` / ``frontalize`` /
-``toonify`` (and ``vidinv edit --restore``).
+``toonify`` / ``anonymize`` (and ``vidinv edit --restore``).
 """
 from __future__ import annotations
 
@@ -33,16 +34,19 @@ from vidinv.device import Runtime
 from vidinv.inverters.base import F_STORAGE_DTYPE, GENERATOR_FILE, LATENT_AVG_SAMPLES, Inverter
 from vidinv.inverters.fs import FS_ENCODER_FILE, FeatureStyleInverter
 from vidinv.inverters.psp import PSPInverter
+from vidinv.inverters.segmentation import SegmentationInverter
 from vidinv.inverters.tasks import FrontalizationInverter, PspTaskInverter, SuperResolutionInverter, ToonifyInverter
 
 __all__ = ["INVERTERS", "ENCODER_KINDS", "TASK_KINDS", "Inverter", "FeatureStyleInverter", "PSPInverter",
            "PspTaskInverter", "SuperResolutionInverter", "FrontalizationInverter", "ToonifyInverter",
+           "SegmentationInverter",
            "inverter_class", "build_inverter", "is_task", "GENERATOR_FILE", "FS_ENCODER_FILE", "LATENT_AVG_SAMPLES",
            "F_STORAGE_DTYPE"]
 
 #: The registry: kind -> :class:`Inverter` class (insertion order = the order listed to users).
 INVERTERS: dict[str, type[Inverter]] = {cls.kind: cls for cls in (
-    FeatureStyleInverter, PSPInverter, SuperResolutionInverter, FrontalizationInverter, ToonifyInverter)}
+    FeatureStyleInverter, PSPInverter, SuperResolutionInverter, FrontalizationInverter, ToonifyInverter,
+    SegmentationInverter)}
 #: The inversion encoders (``vidinv edit / invert --encoder``): they invert into ``psp_ffhq_encode.pt``'s generator.
 ENCODER_KINDS: tuple[str, ...] = tuple(k for k, c in INVERTERS.items() if not issubclass(c, PspTaskInverter))
 #: pSp's task models (each its own encoder and generator).
