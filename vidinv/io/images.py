@@ -47,8 +47,8 @@ from vidinv.io.video import Frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_EXTENSIONS", "JPEG_QUALITY", "StillImage", "ImageReader", "ImageWriter", "is_image_path",
-           "load_image", "image_format", "open_output_writer", "passthrough_image"]
+__all__ = ["ALPHA_FORMATS", "IMAGE_EXTENSIONS", "JPEG_QUALITY", "StillImage", "ImageReader", "ImageWriter",
+           "is_image_path", "load_image", "image_format", "open_output_writer", "passthrough_image"]
 
 #: Extensions read and written as still images (lower case); the format follows the extension.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
@@ -57,7 +57,8 @@ JPEG_QUALITY = 95
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
             ".bmp": "BMP"}
-_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+#: Output formats that hold an alpha channel.
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
 # metadata each format's Pillow writer takes
 _META_KEYS = {"JPEG": ("icc_profile", "exif", "xmp", "dpi"), "PNG": ("icc_profile", "exif", "dpi"),
               "WEBP": ("icc_profile", "exif", "xmp"), "TIFF": ("icc_profile", "exif", "dpi"), "BMP": ("dpi",)}
@@ -249,7 +250,7 @@ class ImageWriter:
         self.format = image_format(dst)
         self.quality = int(quality)
         info = load_image(src)
-        if info.alpha is not None and self.format not in _ALPHA_FORMATS:
+        if info.alpha is not None and self.format not in ALPHA_FORMATS:
             raise OutputPathError(f"the input {src} has an alpha channel, which {self.format} cannot hold; write "
                                   ".png, .webp or .tiff")
         self._alpha, self._gray, self.size = info.alpha, info.gray, info.size
