@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from vidinv.cli.common import REPORT_MEMBERS, fail, install_signal_handlers, print_timings, progress_bar
 from vidinv.cli.options import job_options, progress_options
 from vidinv.edit.attributes import strength_table
+from vidinv.io.images import IMAGE_EXTENSIONS
 from vidinv.pipeline.edit import EditOptions, check_options, plan_edit, run_edit, run_edit_folder
 
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
@@ -32,8 +34,6 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
         click.UsageError: --report with an image or folder IN.
     """
     # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
-    from pathlib import Path
-
     from vidinv.io.outputs import check_media_io, check_output
 
     inputs = [from_inversion, *directions]
@@ -108,6 +108,8 @@ def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
         return
     if res.passthrough:
         click.echo(f"no face found: {dst} is a copy of the input", err=True)
+    elif not quiet and res.frames == 1 and Path(dst).suffix.lower() in IMAGE_EXTENSIONS:
+        click.echo(f"{dst}: {res.faces_edited} face(s) edited, {res.edit}", err=True)
     elif not quiet:
         click.echo(f"{dst}: {res.frames} frames, {res.frames_edited} edited ({len(res.tracks)} track(s)), "
                    f"{res.edit}", err=True)
