@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from vidinv.cli.common import REPORT_MEMBERS, fail, install_signal_handlers, print_timings, progress_bar
 from vidinv.cli.options import job_options, progress_options
 from vidinv.edit.attributes import strength_table
-from vidinv.pipeline.edit import EditOptions, plan_edit, run_edit
+from vidinv.io.images import IMAGE_EXTENSIONS
+from vidinv.pipeline.edit import EditOptions, check_options, plan_edit, run_edit, run_edit_folder
 
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
@@ -17,19 +19,22 @@ EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "laye
                "latent_smoothing")
 
 
-def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None) -> None:
+def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None):
     """The files of `vidinv edit`, checked before any weight file is resolved or model loaded: IN is a
-    readable video; OUT is not (and would not replace) IN, a --direction file or the --from-inversion
-    export, its folder is writable and its extension a container that holds ``codec``; the same for the
-    --report folder.
+    readable video (OUT then a video: not IN, a --direction file or the --from-inversion export, its folder
+    writable, its extension a container that holds ``codec``), a readable still image (OUT an image) or a
+    folder of images (OUT a folder, :func:`vidinv.pipeline.images.plan_folder`: existing outputs refused);
+    the same for the --report folder (videos only).
+
+    Returns:
+        The :class:`~vidinv.pipeline.images.FolderPlan` for a folder IN, else None.
 
     Raises:
-        vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError; InversionFormatError (export).
+        vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError; InversionFormatError (export);
+        click.UsageError: --report with an image or folder IN.
     """
     # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
-    from pathlib import Path
-
-    from vidinv.io.outputs import check_output, check_video_input
+    from vidinv.io.outputs import check_media_io, check_output
 
     inputs = [from_inversion, *directions]
     if src is None and from_inversion is not None:
@@ -37,19 +42,31 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
         from vidinv.io.inversion import InversionReader
 
         src = InversionReader(from_inversion).source.get("path")
+    if src is not None and Path(src).is_dir():
+        from vidinv.pipeline.images import plan_folder
+
+        if report_dir is not None:
+            raise click.UsageError("--report compares videos; IN is a folder of images")
+        return plan_folder(src, dst, inputs)
     if src is not None:
-        check_video_input(src)
+        kind = check_media_io(src, dst, inputs, codec=codec)
+        if kind == "image" and report_dir is not None:
+            raise click.UsageError("--report compares videos; IN is an image")
         inputs.append(src)
-    size = Path(src).stat().st_size if src is not None else None
-    check_output(dst, inputs, kind="video", codec=codec, expect_bytes=size)
+    else:
+        check_output(dst, inputs, kind="video", codec=codec)
     if report_dir is not None:
         check_output(report_dir, inputs, kind="dir", members=REPORT_MEMBERS, also_written=[dst], what="report folder")
+    return None
 
 
 @click.command("edit", context_settings={"max_content_width": 110},
-               help="Edit the faces of video IN and write the result to OUT.\n\n" + strength_table(for_click=True))
-@click.argument("src", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Output video.")
+               help="Edit the faces of IN and write the result to OUT: a video to a video, an image (.jpg, .png, "
+                    ".webp, .tif, .bmp) to an image, a folder of images to a folder (same file names; the models "
+                    "load once).\n\n" + strength_table(for_click=True))
+@click.argument("src", required=False, type=click.Path())
+@click.option("-o", "--output", "dst", required=True, type=click.Path(),
+              help="Output video, image or folder (as IN).")
 @job_options(EditOptions, only=EDIT_FIELDS)
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Also write the identity/quality report of the output against the input into this folder "
@@ -60,17 +77,22 @@ def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
     opts = EditOptions(src=src, dst=dst, **fields)
     if src is None and opts.from_inversion is None:
         fail(click.UsageError("give the input video IN (or --from-inversion DIR)"))
-    bar = None
+    bar = folder = None
     try:
+        check_options(opts)  # video-only options with an image IN, before the files
         # before any weights or models
-        check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir)
+        folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir)
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
         bar, update = progress_bar(quiet, "edit")
-        res = run_edit(opts, plan=plan, progress=update, quiet=quiet)
+        if folder is not None:
+            fres = run_edit_folder(opts, folder, plan=plan, progress=update, quiet=quiet)
+        else:
+            res = run_edit(opts, plan=plan, progress=update, quiet=quiet)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        click.echo("vidinv: interrupted; no output written", err=True)
+        click.echo("vidinv: interrupted; " + ("the images done so far are written" if folder is not None
+                                              else "no output written"), err=True)
         sys.exit(130)
     except Exception as exc:  # one-line reason, exit != 0
         if bar is not None:
@@ -78,8 +100,16 @@ def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
         fail(exc)
     if bar is not None:
         bar.close()
+    if folder is not None:
+        for line in fres.summary_lines():
+            click.echo(line, err=True)
+        if fres.failed:
+            fail(RuntimeError(f"{len(fres.failed)} of {len(fres.outcomes)} images failed (listed above)"))
+        return
     if res.passthrough:
         click.echo(f"no face found: {dst} is a copy of the input", err=True)
+    elif not quiet and res.frames == 1 and Path(dst).suffix.lower() in IMAGE_EXTENSIONS:
+        click.echo(f"{dst}: {res.faces_edited} face(s) edited, {res.edit}", err=True)
     elif not quiet:
         click.echo(f"{dst}: {res.frames} frames, {res.frames_edited} edited ({len(res.tracks)} track(s)), "
                    f"{res.edit}", err=True)

@@ -10,6 +10,10 @@ With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by read
 the background. Frames without a tracked face are written unchanged. When no face is found in the
 whole video the output is made by :func:`vidinv.io.mux.passthrough` (the input, remuxed) with a warning.
 
+Still images run the same stages as one-frame videos (:mod:`vidinv.io.images`: ``face.jpg -> out.png``;
+no face: the input image, unchanged, with a warning), and a folder of images runs with the models loaded
+once (:func:`run_edit_folder`, :mod:`vidinv.pipeline.images`).
+
 Order of checks: the numbers first (a NaN / inf strength is refused), then an export's chunks
 (finite codes), then every weight and direction file is resolved (one
 :class:`~vidinv.weights.MissingWeightsError` lists all missing files; strengths beyond 3x the
@@ -37,8 +41,9 @@ from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, 
 from vidinv.edit.mixing import parse_rows
 from vidinv.face.blend import NonFiniteFaceError
 from vidinv.inverters import inverter_class, is_task
+from vidinv.io.images import is_image_path, open_output_writer, passthrough_image
 from vidinv.io.inversion import InversionFormatError, InversionReader
-from vidinv.io.mux import EditedVideoWriter, passthrough
+from vidinv.io.mux import passthrough
 from vidinv.pipeline.faces import (
     BlendSettings,
     FaceCode,
@@ -49,12 +54,13 @@ from vidinv.pipeline.faces import (
     render_stage,
     style_mixing_stage,
 )
-from vidinv.pipeline.job import JobOptions, input_video, load_job, resolve_job_weights
+from vidinv.pipeline.images import FolderPlan, FolderResult, run_folder
+from vidinv.pipeline.job import Job, JobOptions, input_video, load_job, resolve_job_weights
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "direction_weights", "job_kind",
-           "SCALES", "RESTORE_KIND"]
+__all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "run_edit_folder", "edit_input",
+           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND"]
 
 
 @dataclass(kw_only=True)
@@ -66,7 +72,8 @@ class EditOptions(JobOptions):
     ``allow_hash_mismatch``, ``encoder_checkpoint``, ``queue_size``, ``detector``), and:
 
     Attributes:
-        src: may be None with ``from_inversion`` (the export's source path is then used).
+        src: a video, a still image or a folder of images; may be None with ``from_inversion`` (the export's
+            source path is then used).
         attrs: ``NAME[=S][@ROWS]`` attribute specs; strengths: one per attribute (or one for all);
             directions: ``(path, strength)`` of ``--direction`` files with ``direction_convention``;
             layers: default style rows for every term without ``@ROWS``.
@@ -142,13 +149,20 @@ def _strength_for(i: int, strengths: Sequence[float]) -> float:
 
 
 def check_options(opts: EditOptions) -> None:
-    """The numeric options that no file is needed to judge: every ``--strength`` and ``NAME=S`` is a
-    finite number, ``latent_smoothing`` is finite and >= 0.
+    """The options that no file is needed to judge: every ``--strength`` and ``NAME=S`` is a finite
+    number, ``latent_smoothing`` is finite and >= 0; an image or folder input (by its name) takes neither
+    ``start`` / ``end`` nor ``from_inversion``.
 
     Raises:
         vidinv.edit.DirectionError: a NaN / infinite strength (``--strength nan``, ``smile=1e400``).
-        ValueError: a bad ``latent_smoothing``.
+        ValueError: a bad ``latent_smoothing``; a video-only option with an image input.
     """
+    if opts.src is not None and (is_image_path(opts.src) or Path(opts.src).is_dir()):
+        kind = "a folder" if Path(opts.src).is_dir() else "an image"
+        if opts.start is not None or opts.end is not None:
+            raise ValueError(f"--start / --end cut videos; the input {opts.src} is {kind}")
+        if opts.from_inversion is not None:
+            raise ValueError(f"--from-inversion re-renders a video; the input {opts.src} is {kind}")
     for s in opts.strengths:
         check_strength(s, "--strength")
     for spec in opts.attrs:
@@ -255,7 +269,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         src = reader.source.get("path")
         if not src:
             raise ValueError(f"{opts.from_inversion}: the export does not name its source video; give it as IN")
-    src = input_video(src)
+    src = Path(src) if Path(src).is_dir() else input_video(src)
     if Path(opts.dst).resolve() == src.resolve():
         raise ValueError(f"the output {opts.dst} is the input; write to another file")
     if opts.face not in ("largest", "all"):
@@ -311,9 +325,32 @@ def _inversion_stage(reader, bundle):
     return run
 
 
+def load_edit_job(opts: EditOptions, plan: _Plan) -> Job:
+    """Load the networks of an edit (once, for a video, an image or a whole folder) and check that an
+    export to render from fits the loaded generator.
+
+    Raises:
+        vidinv.io.inversion.InversionFormatError: the export was made with another generator.
+        What :func:`vidinv.pipeline.job.load_job` raises.
+    """
+    reader = plan.reader
+    encoder = reader.encoder["kind"] if reader is not None else job_kind(opts)
+    job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask)
+    if reader is not None:
+        gen = reader.generator
+        for k in ("size", "n_latent", "style_dim"):
+            if k in gen and int(gen[k]) != int(getattr(job.bundle.G, k)):
+                raise InversionFormatError(f"{opts.from_inversion}: made with a generator of {k} {gen[k]}, the "
+                                           f"loaded one has {getattr(job.bundle.G, k)}")
+        gen_file = inverter_class(encoder).generator_file
+        reader.check_models({gen_file: plan.paths[gen_file]})
+    return job
+
+
 def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable[[int, int | None], None] | None = None,
              quiet: bool = False, on_frame: Callable[[Item], None] | None = None) -> EditResult:
-    """Run ``vidinv edit`` (see the module doc).
+    """Run ``vidinv edit`` on one video or one still image (see the module doc; a folder:
+    :func:`run_edit_folder`).
 
     Args:
         opts: the settings.
@@ -332,26 +369,56 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     """
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
+    job = load_edit_job(opts, plan)
+    result = edit_input(job, plan, plan.src, opts.dst, progress=progress, on_frame=on_frame)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None = None,
+                    progress: Callable[[int, int | None], None] | None = None, quiet: bool = False) -> FolderResult:
+    """``vidinv edit DIR -o OUTDIR``: every image of ``folder`` (:func:`vidinv.pipeline.images.plan_folder`)
+    edited with the networks loaded once; an image without a face is copied unchanged (noted in the
+    summary), an image that fails is listed and the others go on (:func:`vidinv.pipeline.images.run_folder`).
+
+    Args:
+        opts: the settings (``opts.src`` / ``opts.dst``: the folders).
+        folder: the checked folder plan.
+        plan: the result of :func:`plan_edit` when already made.
+        progress: ``progress(images_done, images_total)`` after each image.
+
+    Returns:
+        :class:`~vidinv.pipeline.images.FolderResult` whose outcomes hold :class:`EditResult` s.
+
+    Raises:
+        Everything :func:`plan_edit` and :func:`load_edit_job` raise (before the first image).
+    """
+    plan = plan or plan_edit(opts, quiet=quiet)
+    job = load_edit_job(opts, plan)
+    return run_folder(folder, lambda src, dst: edit_input(job.for_input(src), plan, src, dst),
+                      note=lambda r: "no face found: copied unchanged" if r.passthrough else None,
+                      progress=progress)
+
+
+def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
+               progress: Callable[[int, int | None], None] | None = None,
+               on_frame: Callable[[Item], None] | None = None) -> EditResult:
+    """Edit one input (a video, or a still image: :func:`vidinv.io.images.open_output_writer` picks the
+    writer) with the loaded ``job`` (whose ``src`` is ``src``) into ``dst``; arguments and errors as
+    :func:`run_edit`. No face anywhere: ``dst`` is the input unchanged (:func:`vidinv.io.mux.passthrough`,
+    :func:`vidinv.io.images.passthrough_image`) with a warning."""
+    t_start = time.perf_counter()
+    opts = plan.opts
     reader = plan.reader
-    encoder = reader.encoder["kind"] if reader is not None else job_kind(opts)
-    job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask)
     bundle = job.bundle
-    if reader is not None:
-        gen = reader.generator
-        for k in ("size", "n_latent", "style_dim"):
-            if k in gen and int(gen[k]) != int(getattr(bundle.G, k)):
-                raise InversionFormatError(f"{opts.from_inversion}: made with a generator of {k} {gen[k]}, the "
-                                           f"loaded one has {getattr(bundle.G, k)}")
-        gen_file = inverter_class(encoder).generator_file
-        reader.check_models({gen_file: plan.paths[gen_file]})
     settings = BlendSettings(mode=opts.blend)
-    result = EditResult(Path(opts.dst), edit=plan.edit.describe())
+    result = EditResult(Path(dst), edit=plan.edit.describe())
     steps: dict[str, float] = {}
     tracks: set[int] = set()
     window = opts.start is not None or opts.end is not None
 
-    writer = EditedVideoWriter(plan.src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                               start=opts.start, end=opts.end, scale=opts.scale)
+    writer = open_output_writer(src, dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
+                                start=opts.start, end=opts.end, scale=opts.scale)
     frames = writer.frames
     video = job.open_video(frames)
     stages = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
@@ -397,8 +464,11 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
                 on_frame(it)
     except _NoFace:
         result.frames_edited = result.faces_edited = 0
-        log.warning("no face found in %s: the output is the input, unchanged", plan.src)
-        passthrough(plan.src, opts.dst)
+        log.warning("no face found in %s: the output is the input, unchanged", src)
+        if is_image_path(src):
+            passthrough_image(src, dst)
+        else:
+            passthrough(src, dst)
         result.passthrough = True
     finally:
         if not writer.done:  # the write stage never ran: drop its temporary file
@@ -408,7 +478,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         result.layers_per_face = G.layers_run / steps["generator_calls"]
     if result.frames_edited == 0 and window and not result.passthrough:
         log.warning("no face found in the window [%s, %s) s of %s: frames written unchanged", opts.start, opts.end,
-                    plan.src)
+                    src)
     result.tracks = sorted(tracks)
     result.step_s = steps
     result.wall_s = time.perf_counter() - t_start

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 
 from vidinv.device import Runtime
 from vidinv.face.frontend import FaceFrontEnd
 from vidinv.face.tracking import Tracker
 from vidinv.inverters import Inverter
+from vidinv.io.images import ImageReader, is_image_path
 from vidinv.io.video import VideoReader
 from vidinv.pipeline.faces import Item, encode_stage, front_end_stage
 from vidinv.pipeline.runtime import ModelBundle, load_bundle, required_weights, resolve_weights
@@ -134,10 +135,19 @@ class Job:
         """The job's :class:`~vidinv.device.Runtime`."""
         return self.bundle.runtime
 
-    def open_video(self, frames: range) -> VideoReader:
+    def open_video(self, frames: range) -> VideoReader | ImageReader:
         """Open the input for the frames ``frames`` (indices), decoded with accurate YUV->RGB so that pixels
-        passed through unchanged survive decode + re-encode without drift."""
+        passed through unchanged survive decode + re-encode without drift. A still image
+        (:func:`vidinv.io.images.is_image_path`) is opened as a one-frame :class:`~vidinv.io.images.ImageReader`
+        (``frames`` is then the writer's ``range(0, 1)``)."""
+        if is_image_path(self.src):
+            return ImageReader(self.src, start=frames.start, stop=frames.stop)
         return VideoReader(self.src, start=frames.start, stop=frames.stop, accurate_color=True)
+
+    def for_input(self, src: str | os.PathLike) -> Job:
+        """This job (options, weight files, the loaded networks: nothing is reloaded) for another input file,
+        e.g. the next image of a folder (:func:`vidinv.pipeline.images.run_folder`)."""
+        return replace(self, src=Path(src), stage_s={})
 
     def face_stages(self, *, keep_crops: bool = False, timings: dict | None = None,
                     skip: Callable[[Item], bool] | None = None) -> list[tuple[str, Callable]]:
@@ -149,8 +159,8 @@ class Job:
                 ("encode", encode_stage(self.bundle, self.opts.batch_size, keep_crops=keep_crops, timings=timings,
                                         skip=skip))]
 
-    def stream(self, video: VideoReader, stages: Sequence[tuple[str, Callable]], *, total: int | None = None,
-               progress: Callable[[int, int | None], None] | None = None) -> Iterator[Item]:
+    def stream(self, video: VideoReader | ImageReader, stages: Sequence[tuple[str, Callable]], *,
+               total: int | None = None, progress: Callable[[int, int | None], None] | None = None) -> Iterator[Item]:
         """Run ``stages`` on the decoded ``video`` (:class:`~vidinv.pipeline.stages.StagePipeline`, at most
         ``opts.queue_size`` items between two stages) and yield the last stage's items in frame order;
         ``progress(frames_done, total)`` is called after the caller handled each item. :attr:`stage_s`
