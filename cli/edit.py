@@ -1,4 +1,6 @@
-"""``vidinv edit``: edit the faces of a video (see :mod:`vidinv.pipeline.edit`)."""
+"""``vidinv edit`` (see :mod:`vidinv.pipeline.edit`) and pSp's image-to-image tasks that run as the same job
+with a task model (:mod:`vidinv.pipeline.tasks`): ``vidinv restore``, ``toonify``, ``anonymize``. All take a
+video, an image or a folder of images, with the same checks, progress, errors and output guarantees."""
 from __future__ import annotations
 
 import sys
@@ -10,13 +12,18 @@ from vidinv.cli.common import REPORT_MEMBERS, fail, install_signal_handlers, pri
 from vidinv.cli.options import job_options, progress_options
 from vidinv.edit.attributes import strength_table
 from vidinv.io.images import IMAGE_EXTENSIONS
-from vidinv.pipeline.edit import EditOptions, check_options, plan_edit, run_edit, run_edit_folder
+from vidinv.pipeline.edit import EditOptions, check_options, job_kind, plan_edit, run_edit, run_edit_folder
+from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptions
 
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
-               "latent_smoothing")
+               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed")
+#: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
+TASK_FIELDS = ("face", "blend", "mask", "mix_rows", "mix_alpha", "seed", "latent_smoothing", "batch_size", "device",
+               "precision", "crf", "codec", "pix_fmt", "start", "end", "weights_dir", "fetch", "allow_hash_mismatch",
+               "noise")
 
 
 def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None):
@@ -73,17 +80,28 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
                    "(as `vidinv report IN OUT -o DIR`).")
 @progress_options
 def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
-    install_signal_handlers()
     opts = EditOptions(src=src, dst=dst, **fields)
     if src is None and opts.from_inversion is None:
         fail(click.UsageError("give the input video IN (or --from-inversion DIR)"))
+    run_job_command("edit", opts, report_dir, quiet, verbose)
+
+
+def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbose: bool) -> None:
+    """The body of ``vidinv edit`` and of the task commands (``restore``, ``toonify``, ``anonymize``: the same
+    job with a pSp task model, :mod:`vidinv.pipeline.tasks`): checks before any model loads, the run on a
+    video, an image or a folder, the summary line, ``-v`` timings, the ``--report``."""
+    install_signal_handlers()
+    src, dst = opts.src, opts.dst
     bar = folder = None
     try:
         check_options(opts)  # video-only options with an image IN, before the files
+        if report_dir is not None and name == "restore" and not opts.simulate_factor:
+            raise click.UsageError("--report needs --simulate-factor: restoration is measured against the "
+                                   "high-resolution original (IN), degraded by that factor before restoring")
         # before any weights or models
         folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir)
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
-        bar, update = progress_bar(quiet, "edit")
+        bar, update = progress_bar(quiet, name)
         if folder is not None:
             fres = run_edit_folder(opts, folder, plan=plan, progress=update, quiet=quiet)
         else:
@@ -106,17 +124,96 @@ def edit_cmd(src, dst, report_dir, quiet, verbose, **fields):
         if fres.failed:
             fail(RuntimeError(f"{len(fres.failed)} of {len(fres.outcomes)} images failed (listed above)"))
         return
+    what = res.edit if name == "edit" else f"{name} ({job_kind(opts)})" + (f" x{opts.scale}" if opts.scale != 1
+                                                                            else "")
     if res.passthrough:
         click.echo(f"no face found: {dst} is a copy of the input", err=True)
     elif not quiet and res.frames == 1 and Path(dst).suffix.lower() in IMAGE_EXTENSIONS:
-        click.echo(f"{dst}: {res.faces_edited} face(s) edited, {res.edit}", err=True)
+        click.echo(f"{dst}: {res.faces_edited} face(s) {'edited' if name == 'edit' else 'done'}, {what}", err=True)
     elif not quiet:
-        click.echo(f"{dst}: {res.frames} frames, {res.frames_edited} edited ({len(res.tracks)} track(s)), "
-                   f"{res.edit}", err=True)
+        click.echo(f"{dst}: {res.frames} frames, {res.frames_edited} with a face ({len(res.tracks)} track(s)), "
+                   f"{what}", err=True)
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s, res.step_s)
     if report_dir is not None:
-        _write_report(plan.src, dst, report_dir, opts.start, opts.end, opts.weights_dir, opts.device, quiet)
+        if name == "restore":
+            _restoration_report(plan.src, dst, report_dir, opts, quiet)
+        else:
+            _write_report(plan.src, dst, report_dir, opts.start, opts.end, opts.weights_dir, opts.device, quiet)
+
+
+_RESTORE_HELP = """Restore the faces of IN (a low-resolution or compressed video or image) with pSp's face
+super-resolution model and write OUT, its frames up-scaled by --scale.
+
+Each tracked face is aligned at its native resolution, resized to 256 and encoded by the model
+(psp_celebs_super_resolution.pt: Richardson et al., CVPR 2021; trained on CelebA-HQ faces down-sampled
+x1..x32); the 1024 face it renders is blended into the frame up-scaled with Lanczos. Timestamps and
+audio are kept. --simulate-factor K first degrades a high-resolution input as the paper's evaluation
+does; with --report DIR the restoration table (PSNR, SSIM, LPIPS, identity similarity to the
+original) is written too. Licence: non-commercial (see `vidinv weights list`).
+
+Example: vidinv restore old_interview.mp4 -o restored.mp4 --scale 4
+"""
+
+_TOONIFY_HELP = """Toonify the faces of IN with pSp's toonify model and write OUT (faces blended back as `vidinv edit`).
+
+psp_ffhq_toonify.pt: pSp's FFHQ encoder into the toon StyleGAN2 generator of Doron Adler and Justin
+Pinkney. Licence: non-commercial (see `vidinv weights list`).
+
+Example: vidinv toonify clip.mp4 -o toon.mp4
+"""
+
+
+_ANONYMIZE_HELP = """Anonymize every tracked face of IN: replace it by a synthetic face that keeps its expression and
+layout but not its identity, and write OUT (faces blended back as `vidinv edit`).
+
+Each aligned face is parsed by BiSeNet (79999_iter.pth), its label map (CelebAMask-HQ's 19 classes)
+is turned into a face by pSp's segmentation-to-face model (psp_celebs_seg_to_face.pt), whose fine
+styles (--mix-rows 8-17) come from one random style per track (--seed), fixed for the whole clip.
+Check the result with `vidinv report IN OUT`: identity similarity to the source should fall below the
+verification threshold. Licence: non-commercial (CelebAMask-HQ, FFHQ; see `vidinv weights list`).
+
+Example: vidinv anonymize street.mp4 -o anonymous.mp4 --face all --seed 3
+"""
+
+
+@click.command("restore", context_settings={"max_content_width": 110}, help=_RESTORE_HELP)
+@click.argument("src", type=click.Path())
+@click.option("-o", "--output", "dst", required=True, type=click.Path(),
+              help="Output video, image or folder (as IN).")
+@job_options(RestoreOptions, only=("scale", "simulate_factor") + TASK_FIELDS)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="With --simulate-factor: write the restoration report (PSNR, SSIM, LPIPS, identity similarity "
+                   "to IN) into this folder.")
+@progress_options
+def restore_cmd(src, dst, report_dir, quiet, verbose, **fields):
+    run_job_command("restore", RestoreOptions(src=src, dst=dst, **fields), report_dir, quiet, verbose)
+
+
+@click.command("toonify", context_settings={"max_content_width": 110}, help=_TOONIFY_HELP)
+@click.argument("src", type=click.Path())
+@click.option("-o", "--output", "dst", required=True, type=click.Path(),
+              help="Output video, image or folder (as IN).")
+@job_options(ToonifyOptions, only=("attrs", "strengths") + TASK_FIELDS)
+@progress_options
+def toonify_cmd(src, dst, quiet, verbose, **fields):
+    run_job_command("toonify", ToonifyOptions(src=src, dst=dst, **fields), None, quiet, verbose)
+
+
+@click.command("anonymize", context_settings={"max_content_width": 110}, help=_ANONYMIZE_HELP)
+@click.argument("src", type=click.Path())
+@click.option("-o", "--output", "dst", required=True, type=click.Path(),
+              help="Output video, image or folder (as IN).")
+@job_options(AnonymizeOptions, only=TASK_FIELDS)
+@progress_options
+def anonymize_cmd(src, dst, quiet, verbose, **fields):
+    run_job_command("anonymize", AnonymizeOptions(src=src, dst=dst, **fields), None, quiet, verbose)
+
+
+def _restoration_report(src, dst, report_dir, opts, quiet: bool) -> None:
+    """``vidinv restore --simulate-factor K --report DIR``: the restoration table of ``dst`` against the
+    high-resolution ``src`` (:func:`vidinv.report.restoration.restoration_metrics`)."""
+    raise NotImplementedError
 
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:

@@ -42,23 +42,26 @@ class LazyCommand(NamedTuple):
 
 #: Sub-command name -> its :class:`LazyCommand`.
 COMMANDS: dict[str, LazyCommand] = {
-    "anonymize": LazyCommand("vidinv.cli.tasks:anonymize_cmd",
+    "anonymize": LazyCommand("vidinv.cli.edit:anonymize_cmd",
                              "Anonymize every tracked face of IN: replace it by a synthetic face that keeps its "
                              "expression and layout but not its identity, and write OUT (faces blended back as "
                              "`vidinv edit`)."),
     "directions": LazyCommand("vidinv.cli.directions:directions",
                               "Latent editing directions: named attributes, their sources and conventions, SeFa."),
-    "edit": LazyCommand("vidinv.cli.edit:edit_cmd", "Edit the faces of video IN and write the result to OUT."),
+    "edit": LazyCommand("vidinv.cli.edit:edit_cmd",
+                        "Edit the faces of IN and write the result to OUT: a video to a video, an image (.jpg, .png, "
+                        ".webp, .tif, .bmp) to an image, a folder of images to a folder (same file names; the models "
+                        "load once)."),
     "invert": LazyCommand("vidinv.cli.invert:invert_cmd",
                           "Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."),
-    "frontalize": LazyCommand("vidinv.cli.tasks:frontalize_cmd",
+    "frontalize": LazyCommand("vidinv.cli.frontalize:frontalize_cmd",
                               "Frontalize the faces of IN with pSp's frontalization model: per face track, the frontal "
                               "aligned faces as a video with the input's timestamps, written to OUT (a .mp4: one "
                               "track) or to a folder (track_<id>.mp4 per track, frames.json, and PNGs with --frames)."),
-    "restore": LazyCommand("vidinv.cli.tasks:restore_cmd",
+    "restore": LazyCommand("vidinv.cli.edit:restore_cmd",
                            "Restore the faces of IN (a low-resolution or compressed video or image) with pSp's face "
                            "super-resolution model and write OUT, its frames up-scaled by --scale."),
-    "toonify": LazyCommand("vidinv.cli.tasks:toonify_cmd",
+    "toonify": LazyCommand("vidinv.cli.edit:toonify_cmd",
                            "Toonify the faces of IN with pSp's toonify model and write OUT (faces blended back as "
                            "`vidinv edit`)."),
     "report": LazyCommand("vidinv.cli.report:report",

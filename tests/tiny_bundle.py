@@ -23,7 +23,10 @@ the official architectures instead.
   ``psp_celebs_sketch_to_face.pt`` in pSp's layout with the ``opts`` the official files record
   (:data:`TASKS`: ``input_nc``, ``label_nc``, ``dataset_type``, ``resize_factors``), each a tiny pSp
   (:func:`task_checkpoint`); the toonify file's decoder is another tiny generator (seed 7), as the
-  official file holds a toon generator, not the FFHQ one.
+  official file holds a toon generator, not the FFHQ one. The segmentation-to-face file's decoder is
+  :func:`face_drawing_generator`: whatever the code, it draws one fixed real face (of another person:
+  ``../shared/images/ffhq_00020.jpg`` in grey), so that an end-to-end ``vidinv anonymize`` test can check
+  that the output still holds a face dlib detects, with another identity.
 * ``79999_iter.pth`` (only with ``parser=True``): a BiSeNet of ``base_width`` 8 (:func:`tiny_bisenet`)
   with a record, whose main head labels every pixel ``skin``: the parsing blend mask is then the whole
   aligned square, visibly different from the landmark hull, so a test can tell which path ran.
@@ -111,6 +114,52 @@ TASKS = [
 ]
 #: Seed of the toon generator inside the tiny ``psp_ffhq_toonify.pt``.
 TOON_GENERATOR_SEED = 7
+#: The face :func:`face_drawing_generator` draws in the tiny segmentation-to-face file (an aligned FFHQ photo).
+DRAWN_FACE = Path(__file__).resolve().parents[1].parent / "shared" / "images" / "ffhq_00020.jpg"
+
+
+def face_drawing_generator(gray, seed: int = 8):
+    """A tiny generator (:func:`tiny_generator` layout) whose image is ``2 * gray - 1`` in R, G and B for every
+    W+ code, with the constant noise: a hand-set test network, not a trained one.
+
+    How: every ToRGB but the last has zero weights and bias (the RGB skip is 0); the last styled conv has
+    zero conv weights and bias, noise weight 1 and its constant noise buffer set to ``gray``, so its
+    activation is ``sqrt(2) * gray`` in every channel (leaky ReLU of a value >= 0); the last ToRGB has a
+    constant modulation of 1 (zero weight, bias 1), weight ``2 / sqrt(2) * sqrt(C)`` from channel 0 to each
+    of R, G, B (cancelling the 1/sqrt(C) equalised-lr scale) and bias -1.
+
+    Args:
+        gray: (size, size) float array in [0, 1] (size 1024).
+    """
+    import math
+
+    G = tiny_generator(seed)
+    with torch.no_grad():
+        for rgb in [G.to_rgb1, *G.to_rgbs[:-1]]:
+            rgb.conv.weight.zero_()
+            rgb.bias.zero_()
+        last = G.convs[-1]
+        last.conv.weight.zero_()
+        last.activate.bias.zero_()
+        last.noise.weight.fill_(1.0)
+        buf = getattr(G.noises, f"noise_{G.num_layers - 1}")
+        buf.copy_(torch.as_tensor(gray, dtype=buf.dtype).view_as(buf))
+        out = G.to_rgbs[-1]
+        out.conv.modulation.weight.zero_()
+        out.conv.modulation.bias.fill_(1.0)
+        out.conv.weight.zero_()
+        c = out.conv.in_channel
+        out.conv.weight[0, :, 0, 0, 0] = 2.0 / math.sqrt(2.0) * math.sqrt(c)
+        out.bias.fill_(-1.0)
+    return G.eval()
+
+
+def drawn_face_gray():
+    """The grey image (1024, 1024) float32 in [0, 1] of :data:`DRAWN_FACE` (ITU-R 601 luma, PIL ``"L"``)."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(DRAWN_FACE).convert("L").resize((1024, 1024)), np.float32) / 255.0
 
 
 def task_checkpoint(G, input_nc: int, label_nc: int, dataset_type: str, resize_factors: str | None, name: str,
@@ -160,10 +209,11 @@ def write_tiny_bundle(home: str | Path, directions: bool = True, parser: bool = 
                     "vidinv_config": vidinv_record("bisenet", net.architecture(), licence=TINY_LICENCE,
                                                    name="79999_iter.pth")}, out["79999_iter.pth"])
     if tasks:
-        toon = tiny_generator(TOON_GENERATOR_SEED)
+        decoders = {"psp_ffhq_toonify.pt": tiny_generator(TOON_GENERATOR_SEED),
+                    "psp_celebs_seg_to_face.pt": face_drawing_generator(drawn_face_gray())}
         for i, (name, input_nc, label_nc, dataset_type, factors) in enumerate(TASKS):
             out[name] = wdir / name
-            dec = toon if name == "psp_ffhq_toonify.pt" else G
+            dec = decoders.get(name, G)
             torch.save(task_checkpoint(dec, input_nc, label_nc, dataset_type, factors, name, seed=10 + i), out[name])
     if directions:
         src = Path(__file__).resolve().parents[1].parent / "shared" / "directions"

@@ -271,8 +271,8 @@ class ImageWriter:
         self._done = False
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
-        """Take ``image`` (``(H, W, 3)`` ``uint8`` RGB, upright, the input's size times ``scale``) as the picture of ``frame``
-        (index 0).
+        """Take ``image`` (``(H, W, 3)`` ``uint8`` RGB, upright, the input's size times ``scale``) as the
+        picture of ``frame`` (index 0).
 
         Raises:
             vidinv.io.mux.MissingFrameError: ``frame.index`` is not 0 or a picture was already written.

@@ -18,11 +18,16 @@ command        inverter kind          defaults
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from vidinv.io.mux import EditedVideoWriter
+from vidinv.io.video import VideoReader
+from vidinv.models.sr_degradation import simulate_low_resolution_frame
 from vidinv.pipeline.edit import EditOptions
 
-__all__ = ["RestoreOptions", "ToonifyOptions", "AnonymizeOptions", "TASK_OPTIONS"]
+__all__ = ["RestoreOptions", "ToonifyOptions", "AnonymizeOptions", "TASK_OPTIONS", "write_simulated_input"]
 
 
 @dataclass(kw_only=True)
@@ -54,3 +59,23 @@ class AnonymizeOptions(EditOptions):
 #: Command name -> its options class.
 TASK_OPTIONS: dict[str, type[EditOptions]] = {"restore": RestoreOptions, "toonify": ToonifyOptions,
                                               "anonymize": AnonymizeOptions}
+
+
+def write_simulated_input(src: str | os.PathLike, dst: str | os.PathLike, factor: int, *, start: float | None = None,
+                          end: float | None = None, crf: int = 18, codec: str = "libx264") -> Path:
+    """Write the low-resolution input ``vidinv restore --simulate-factor`` gives the model: every frame of
+    ``src`` in ``[start, end)`` degraded by
+    :func:`vidinv.models.sr_degradation.simulate_low_resolution_frame` (same size, timestamps and audio as
+    the input), so that a report can show it and up-scale it for the bicubic baseline.
+
+    Returns:
+        ``Path(dst)``.
+
+    Raises:
+        What :class:`vidinv.io.mux.EditedVideoWriter` and the degradation raise.
+    """
+    with EditedVideoWriter(src, dst, codec=codec, crf=crf, start=start, end=end) as writer:
+        with VideoReader(src, start=writer.frames.start, stop=writer.frames.stop, accurate_color=True) as video:
+            for fr in video:
+                writer.write(fr, simulate_low_resolution_frame(fr.image, factor))
+    return Path(dst)
