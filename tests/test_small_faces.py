@@ -37,11 +37,12 @@ def detectors():
 
 
 def test_upscale_factor_rule():
-    assert upscale_factor((90, 160, 3), "auto") == 4  # 720p / 8
-    assert upscale_factor((45, 80, 3), "auto") == 8  # 720p / 16
-    assert upscale_factor((180, 320), "auto") == 2
-    assert upscale_factor((160, 90), "auto") == 4  # portrait
-    assert upscale_factor((32, 32), "auto") == UPSCALE_MAX  # 640 // 32 = 20, capped
+    assert upscale_factor((90, 160, 3), "auto") == 6  # 720p / 8
+    assert upscale_factor((45, 80, 3), "auto") == 8  # 720p / 16: 960 // 80 = 12, capped
+    assert upscale_factor((180, 320), "auto") == 3
+    assert upscale_factor((270, 480), "auto") == 2  # 1080p / 4
+    assert upscale_factor((160, 90), "auto") == 6  # portrait
+    assert upscale_factor((32, 32), "auto") == UPSCALE_MAX  # 960 // 32 = 30, capped
     assert upscale_factor((512, 512), "auto") == 1
     assert upscale_factor((720, 1280), "auto") == 1
     assert upscale_factor((720, 1280), 3) == 3
@@ -120,7 +121,7 @@ def test_fixed_factor_equals_manual_upscale(detectors):
 
 
 def test_default_unchanged_on_large_frames(detectors):
-    # "auto" leaves frames of 640 px and more alone: same faces as the default
+    # "auto" leaves frames of 480 px and more alone (960 // 512 = 1): same faces as the default
     plain, auto = detectors
     img = _frame("talking_wink.mp4", 0)  # 512x512 -> factor 1
     a, b = plain.detect([img])[0], auto.detect([img])[0]

@@ -147,8 +147,9 @@ def _downscale(frame: np.ndarray, max_side: int | None) -> tuple[np.ndarray, flo
 
 
 #: ``upscale="auto"``: frames are enlarged by the integer factor that brings their longest side closest to,
-#: without exceeding, this many pixels (frames already this large are left alone).
-UPSCALE_AUTO_SIDE = 640
+#: without exceeding, this many pixels (frames already this large are left alone); it equals the HOG
+#: ``max_side`` default, so the enlarged frame is not shrunk again before detection.
+UPSCALE_AUTO_SIDE = 960
 #: Largest factor ``upscale="auto"`` uses.
 UPSCALE_MAX = 8
 
@@ -159,8 +160,8 @@ def upscale_factor(shape: Sequence[int], upscale: int | str) -> int:
     Args:
         shape: the frame's ``(H, W, ...)``.
         upscale: an integer >= 1 (1: never; k: always by k), or ``"auto"``:
-            ``clip(floor(UPSCALE_AUTO_SIDE / max(H, W)), 1, UPSCALE_MAX)``, e.g. 160x90 -> 4, 80x45 -> 8,
-            320x180 -> 2, 512x512 and larger -> 1.
+            ``clip(floor(UPSCALE_AUTO_SIDE / max(H, W)), 1, UPSCALE_MAX)``, e.g. 160x90 -> 6, 80x45 -> 8,
+            320x180 -> 3, 480x270 -> 2, 512x512 and larger -> 1.
 
     Returns:
         The factor (>= 1).
@@ -214,11 +215,12 @@ class DlibLandmarkDetector(LandmarkDetector):
         upscale: enlarge each frame by an integer factor (OpenCV bicubic) before detection *and* landmark
             prediction, then map boxes and landmarks back to frame pixels: ``1`` (default: off, the frame
             as it is), an integer ``k`` (always k), or ``"auto"`` (small frames only, see
-            :func:`upscale_factor`). For low-resolution video: on the shared clips down-sampled by 8-16
-            (cv2 INTER_AREA and pSp's bicubic), the default finds faces down to a HOG box of about
-            27-31 px (inter-ocular distance about 11-12 px); ``upscale=2`` down to about 20 px (IOD 8);
-            ``upscale=4`` down to about 15 px (IOD 6) in some frames. HOG then costs about 0.1-0.3 s per
-            160x90 frame on one CPU core.
+            :func:`upscale_factor`). Measured on the shared clips down-sampled by 4-16 (cv2 INTER_AREA and
+            pSp's bicubic): the default finds faces down to a HOG box of about 27-31 px (inter-ocular
+            distance 11-12 px); ``"auto"`` found every face down to a 15.5 px box (IOD 6.2 px), with
+            landmarks within 0.1-0.3 px (mean) of the full-resolution ones mapped down; none of the tried
+            settings found 9-11 px faces (IOD 3-4). Detection on the enlarged frame costs about 0.1-1 s
+            per frame on one CPU core.
 
     CNN (MMOD) boxes are tighter and sit higher on the face than the HOG boxes the shape predictor was
     trained with; they are shifted down by ``0.055 * width`` (measured on the shared test videos: mean
