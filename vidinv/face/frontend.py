@@ -153,22 +153,29 @@ class FaceFrontEnd:
         batch_size: frames per detector call.
         scene_cut: a :class:`~vidinv.face.tracking.SceneCutDetector`, ``None`` for the default one, or
             ``False`` to disable cut detection.
+        detector_options: keyword arguments for the back-end when ``detector`` is a name (or ``None``),
+            passed to :func:`~vidinv.face.detect.get_detector`; e.g. ``{"upscale": "auto"}`` makes the dlib
+            back-end enlarge small frames before detection (low-resolution video; see
+            :class:`~vidinv.face.detect.DlibLandmarkDetector`). Default: none (the back-end's defaults).
 
     Raises:
-        ValueError: unknown smoothing mode.
+        ValueError: unknown smoothing mode, or ``detector_options`` given with a detector object.
         DetectorUnavailableError: the named detector cannot run here.
     """
 
     def __init__(self, detector: LandmarkDetector | str | None = None, tracker: Tracker | None = None, *,
                  smoothing: str = "gaussian", sigma: float = 3.0, sigma_quad: float | None = None,
                  variant: str = "ffhq", one_euro: dict | None = None, lk_refine: bool = False,
-                 batch_size: int = 8, scene_cut: SceneCutDetector | bool | None = None):
+                 batch_size: int = 8, scene_cut: SceneCutDetector | bool | None = None,
+                 detector_options: dict[str, Any] | None = None):
         if smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {smoothing!r}")
         if variant not in align.VARIANTS:
             raise ValueError(f"variant must be one of {align.VARIANTS}, got {variant!r}")
         if isinstance(detector, str) or detector is None:
-            detector = get_detector(detector or "dlib")
+            detector = get_detector(detector or "dlib", **(detector_options or {}))
+        elif detector_options:
+            raise ValueError("detector_options apply to a detector given by name, not to a detector object")
         self.detector = detector
         self.tracker = tracker if tracker is not None else Tracker()
         self.smoothing = smoothing
