@@ -131,6 +131,7 @@ class RestorationResult:
         lpips: description of the LPIPS network, or None.
         lpips_reason: why LPIPS is missing (None when computed).
         crop_size: side of the aligned crops.
+        baseline_reason: why there is no bicubic baseline (None when there is one).
         timing: ``seconds`` and ``ms_per_frame``.
     """
 
@@ -152,6 +153,7 @@ class RestorationResult:
     identity: list[dict] = field(default_factory=list)
     lpips: dict | None = None
     lpips_reason: str | None = None
+    baseline_reason: str | None = None
     timing: dict = field(default_factory=dict)
 
     @property
@@ -221,6 +223,7 @@ class RestorationResult:
                       **({"net": self.lpips.get("net")} if self.lpips else {})},
             "restored": aggregate(self.restored),
             "bicubic": aggregate(self.bicubic),
+            "baseline_reason": self.baseline_reason,
             "tracks": tracks,
             "per_sample": {"frame": self.sample_frame, "track_id": self.sample_track,
                            "restored": per_frame(self.restored), "bicubic": per_frame(self.bicubic)},
@@ -272,17 +275,18 @@ def check_restoration_inputs(reference: str | os.PathLike, output: str | os.Path
         FileNotFoundError / ValueError: a video cannot be opened.
     """
     ref_i = probe(reference)
-    rs = tuple(int(x) for x in ref_i.display_size)
-    out = {"reference": rs, "output": None, "source": None, "frames": None}
+    rs = (int(ref_i.display_size[0]), int(ref_i.display_size[1]))
+    out: dict = {"reference": rs, "output": None, "source": None, "frames": None}
     n_ref = _window_count(ref_i.num_frames, start, stop)
     if n_ref == 0:
-        raise RestorationInputError(f"reference {Path(reference).name} has no frame in [{start}, {stop})")
+        raise RestorationInputError(f"the reference {Path(reference).name} has no frame in the window "
+                                    f"[{start}, {'end' if stop is None else stop})")
     out["frames"] = n_ref
     for role, path, first, last in (("output", output, output_start, None), ("source", source, start, stop)):
         if path is None:
             continue
         info = probe(path)
-        sz = tuple(int(x) for x in info.display_size)
+        sz = (int(info.display_size[0]), int(info.display_size[1]))
         out[role] = sz
         name = Path(path).name
         if not _aspect_ok(rs, sz):
@@ -308,8 +312,9 @@ def check_restoration_inputs(reference: str | os.PathLike, output: str | os.Path
         else:
             n = _window_count(info.num_frames, first, last)
             if n_ref is not None and n is not None and n != n_ref:
+                win = f"[{start}, {stop})" if stop is not None else f"from frame {start}"
                 raise RestorationInputError(
-                    f"frame counts differ: the source {name} has {n} frames in [{start}, {stop}), the reference "
+                    f"frame counts differ: the source {name} has {n} frames {win}, the reference "
                     f"{Path(reference).name} {n_ref}")
     return out
 
@@ -341,7 +346,8 @@ def bicubic_upscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     if (image.shape[1], image.shape[0]) == tuple(size):
         return image
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(tuple(size), Image.Resampling.BICUBIC))
+    wh = (int(size[0]), int(size[1]))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(wh, Image.Resampling.BICUBIC))
 
 
 # ------------------------------------------------------------------------------------------------ streams
@@ -394,6 +400,7 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
                         output_start: int = 0, stride: int = 1, max_frames: int | None = None,
                         crop_size: int = 256, embedders: Sequence[IdentityEmbedder] | None = None,
                         embedder_keys: Sequence[str] = ("auto",), lpips_metric=None, lpips: bool | None = None,
+                        lpips_reason: str | None = None,
                         weights_dir: str | os.PathLike | None = None, device: str | None = None, frontend=None,
                         progress: bool = False) -> RestorationResult:
     """PSNR, SSIM, LPIPS and identity similarity of a restored video against its high-resolution reference
@@ -421,6 +428,7 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
         lpips_metric: a ready :class:`vidinv.metrics.image.LPIPSMetric`; otherwise one is built with
             ``net="alex"`` when ``lpips`` is not False.
         lpips: True = LPIPS required (raise if unavailable), False = skip, None = when available.
+        lpips_reason: with ``lpips=False``, why LPIPS is skipped (recorded; default "disabled (--no-lpips)").
         weights_dir: folder of hand-placed weights (identity networks, LPIPS backbone), searched first.
         device: torch device of ArcFace / LPIPS (default CPU).
         frontend: a :class:`vidinv.face.frontend.FaceFrontEnd` to track the reference (default: dlib with a
@@ -461,16 +469,16 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
         embedders, _ = select_embedders(embedder_keys, weights_dir=weights_dir, device=device)
     embedders = list(embedders)
     lp_reason = None
-    if lpips_metric is None and lpips is not False:
+    if lpips is False:
+        lpips_metric = None
+        lp_reason = lpips_reason or "disabled (--no-lpips)"
+    elif lpips_metric is None:
         try:
             lpips_metric = LPIPSMetric(net="alex", weights_dir=weights_dir, device=device)
         except LPIPSUnavailable as e:
             if lpips:
                 raise
             lp_reason = str(e).splitlines()[0]
-    elif lpips is False:
-        lpips_metric = None
-        lp_reason = "disabled (--no-lpips)"
     fe = frontend if frontend is not None else FaceFrontEnd(tracker=Tracker(mode="all"))
 
     res = RestorationResult(reference=reference, output=output, source=source,
@@ -480,7 +488,8 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
                                     "max_frames": max_frames},
                             crop_size=int(crop_size), identity=[e.describe() for e in embedders],
                             lpips=lpips_metric.describe() if lpips_metric is not None else None,
-                            lpips_reason=lp_reason)
+                            lpips_reason=lp_reason,
+                            baseline_reason=None if source is not None else "no source (low-resolution input) given")
     out_stop = None if stop is None else output_start + (stop - start)
     outs = _Lockstep("output", output, stride, max_frames, output_start, out_stop, reference.name, half)
     srcs = (_Lockstep("source", source, stride, max_frames, start, stop, reference.name, half)
@@ -509,7 +518,8 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
     try:
         for ff in fe.process(ref_frames()):
             j = ff.index
-            trel = None if times[j] is None or times[0] is None else times[j] - times[0]
+            tj, t0_ = times[j], times[0]
+            trel = None if tj is None or t0_ is None else tj - t0_
             ref_img = ff.frame.image
             imgs = {"restored": outs.get(j, trel)}
             if srcs is not None:
@@ -524,8 +534,8 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
                 s_interp.append(rec.interpolated)
                 s_qsize.append(rec.qsize)
                 rc = align.align_crop(ref_img, rec.quad, crop_size)
-                for e in emb["reference"]:
-                    e.add(n, ref_img, rec)
+                for em in emb["reference"]:
+                    em.add(n, ref_img, rec)
                 for w in which:
                     oc = align.align_crop(imgs[w], recs[w].quad, crop_size)
                     v = vals[w]
@@ -534,8 +544,8 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
                     v["psnr"].append(float(im.psnr_from_mse(mse)))
                     v["ssim"].append(im.ssim(rc, oc))
                     v["lpips"].append(float(lpips_metric(rc, oc)) if lpips_metric is not None else math.nan)
-                    for e in emb[w]:
-                        e.add(n, imgs[w], recs[w])
+                    for em in emb[w]:
+                        em.add(n, imgs[w], recs[w])
             bar.update(1)
         outs.check_end()
         if srcs is not None:
@@ -546,13 +556,13 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
         if srcs is not None:
             srcs.stream.close()  # type: ignore[attr-defined]
     n = len(s_frame)
-    ref_e = {e.embedder.key: e.matrix(n) for e in emb["reference"]}
+    ref_e = {em.embedder.key: em.matrix(n) for em in emb["reference"]}
     results: dict[str, dict[str, np.ndarray]] = {}
     for w in which:
         r = {m: np.asarray(x, dtype=np.float64) for m, x in vals[w].items()}
-        for e in emb[w]:
-            a, b = ref_e[e.embedder.key], e.matrix(n)
-            r[f"identity:{e.embedder.key}"] = (np.asarray(cosine_similarity(a, b), np.float64).reshape(n)
+        for em in emb[w]:
+            a, b = ref_e[em.embedder.key], em.matrix(n)
+            r[f"identity:{em.embedder.key}"] = (np.asarray(cosine_similarity(a, b), np.float64).reshape(n)
                                                if n else np.zeros(0))
         results[w] = r
     res.restored = results["restored"]
