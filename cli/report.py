@@ -8,10 +8,12 @@ import click
 from vidinv.cli.common import REPORT_MEMBERS, fail, one_line_errors
 
 
-def check_files(source: str, outputs, out_dir) -> None:
+def check_files(source: str, outputs, out_dir, reference: str | None = None) -> None:
     """The files of `vidinv report`, checked before any network is loaded: every video SOURCE and OUTPUT
-    name (files, folders, globs) is readable, and the report folder does not replace any of them (a video
-    named report.json/report.html/*.png in it) or resolve to one, and can be written.
+    name (files, folders, globs) and the --reference video are readable, and the report folder does not
+    replace any of them (a video named report.json/report.html/*.png in it) or resolve to one, and can be
+    written. (With --reference, :func:`vidinv.report.run.run_report` then checks that the reference, the
+    outputs and the source correspond, also before loading any network.)
 
     Raises:
         vidinv.report.InputError, vidinv.io.outputs.InputFileError, vidinv.io.outputs.OutputPathError.
@@ -23,6 +25,8 @@ def check_files(source: str, outputs, out_dir) -> None:
     videos = [v for spec in (source, *outputs) for v in expand_videos(spec)]
     for v in videos:
         check_video_input(v)
+    if reference is not None:
+        videos.append(check_video_input(reference, what="reference video"))
     check_output(out_dir, videos, kind="dir", members=REPORT_MEMBERS, what="report folder")
 
 
@@ -60,13 +64,18 @@ def check_files(source: str, outputs, out_dir) -> None:
                    "run on every frame at 2-4 s/frame on CPU (HOG: ~0.1 s); the summary says how many frames "
                    "HOG missed, so turn it on for footage with turned or dark faces. The summary and "
                    "report.json (videos[].detection) count the frames it ran on.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="High-resolution original of a restoration (e.g. HR.mp4 for `vidinv restore`): each OUTPUT is "
+                   "measured against it on FFHQ-aligned 256x256 face crops (PSNR, SSIM, LPIPS, identity similarity; "
+                   "pSp's super-resolution protocol), next to SOURCE up-scaled bicubically (the baseline). OUTPUT "
+                   "may be any multiple of the reference size; aspect ratio, frame rate and frames must correspond.")
 @click.option("--device", default=None, help="Torch device for ArcFace / LPIPS (default cpu).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
 def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tuple[str, ...], weights_dir: Path | None,
            lpips: bool | None, crop_size: int, stride: int, max_frames: int | None, source_start: int,
-           source_end: int | None, detector: str, detect_size: int | None, cnn_fallback: bool, device: str | None,
-           quiet: bool) -> None:
+           source_end: int | None, detector: str, detect_size: int | None, cnn_fallback: bool, reference: str | None,
+           device: str | None, quiet: bool) -> None:
     """Measure whether edited videos kept the person recognisable and stable.
 
     SOURCE is the original video (or a folder of videos, or a quoted glob such as "clips/*.mp4");
@@ -79,6 +88,10 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     PSNR / SSIM of the background outside the blend mask, and face-region flicker. Frames without a face
     are excluded from identity metrics and listed. Writes DIR/report.json, DIR/report.html
     (self-contained) and PNG plots; prints the time per frame.
+
+    With --reference HR.mp4 (SOURCE = the low-resolution input, OUTPUT = the restored video), also the
+    restoration table: PSNR / SSIM / LPIPS / identity similarity of the restored faces and of the bicubic
+    up-scaled SOURCE against the reference's faces.
 
     \b
     TL-ID / TG-ID here come from the identity network named in the summary on aligned face crops; STIT
@@ -93,10 +106,10 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     opts = ReportOptions(crop_size=crop_size, stride=stride, max_frames=max_frames, progress=not quiet,
                          source_start=source_start, source_stop=source_end)
     try:
-        check_files(source, outputs, out_dir)
+        check_files(source, outputs, out_dir, reference)
         doc = run_report([source], list(outputs), out_dir, embedder_keys=embedders, weights_dir=weights_dir,
                          device=device, options=opts, lpips=lpips, detector=detector, detect_size=detect_size,
-                         cnn_fallback=cnn_fallback, echo=lambda m: click.echo(m, err=True))
+                         cnn_fallback=cnn_fallback, echo=lambda m: click.echo(m, err=True), reference=reference)
     except (InputError, EmbedderUnavailable, LPIPSUnavailable, DetectorUnavailableError, FileNotFoundError,
             ValueError) as e:
         fail(e)

@@ -18,6 +18,11 @@ TL-ID / TG-ID are Stitch it in Time's mean of per-pair ratios (:mod:`vidinv.metr
 document names the identity network and crops behind them. dlib's CNN detector fallback is off unless
 ``cnn_fallback=True`` (``--cnn-fallback``); each video's ``detection`` entry counts the frames it ran on.
 
+With ``reference=HR.mp4`` (``vidinv report LR.mp4 RESTORED.mp4 --reference HR.mp4``) the document gains a
+``restoration`` section: PSNR / SSIM / LPIPS / identity similarity of the restored faces, and of the bicubic
+up-scaled source (baseline), against the reference's FFHQ-aligned faces
+(:func:`vidinv.report.restoration.restoration_metrics`, pSp's super-resolution protocol).
+
 ``vidinv edit --report DIR`` should call ``run_report([source], [output], DIR)`` after writing its output
 (with ``options=ReportOptions(source_start=first_frame, source_stop=stop_frame)`` when the output was cut to
 a window of the source).
@@ -26,9 +31,11 @@ from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis
 from vidinv.report.document import SCHEMA_ID
 from vidinv.report.inputs import InputError
 from vidinv.report.plots import output_group, plot_document
+from vidinv.report.restoration import RestorationInputError, RestorationResult, restoration_metrics
 from vidinv.report.run import run_report, write_outputs
 from vidinv.report.schema import SchemaError, validate
 from vidinv.report.summary import summary_lines, timing_line
 
 __all__ = ["run_report", "ReportOptions", "VideoAnalysis", "PairAnalysis", "InputError", "SchemaError",
-           "SCHEMA_ID", "validate", "write_outputs", "output_group", "plot_document", "summary_lines", "timing_line"]
+           "SCHEMA_ID", "validate", "write_outputs", "output_group", "plot_document", "summary_lines", "timing_line",
+           "restoration_metrics", "RestorationResult", "RestorationInputError"]

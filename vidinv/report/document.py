@@ -32,10 +32,11 @@ from vidinv.metrics.temporal import (
 from vidinv.report.compute import PairAnalysis, ReportOptions, VideoAnalysis, detection_summary
 
 __all__ = ["SCHEMA_ID", "TEMPORAL_IDENTITY_DEFINITION", "TEMPORAL_IDENTITY_COMPARABILITY", "stats",
-           "video_entry", "comparison_entry", "build_document"]
+           "video_entry", "comparison_entry", "restoration_entry", "build_document"]
 
 #: Value of the document's ``schema`` field (bump on incompatible changes). 2: TL-ID / TG-ID are STIT's
-#: mean of per-pair ratios (1 had the ratio of means under that name); per-video ``detection``.
+#: mean of per-pair ratios (1 had the ratio of means under that name); per-video ``detection``. The optional
+#: ``restoration`` section (``--reference``) was added within 2: documents without it are unchanged.
 SCHEMA_ID = "vidinv-report/2"
 
 #: What TL-ID / TG-ID mean and how far they compare with the paper (``models.temporal_identity``).
@@ -218,10 +219,18 @@ def comparison_entry(p: PairAnalysis, cid: str, source_id: str, output_id: str, 
     }
 
 
+def restoration_entry(result, rid: str, output_id: str, source_id: str | None) -> dict:
+    """Document entry (``restoration[]``) of one :class:`vidinv.report.restoration.RestorationResult`: its
+    :meth:`~vidinv.report.restoration.RestorationResult.as_dict` with the entry id ``rid`` and the ids of the
+    output video and of the source video (None when the source gave no baseline)."""
+    return {"id": rid, "output": output_id, "source": source_id, **result.as_dict()}
+
+
 def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis], options: ReportOptions,
                    models: dict, plots: Sequence[dict] = (), warnings: Sequence[str] = (),
                    settings_extra: dict | None = None,
-                   same_person: dict[str, tuple[str, float] | None] | None = None) -> dict:
+                   same_person: dict[str, tuple[str, float] | None] | None = None,
+                   restoration: Sequence[tuple] = ()) -> dict:
     """The whole report document (JSON-ready after :func:`vidinv.io.outputs.json_safe`).
 
     Args:
@@ -233,6 +242,9 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
         warnings: report-level warnings.
         settings_extra: more settings to record (front-end, device...).
         same_person: identity key -> verification rule of its network (adds ``same_person`` blocks).
+        restoration: ``(RestorationResult, source VideoAnalysis, output VideoAnalysis)`` triples (``--reference``):
+            adds the ``restoration`` section (absent when empty); the source id is recorded only when the result
+            has a bicubic baseline.
     """
 
     ids = {id(v): f"v{i}" for i, v in enumerate(videos)}
@@ -259,6 +271,15 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
             all_warn.append(f"{v['label']}: HOG found no face in {det['hog_missed']} of {v['frames']['analysed']} "
                             f"frames and the CNN fallback was off (--cnn-fallback tries dlib's CNN detector on "
                             f"them, about 2-4 s per frame on CPU)")
+    rest = [restoration_entry(r, f"r{i}", ids[id(o)], ids[id(s)] if r.bicubic is not None else None)
+            for i, (r, s, o) in enumerate(restoration)]
+    for e in rest:
+        label = vids[int(e["output"][1:])]["label"]
+        if e["frames"]["samples"] == 0:
+            all_warn.append(f"restoration of {label}: no face was tracked on the reference "
+                            f"{e['reference']['label']}; no restoration metrics")
+        if e["baseline_reason"]:
+            all_warn.append(f"restoration of {label}: no bicubic baseline ({e['baseline_reason']})")
     total_frames = sum(v.num_frames for v in videos)
     total_s = sum(v.timing.get("total", 0.0) for v in videos)
     settings = options.as_dict()
@@ -270,7 +291,7 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
         "comparability": TEMPORAL_IDENTITY_COMPARABILITY,
         "ratio_of_means": RATIO_OF_MEANS_NOTE,
     }
-    return {
+    doc = {
         "schema": SCHEMA_ID,
         "generator": {"name": "vidinv report", "vidinv_version": __version__,
                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
@@ -283,3 +304,6 @@ def build_document(videos: Sequence[VideoAnalysis], pairs: Sequence[PairAnalysis
                    "ms_per_frame": 1000.0 * total_s / total_frames if total_frames else None},
         "warnings": all_warn,
     }
+    if rest:
+        doc["restoration"] = rest
+    return doc

@@ -146,6 +146,33 @@ def render_html(doc: dict, plot_dir: Path) -> str:
         out.append(_table(["output", "MSE", "PSNR (dB)", "SSIM", "LPIPS", "background PSNR (dB)", "background SSIM",
                            "flicker (levels)", "frames compared"], rows))
 
+    # restoration (--reference)
+    if doc.get("restoration"):
+        from vidinv.report.summary import restoration_rows
+
+        out.append("<h2>Restoration vs high-resolution reference</h2>")
+        for e in doc["restoration"]:
+            fr = e["frames"]
+            src = vids[e["source"]]["label"] if e["source"] else None
+            out.append(f"<h3>{_e(vids[e['output']]['label'])} vs {_e(e['reference']['label'])}</h3>")
+            out.append(f"<p class='muted'>{fr['samples']} face samples in {fr['with_face']} of {fr['analysed']} "
+                       f"frames; "
+                       f"reference {e['reference']['width']}×{e['reference']['height']}, output "
+                       f"{e['output_size'][0]}×{e['output_size'][1]}"
+                       + (f", bicubic baseline from {_e(src)} ({e['source_size'][0]}×{e['source_size'][1]})" if src
+                          else f"; no bicubic baseline ({_e(e['baseline_reason'])})") + "</p>")
+            rows = [[_e(m), _e(a).replace("inf", "∞"), _e(b).replace("inf", "∞")] for m, a, b in restoration_rows(e)]
+            out.append(_table(["metric (mean over samples)", "restored", "bicubic baseline"], rows))
+            if len(e["tracks"]) > 1:
+                trows = [[str(tr["track_id"]), str(tr["samples"]), f"{tr['first_frame']}–{tr['last_frame']}",
+                          fmt((tr["restored"] or {}).get("psnr", {}).get("mean"), 2),
+                          fmt((tr["bicubic"] or {}).get("psnr", {}).get("mean"), 2),
+                          fmt((tr["restored"] or {}).get("ssim", {}).get("mean"), 4),
+                          fmt((tr["bicubic"] or {}).get("ssim", {}).get("mean"), 4)] for tr in e["tracks"]]
+                out.append(_table(["track", "samples", "frames", "PSNR restored", "PSNR bicubic", "SSIM restored",
+                                   "SSIM bicubic"], trows))
+            out.append(f"<p class='muted'>{_e(e['definition'])}</p>")
+
     # warnings
     if doc["warnings"]:
         out.append("<h2>Warnings</h2><ul>")

@@ -24,6 +24,7 @@ from vidinv.report.document import build_document
 from vidinv.report.html import render_html
 from vidinv.report.inputs import InputError, expand_videos, pair_outputs
 from vidinv.report.plots import plot_document
+from vidinv.report.restoration import RestorationResult, check_restoration_inputs, restoration_metrics
 from vidinv.report.schema import validate
 from vidinv.report.summary import timing_line
 
@@ -79,12 +80,50 @@ def _settings(fe, device) -> dict:
             "device": str(device or "cpu")}
 
 
+def _restoration_plan(reference, src_paths: Sequence[Path], out_paths: Sequence[Path],
+                      opts: ReportOptions) -> Path | None:
+    """For ``reference``: check the videos correspond (container level, before any network loads) and return
+    the source to up-scale for the bicubic baseline (None when there is no reference or the source is the
+    reference file itself).
+
+    Raises:
+        InputError: no output, or several sources; RestorationInputError: the videos do not correspond.
+    """
+    if reference is None:
+        return None
+    ref = Path(reference)
+    if not ref.is_file():
+        raise InputError(f"reference video {ref} does not exist")
+    if not out_paths:
+        raise InputError("--reference needs at least one OUTPUT video (the restored video) to measure against it")
+    if len(src_paths) != 1:
+        raise InputError(f"--reference takes one SOURCE video (the restorer's input); got {len(src_paths)}")
+    src = src_paths[0]
+    baseline = None if src.resolve() == ref.resolve() else src
+    for o in out_paths:
+        check_restoration_inputs(ref, o, baseline, start=opts.source_start, stop=opts.source_stop)
+    return baseline
+
+
+def _restoration_front_end(fe) -> FaceFrontEnd:
+    """The front-end that tracks every face of the reference: the report's detector and smoothing, with a
+    ``Tracker(mode="all")``."""
+    from vidinv.face.tracking import Tracker
+
+    kw: dict[str, Any] = {}
+    for k in ("smoothing", "sigma", "variant"):
+        if hasattr(fe, k):
+            kw[k] = getattr(fe, k)
+    return FaceFrontEnd(detector=getattr(fe, "detector", None), tracker=Tracker(mode="all"), **kw)
+
+
 def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.PathLike] = (),
                out_dir: str | os.PathLike = "report", *, embedders: Sequence | None = None,
                embedder_keys: Sequence[str] = ("auto",), weights_dir: str | os.PathLike | None = None,
                device: str | None = None, options: ReportOptions | None = None, lpips: bool | None = None,
                lpips_net: str = "alex", frontend=None, detector: str = "dlib", detect_size: int | None = None,
-               cnn_fallback: bool = False, echo: Callable[[str], None] | None = None) -> dict:
+               cnn_fallback: bool = False, echo: Callable[[str], None] | None = None,
+               reference: str | os.PathLike | None = None) -> dict:
     """Analyse videos and write report.json, the PNG plots and report.html into ``out_dir``.
 
     Args:
@@ -112,12 +151,21 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
             frame on CPU instead of ~0.1 s); the report counts the frames HOG missed either way
             (``videos[].detection``) and how many went to the CNN when it is on.
         echo: progress/timing messages (default: print to stderr).
+        reference: the high-resolution original of a restoration (``--reference``): every output is measured
+            against it with :func:`vidinv.report.restoration.restoration_metrics` (faces tracked on the
+            reference, every track; the same identity networks and LPIPS; frames ``[source_start, source_stop)``
+            of the reference and source against the output from its frame 0, with the stride / max_frames of
+            ``options``) and the bicubic-upscaled source is the baseline (none when the source is the reference
+            file itself). Adds the document's ``restoration`` section. Needs exactly one source and at least one
+            output; the videos must correspond (checked before any network is loaded).
 
     Returns:
         The report document (as written to report.json).
 
     Raises:
-        InputError: videos not found / outputs that match no source.
+        InputError: videos not found / outputs that match no source; ``reference`` without an output or with
+            several sources.
+        vidinv.report.restoration.RestorationInputError: the reference, outputs and source do not correspond.
         vidinv.metrics.identity.EmbedderUnavailable: a requested identity network is missing.
         vidinv.metrics.image.LPIPSUnavailable: ``lpips=True`` and LPIPS cannot run.
     """
@@ -131,6 +179,7 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
     if not src_paths:
         raise InputError("no source video given")
     plan = pair_outputs(src_paths, out_paths)
+    baseline = _restoration_plan(reference, src_paths, out_paths, opts)
 
     notes: list[str] = []
     if embedders is None:
@@ -159,13 +208,30 @@ def run_report(sources: Sequence[str | os.PathLike], outputs: Sequence[str | os.
             videos.append(p.output)
             pairs.append(p)
 
+    restored: list[tuple[RestorationResult, VideoAnalysis, VideoAnalysis]] = []
+    if reference is not None:
+        rfe = _restoration_front_end(fe)
+        for p in pairs:
+            r = restoration_metrics(reference, p.output.path, source=baseline, start=opts.source_start,
+                                    stop=opts.source_stop, stride=opts.stride, max_frames=opts.max_frames,
+                                    crop_size=opts.crop_size, embedders=embedders, lpips_metric=lpips_metric,
+                                    lpips=None if lpips_metric is not None else False, lpips_reason=lpips_reason,
+                                    frontend=rfe, progress=opts.progress)
+            if baseline is None:
+                r.baseline_reason = "the source is the reference itself"
+            t = r.timing
+            echo(f"restoration {p.output.label} vs reference {Path(reference).name}: {len(r.frame_index)} frames, "
+                 f"{r.sample_frame.size} face samples in {t['seconds']:.1f} s")
+            restored.append((r, p.source, p.output))
+
     lp_model = {"available": lpips_metric is not None, "reason": lpips_reason}
     if lpips_metric is not None:
         lp_model.update(lpips_metric.describe())
     models = {"identity": [e.describe() for e in embedders], "primary_identity": primary, "lpips": lp_model,
               "notes": notes}
     doc = json_safe(build_document(videos, pairs, opts, models, settings_extra=_settings(fe, device),
-                                   same_person={e.key: e.same_person for e in embedders}))
+                                   same_person={e.key: e.same_person for e in embedders},
+                                   restoration=restored))
     plot_entries = plot_document(out_dir, doc)
     doc["plots"] = plot_entries
     jpath, hpath = write_outputs(out_dir, doc)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from vidinv.report.compute import VideoAnalysis
 
-__all__ = ["summary_lines", "timing_line"]
+__all__ = ["summary_lines", "timing_line", "restoration_lines", "restoration_rows"]
 
 
 def timing_line(v: VideoAnalysis) -> str:
@@ -40,11 +40,63 @@ def _detection_text(det: dict) -> str:
     return f"  CNN fallback off (HOG found no face in {det['hog_missed']} frame(s))"
 
 
+def restoration_rows(entry: dict) -> list[tuple[str, str, str]]:
+    """The restoration table of one ``restoration[]`` entry: ``(metric, restored, bicubic baseline)`` rows of
+    formatted means (PSNR dB 2 decimals, "inf" for identical crops; SSIM / LPIPS / identity 4 decimals; "n/a"
+    when not computed, e.g. no baseline or LPIPS unavailable), with the direction of better values."""
+    r, b = entry["restored"], entry["bicubic"]
+
+    def mean(block, *path):
+        x = block
+        for k in path:
+            if x is None:
+                return None
+            x = x.get(k)
+        return x
+
+    rows = [("PSNR (dB, higher is better)", _f(mean(r, "psnr", "mean"), 2), _f(mean(b, "psnr", "mean"), 2)),
+            ("SSIM (higher is better)", _f(mean(r, "ssim", "mean")), _f(mean(b, "ssim", "mean"))),
+            ("LPIPS alex (lower is better)", _f(mean(r, "lpips", "mean")), _f(mean(b, "lpips", "mean")))]
+    for net in entry["identity_networks"]:
+        k = net["key"]
+        rows.append((f"identity similarity [{k}] (higher)", _f(mean(r, "identity", k, "mean")),
+                     _f(mean(b, "identity", k, "mean"))))
+    return rows
+
+
+def restoration_lines(doc: dict) -> list[str]:
+    """The printed restoration section (``--reference``): per output, a header (reference, frames, face
+    samples, crops) and the table metric / restored / bicubic baseline; empty without the section."""
+    lines: list[str] = []
+    vids = {v["id"]: v for v in doc["videos"]}
+    for e in doc.get("restoration", []):
+        fr = e["frames"]
+        lines.append(f"restoration: {vids[e['output']]['label']} vs reference {e['reference']['label']} "
+                     f"({fr['samples']} face samples in {fr['with_face']} of {fr['analysed']} frames, FFHQ-aligned "
+                     f"{e['crop_size']}x{e['crop_size']} crops; means over samples)")
+        rows = [("metric", "restored", "bicubic")] + restoration_rows(e)
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        w2 = max(len(r[2]) for r in rows)
+        for m, a, b in rows:
+            lines.append(f"  {m:<{w0}}  {a:>{w1}}  {b:>{w2}}")
+        notes = []
+        if e["baseline_reason"]:
+            notes.append(f"no bicubic baseline: {e['baseline_reason']}")
+        if not e["lpips"]["available"]:
+            notes.append(f"LPIPS not reported: {e['lpips']['reason']}")
+        if len(e["tracks"]) > 1:
+            notes.append(f"{len(e['tracks'])} face tracks (per-track values in report.json)")
+        lines.extend(f"  ({n})" for n in notes)
+    return lines
+
+
 def summary_lines(doc: dict) -> list[str]:
     """The printed summary of a report document (JSON form): per video frames, faces, identity
     consistency and the CNN-fallback count; per comparison identity similarity, TL-ID / TG-ID (STIT's
     definition) with their pairs and skipped frames, the ratio of means under its own name; and which
-    identity network / crops produced TL-ID / TG-ID."""
+    identity network / crops produced TL-ID / TG-ID; with ``--reference``, the restoration table
+    (:func:`restoration_lines`)."""
     lines: list[str] = []
     vids = {v["id"]: v for v in doc["videos"]}
     key = doc["models"]["primary_identity"]
@@ -75,4 +127,5 @@ def summary_lines(doc: dict) -> list[str]:
         nets = "; ".join(f"{k} = {ti['embeddings'][k]}" for k in keys if k in ti["embeddings"])
         lines.append(f"TL-ID/TG-ID (STIT: mean over frame pairs of S_edit/S_src) from {nets}. "
                      f"{ti['comparability']}")
+    lines.extend(restoration_lines(doc))
     return lines
