@@ -19,14 +19,17 @@ from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptio
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
-               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed")
+               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale")
+#: The low-resolution input ``restore --simulate-factor --report DIR`` writes into DIR.
+SIMULATED_INPUT = "simulated_input.mp4"
 #: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
-TASK_FIELDS = ("face", "blend", "mask", "mix_rows", "mix_alpha", "seed", "latent_smoothing", "batch_size", "device",
-               "precision", "crf", "codec", "pix_fmt", "start", "end", "weights_dir", "fetch", "allow_hash_mismatch",
-               "noise")
+TASK_FIELDS = ("face", "detect_upscale", "blend", "mask", "mix_rows", "mix_alpha", "seed", "latent_smoothing",
+               "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end", "weights_dir", "fetch",
+               "allow_hash_mismatch", "noise")
 
 
-def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None):
+def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None,
+                report_members=REPORT_MEMBERS):
     """The files of `vidinv edit`, checked before any weight file is resolved or model loaded: IN is a
     readable video (OUT then a video: not IN, a --direction file or the --from-inversion export, its folder
     writable, its extension a container that holds ``codec``), a readable still image (OUT an image) or a
@@ -63,7 +66,7 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
     else:
         check_output(dst, inputs, kind="video", codec=codec)
     if report_dir is not None:
-        check_output(report_dir, inputs, kind="dir", members=REPORT_MEMBERS, also_written=[dst], what="report folder")
+        check_output(report_dir, inputs, kind="dir", members=report_members, also_written=[dst], what="report folder")
     return None
 
 
@@ -99,7 +102,8 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
             raise click.UsageError("--report needs --simulate-factor: restoration is measured against the "
                                    "high-resolution original (IN), degraded by that factor before restoring")
         # before any weights or models
-        folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir)
+        members = REPORT_MEMBERS + ((SIMULATED_INPUT,) if name == "restore" else ())
+        folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir, members)
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
         bar, update = progress_bar(quiet, name)
         if folder is not None:
@@ -211,9 +215,35 @@ def anonymize_cmd(src, dst, quiet, verbose, **fields):
 
 
 def _restoration_report(src, dst, report_dir, opts, quiet: bool) -> None:
-    """``vidinv restore --simulate-factor K --report DIR``: the restoration table of ``dst`` against the
-    high-resolution ``src`` (:func:`vidinv.report.restoration.restoration_metrics`)."""
-    raise NotImplementedError
+    """``vidinv restore --simulate-factor K --report DIR``: the low-resolution input the model was given is
+    written to ``DIR/simulated_input.mp4`` (:func:`vidinv.pipeline.tasks.write_simulated_input`), then the
+    report of ``dst`` with the restoration table against the high-resolution ``src`` (``vidinv report
+    DIR/simulated_input.mp4 OUT --reference IN``: PSNR, SSIM, LPIPS, identity similarity of the restored
+    and of the bicubic up-scaled faces, :func:`vidinv.report.restoration.restoration_metrics`)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+    from pathlib import Path
+
+    from vidinv.io.mux import frame_range
+    from vidinv.pipeline.tasks import write_simulated_input
+    from vidinv.report import run_report
+    from vidinv.report.compute import ReportOptions
+    from vidinv.report.summary import restoration_lines
+
+    window = frame_range(src, opts.start, opts.end)
+    try:  # the simulated input from frame 0 (same frame numbers as IN), the window compared
+        low = write_simulated_input(src, Path(report_dir) / SIMULATED_INPUT, int(opts.simulate_factor),
+                                    end=opts.end, crf=opts.crf, codec=opts.codec)
+        doc = run_report([low], [dst], report_dir, weights_dir=opts.weights_dir,
+                         device=None if opts.device == "auto" else opts.device,
+                         options=ReportOptions(progress=not quiet, source_start=window.start,
+                                               source_stop=window.stop),
+                         reference=src, echo=lambda m: click.echo(m, err=True) if not quiet else None)
+    except Exception as exc:  # the restoration itself succeeded; say why the report did not
+        fail(RuntimeError(f"{dst} was written, but the report failed: {exc}"))
+    for line in restoration_lines(doc):
+        click.echo(line)
+    if not quiet:
+        click.echo(f"report: {report_dir}/report.html", err=True)
 
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:

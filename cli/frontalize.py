@@ -27,7 +27,7 @@ Example: vidinv frontalize interview.mp4 -o fronts/ --frames
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(),
               help="A .mp4 (one track) or a folder (one video per track).")
-@job_options(FrontalizeOptions, only=("image_size", "frames", "face", "mix_rows", "mix_alpha", "seed",
+@job_options(FrontalizeOptions, only=("image_size", "frames", "face", "detect_upscale", "mix_rows", "mix_alpha", "seed",
                                       "latent_smoothing", "batch_size", "device", "precision", "crf", "start", "end",
                                       "weights_dir", "fetch", "allow_hash_mismatch", "noise"))
 @progress_options

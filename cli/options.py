@@ -31,6 +31,19 @@ _PRECISIONS = ["fp32", "fp16", "bf16"]
 _HASH_HELP = ("Accept a --weights-dir file whose sha256 differs from the registry's (default: an error naming both "
               "hashes); also VIDINV_ALLOW_HASH_MISMATCH=1.")
 
+def _upscale_value(v: Any) -> int | str:
+    """``--detect-upscale``: ``"auto"`` or an integer >= 1 (click.BadParameter otherwise)."""
+    if str(v) == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{v!r} is not 'auto' or an integer >= 1")
+    return n
+
+
 #: Options dataclass field -> (the option's flags, the other keyword arguments of :func:`click.option`
 #: except ``default``). The field name is always the parameter's name.
 JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -52,6 +65,9 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "mask": (("--mask",), dict(
         type=click.Choice(["auto", "parsing", "landmarks"]), show_default=True,
         help="Blend mask: BiSeNet parsing (79999_iter.pth) or landmarks; auto = parsing when present.")),
+    "detect_upscale": (("--detect-upscale",), dict(
+        show_default=True, callback=lambda ctx, param, v: _upscale_value(v),
+        help="Enlarge frames by this factor (or 'auto': small frames) for dlib's face detection and landmarks.")),
     "batch_size": (("--batch-size",), dict(type=int, show_default=True, help="Faces per encoder/generator batch.")),
     "device": (("--device",), dict(show_default=True, help="auto, cpu or cuda[:N].")),
     "precision": (("--precision",), dict(type=click.Choice(_PRECISIONS), show_default=True,

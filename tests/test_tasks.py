@@ -249,3 +249,26 @@ def test_degradation_of_a_frame_matches_the_face_rule():
         np.testing.assert_array_equal(simulate_low_resolution_frame(img, k), simulate_low_resolution(img, k))
     with pytest.raises(ValueError):
         simulate_low_resolution_frame(img[:4, :4], 8)
+
+
+def test_restore_simulated_report_in_one_command(tiny_home, tmp_path):
+    src = require_shared("videos") / "greenscreen_frontal.mp4"
+    out, rep = tmp_path / "restored.mp4", tmp_path / "rep"
+    r = _invoke(["restore", str(src), "-o", str(out), "--simulate-factor", "4", "--scale", "2", "--start", "0.1",
+                 "--end", "0.2", "--mask", "landmarks", "--report", str(rep), "-q"], tiny_home)
+    assert r.exit_code == 0, r.stderr
+    assert "PSNR" in r.stdout and "bicubic" in r.stdout
+    doc = json.loads((rep / "report.json").read_text())
+    (entry,) = doc["restoration"]
+    assert entry["reference"]["path"] == str(src)
+    inside = [f.index for f in _decoded(src, 10) if 0.1 - 1e-9 <= f.time < 0.2 - 1e-9]
+    assert entry["window"]["start"] == inside[0] and entry["frames"]["analysed"] == len(inside)
+    assert entry["scale"]["output"] == [2.0, 2.0]
+    n = len(inside)
+    assert entry["restored"]["psnr"]["count"] == n and entry["bicubic"]["psnr"]["count"] == n
+    # the simulated input the report up-scales for the baseline is the degraded IN, frame for frame
+    low = _frames(rep / "simulated_input.mp4")
+    fin = _decoded(src, len(low))
+    for a, b in zip(fin, low):
+        d = np.abs(b.image.astype(int) - simulate_low_resolution_frame(a.image, 4).astype(int))
+        assert d.mean() < 1.5

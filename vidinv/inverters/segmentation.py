@@ -23,7 +23,7 @@ from vidinv.face import align
 from vidinv.face.parsing_labels import N_CLASSES, to_psp_segmentation_input
 from vidinv.inverters.base import Inverter
 from vidinv.inverters.tasks import PspTaskInverter
-from vidinv.models.bisenet import load_bisenet
+from vidinv.models.bisenet import BiSeNet, load_bisenet
 
 __all__ = ["SegmentationInverter", "PARSER_FILE", "PARSE_SIZE"]
 
@@ -47,7 +47,7 @@ class SegmentationInverter(PspTaskInverter):
     generator_file = task_file
     input_nc = N_CLASSES
 
-    parser: torch.nn.Module | None = None
+    parser: BiSeNet | None = None
 
     @classmethod
     def weight_names(cls, *, need_encoder: bool = True,

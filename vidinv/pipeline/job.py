@@ -50,6 +50,10 @@ class JobOptions:
             vidinv record), used instead of the official encoder of ``encoder``.
         queue_size: items between two stages.
         detector: landmark detector (``"dlib"`` or ``"fan"``).
+        detect_upscale: dlib only: enlarge each frame by this integer factor before detection and landmarks
+            (coordinates come back in frame pixels), or ``"auto"`` (small frames up to about 960 px on the
+            long side; :func:`vidinv.face.detect.upscale_factor`); 1 = as is. For small, blurry faces
+            (``vidinv restore`` uses ``"auto"``).
     """
 
     src: str | os.PathLike | None
@@ -68,6 +72,7 @@ class JobOptions:
     encoder_checkpoint: str | os.PathLike | None = None
     queue_size: int = 4
     detector: str = "dlib"
+    detect_upscale: int | str = 1
 
 
 def resolve_job_weights(opts: JobOptions, *, encoder: str | None = None, need_encoder: bool = True,
@@ -154,7 +159,9 @@ class Job:
         """The front-end and encode stages: ``[("faces", ...), ("encode", ...)]`` with the options' detector,
         face mode and batch size (see :func:`~vidinv.pipeline.faces.front_end_stage`,
         :func:`~vidinv.pipeline.faces.encode_stage` for ``keep_crops``, ``timings``, ``skip``)."""
-        fe = FaceFrontEnd(self.opts.detector, Tracker(mode=self.opts.face))
+        up = self.opts.detect_upscale
+        fe = FaceFrontEnd(self.opts.detector, Tracker(mode=self.opts.face),
+                          detector_options=None if up in (1, "1") else {"upscale": up})
         return [("faces", front_end_stage(fe)),
                 ("encode", encode_stage(self.bundle, self.opts.batch_size, keep_crops=keep_crops, timings=timings,
                                         skip=skip))]

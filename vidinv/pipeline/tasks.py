@@ -8,7 +8,8 @@ output with the input's timestamps and audio) with the task's pSp model as the i
 =============  =====================  ================================================================
 command        inverter kind          defaults
 =============  =====================  ================================================================
-``restore``    ``psp-sr``             ``scale`` 4 (the output frame up-scaled x4, faces rendered at that size)
+``restore``    ``psp-sr``             ``scale`` 4 (the output frame up-scaled x4, faces rendered at that size),
+                                     ``detect_upscale`` ``"auto"`` (small faces found)
 ``toonify``    ``psp-toon``           as ``edit``
 ``anonymize``  ``psp-seg``            ``mix_rows`` ``"8-17"`` (pSp's fine styles: one injected style per track)
 =============  =====================  ================================================================
@@ -33,10 +34,12 @@ __all__ = ["RestoreOptions", "ToonifyOptions", "AnonymizeOptions", "TASK_OPTIONS
 @dataclass(kw_only=True)
 class RestoreOptions(EditOptions):
     """``vidinv restore``: pSp face super-resolution (see :class:`~vidinv.pipeline.edit.EditOptions` for the
-    fields; here ``encoder`` is ``"psp-sr"`` and ``scale`` defaults to 4)."""
+    fields; here ``encoder`` is ``"psp-sr"``, ``scale`` defaults to 4 and ``detect_upscale`` to ``"auto"``:
+    small frames are enlarged for face detection, so that faces down to about 15 px are found)."""
 
     encoder: str = "psp-sr"
     scale: int = 4
+    detect_upscale: int | str = "auto"
 
 
 @dataclass(kw_only=True)
