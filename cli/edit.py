@@ -44,7 +44,8 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
         click.UsageError: --report with an image or folder IN.
     """
     # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
-    from vidinv.io.outputs import check_media_io, check_output
+    from vidinv.io.images import check_media_io
+    from vidinv.io.outputs import check_output
 
     inputs = [from_inversion, *directions]
     if src is None and from_inversion is not None:
@@ -53,6 +54,7 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
 
         src = InversionReader(from_inversion).source.get("path")
     if src is not None and Path(src).is_dir():
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
         from vidinv.pipeline.images import plan_folder
 
         if report_dir is not None:

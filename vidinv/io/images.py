@@ -35,23 +35,34 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from vidinv.io.outputs import InputFileError, OutputPathError, atomic_path, commit, discard, temp_path_for
+from vidinv.io.mux import EditedVideoWriter, MissingFrameError
+from vidinv.io.outputs import (
+    IMAGE_EXTENSIONS,
+    InputFileError,
+    OutputPathError,
+    atomic_path,
+    check_input_file,
+    check_output,
+    check_video_input,
+    commit,
+    discard,
+    temp_path_for,
+)
 from vidinv.io.video import Frame
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ALPHA_FORMATS", "IMAGE_EXTENSIONS", "JPEG_QUALITY", "StillImage", "ImageReader", "ImageWriter",
-           "is_image_path", "load_image", "image_format", "open_output_writer", "passthrough_image"]
+           "is_image_path", "load_image", "image_format", "open_output_writer", "passthrough_image",
+           "check_image_input", "check_media_io"]
 
-#: Extensions read and written as still images (lower case); the format follows the extension.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 #: Quality of JPEG and WebP outputs (Pillow's 1..100 scale; JPEG with 4:4:4 chroma).
 JPEG_QUALITY = 95
 
@@ -278,8 +289,6 @@ class ImageWriter:
             vidinv.io.mux.MissingFrameError: ``frame.index`` is not 0 or a picture was already written.
             ValueError: wrong shape / dtype. RuntimeError: the writer is closed.
         """
-        from vidinv.io.mux import MissingFrameError
-
         if self._done:
             raise RuntimeError(f"ImageWriter({self.dst_path}) is closed")
         if frame.index != 0 or self.frames_written:
@@ -301,8 +310,6 @@ class ImageWriter:
             OSError: the file cannot be written (the temporary file is deleted).
         """
         from PIL import Image
-
-        from vidinv.io.mux import MissingFrameError
 
         if self._done:
             return
@@ -375,8 +382,6 @@ def open_output_writer(src: str | os.PathLike, dst: str | os.PathLike, *, qualit
     if dst_img:
         raise OutputPathError(f"the input {src} is a video; it cannot be written as the image {dst} (give OUT a "
                               "video extension, e.g. .mp4)")
-    from vidinv.io.mux import EditedVideoWriter
-
     return EditedVideoWriter(src, dst, scale=scale, **video_kwargs)
 
 
@@ -399,3 +404,60 @@ def passthrough_image(src: str | os.PathLike, dst: str | os.PathLike, *, metadat
     with ImageWriter(src, dst, metadata=metadata) as w:
         w.write(Frame(0, image, None, None, 0.0), image)
     return dst
+
+
+def check_image_input(path: str | os.PathLike, what: str = "input image") -> Path:
+    """``path`` is a still image vidinv can read: :func:`check_input_file`, then decoded once with
+    :func:`vidinv.io.images.load_image` (damaged, truncated, animated, CMYK / float images refused).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        InputFileError: with a one-line reason.
+    """
+    p = check_input_file(path, what)
+    load_image(p, what)
+    return p
+
+
+def check_media_io(src: str | os.PathLike, dst: str | os.PathLike,
+                   inputs: Iterable[str | os.PathLike | None] = (), *, codec: str | None = None,
+                   also_written: Iterable[str | os.PathLike | None] = ()) -> Literal["image", "video"]:
+    """Check a job's input file and output file as a pair, before any model loads: an image input
+    (:func:`vidinv.io.images.is_image_path`) must be readable (:func:`check_image_input`) and go to an
+    image output (:func:`check_output` ``kind="image"``); anything else is a video input
+    (:func:`check_video_input`) going to a video output (``kind="video"`` with ``codec``).
+
+    Args:
+        src: the input file (a folder of images is :func:`vidinv.pipeline.images.plan_folder`'s job).
+        dst: the output file.
+        inputs: the command's other inputs (``dst`` must not be or replace any of them).
+        codec: the video encoder, for a video output.
+        also_written: the command's other outputs.
+
+    Returns:
+        ``"image"`` or ``"video"``.
+
+    Raises:
+        InputFileError, OutputPathError: with a one-line reason (e.g. an image written as ``.mp4``).
+    """
+    src, dst = Path(src), Path(dst)
+    all_inputs = [src, *inputs]
+    if is_image_path(src):
+        info = load_image(check_input_file(src, "input image"))
+        if not is_image_path(dst):
+            raise OutputPathError(f"the input {src} is an image, so the output {dst} must be one too; use one of "
+                                  f"{', '.join(IMAGE_EXTENSIONS)}")
+        check_output(dst, all_inputs, kind="image", also_written=also_written)
+        if info.alpha is not None and image_format(dst) not in ALPHA_FORMATS:
+            raise OutputPathError(f"the input {src} has an alpha channel, which {image_format(dst)} cannot hold; "
+                                  "write .png, .webp or .tiff")
+        return "image"
+    check_video_input(src)
+    if is_image_path(dst):
+        raise OutputPathError(f"the input {src} is a video; it cannot be written as the image {dst} (give the "
+                              "output a video extension, e.g. .mp4)")
+    check_output(dst, all_inputs, kind="video", codec=codec, expect_bytes=src.stat().st_size,
+                 also_written=also_written)
+    return "video"

@@ -11,9 +11,9 @@ Checks (run by each ``vidinv`` sub-command before it loads a model or decodes a 
   only reads: nothing is created.
 * :func:`check_video_input` refuses a missing, empty, unreadable, truncated (ISO BMFF / MP4 / MOV boxes
   that reach past the end of the file) or undecodable file and one without a video stream (audio only).
-* :func:`check_image_input` refuses a still image that :func:`vidinv.io.images.load_image` cannot decode
-  (damaged, truncated, animated, CMYK, ...); :func:`check_media_io` checks a job's input file and output
-  path as a pair (image -> image or video -> video).
+* still images: :data:`IMAGE_EXTENSIONS` (``check_output(kind="image")``); the checks that decode an image
+  are in :mod:`vidinv.io.images` (``check_image_input``; ``check_media_io``: a job's input file and output
+  path as a pair, image -> image or video -> video).
 * :func:`check_input_file` is the same for any other input file (exists, a file, not empty, readable);
   :func:`check_torch_file` also checks the format of a ``torch.save`` file (zip archive whole, or pickle).
 
@@ -52,10 +52,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InputFileError", "OutputPathError", "TEMP_NAME_RE", "VIDEO_EXTENSIONS", "atomic_path",
+__all__ = ["IMAGE_EXTENSIONS", "InputFileError", "OutputPathError", "TEMP_NAME_RE", "VIDEO_EXTENSIONS", "atomic_path",
            "atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_text", "check_input_file",
-           "check_image_input", "check_media_io", "check_output", "check_torch_file", "check_video_input", "commit",
+           "check_output", "check_torch_file", "check_video_input", "commit",
            "discard", "json_safe", "sha256_file", "temp_path_for"]
+
+#: Extensions read and written as still images (lower case); the format follows the extension.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 #: Extensions suggested in messages about video outputs (any extension FFmpeg can mux the codec into is
 #: accepted).
@@ -440,9 +443,7 @@ def check_output(dst: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     if kind == "video":
         _check_video_container(dst, codec, what)
     if kind == "image":
-        from vidinv.io.images import IMAGE_EXTENSIONS, is_image_path
-
-        if not is_image_path(dst):
+        if dst.suffix.lower() not in IMAGE_EXTENSIONS:
             raise OutputPathError(f"the {what} {dst} has no image extension; use one of {', '.join(IMAGE_EXTENSIONS)}")
     if expect_bytes:
         base, _ = _nearest_existing(folder)
@@ -583,64 +584,3 @@ def check_video_input(path: str | os.PathLike, what: str = "input video") -> Pat
     finally:
         c.close()
     return p
-
-
-def check_image_input(path: str | os.PathLike, what: str = "input image") -> Path:
-    """``path`` is a still image vidinv can read: :func:`check_input_file`, then decoded once with
-    :func:`vidinv.io.images.load_image` (damaged, truncated, animated, CMYK / float images refused).
-
-    Returns:
-        ``Path(path)``.
-
-    Raises:
-        InputFileError: with a one-line reason.
-    """
-    from vidinv.io.images import load_image
-
-    p = check_input_file(path, what)
-    load_image(p, what)
-    return p
-
-
-def check_media_io(src: str | os.PathLike, dst: str | os.PathLike,
-                   inputs: Iterable[str | os.PathLike | None] = (), *, codec: str | None = None,
-                   also_written: Iterable[str | os.PathLike | None] = ()) -> Literal["image", "video"]:
-    """Check a job's input file and output file as a pair, before any model loads: an image input
-    (:func:`vidinv.io.images.is_image_path`) must be readable (:func:`check_image_input`) and go to an
-    image output (:func:`check_output` ``kind="image"``); anything else is a video input
-    (:func:`check_video_input`) going to a video output (``kind="video"`` with ``codec``).
-
-    Args:
-        src: the input file (a folder of images is :func:`vidinv.pipeline.images.plan_folder`'s job).
-        dst: the output file.
-        inputs: the command's other inputs (``dst`` must not be or replace any of them).
-        codec: the video encoder, for a video output.
-        also_written: the command's other outputs.
-
-    Returns:
-        ``"image"`` or ``"video"``.
-
-    Raises:
-        InputFileError, OutputPathError: with a one-line reason (e.g. an image written as ``.mp4``).
-    """
-    from vidinv.io.images import ALPHA_FORMATS, IMAGE_EXTENSIONS, image_format, is_image_path, load_image
-
-    src, dst = Path(src), Path(dst)
-    all_inputs = [src, *inputs]
-    if is_image_path(src):
-        info = load_image(check_input_file(src, "input image"))
-        if not is_image_path(dst):
-            raise OutputPathError(f"the input {src} is an image, so the output {dst} must be one too; use one of "
-                                  f"{', '.join(IMAGE_EXTENSIONS)}")
-        check_output(dst, all_inputs, kind="image", also_written=also_written)
-        if info.alpha is not None and image_format(dst) not in ALPHA_FORMATS:
-            raise OutputPathError(f"the input {src} has an alpha channel, which {image_format(dst)} cannot hold; "
-                                  "write .png, .webp or .tiff")
-        return "image"
-    check_video_input(src)
-    if is_image_path(dst):
-        raise OutputPathError(f"the input {src} is a video; it cannot be written as the image {dst} (give the "
-                              "output a video extension, e.g. .mp4)")
-    check_output(dst, all_inputs, kind="video", codec=codec, expect_bytes=src.stat().st_size,
-                 also_written=also_written)
-    return "video"

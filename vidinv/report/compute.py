@@ -45,7 +45,8 @@ from vidinv.metrics.temporal import frame_change
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportOptions", "FaceRecord", "VideoAnalysis", "PairAnalysis", "analyse_video", "compare_videos",
+__all__ = ["ReportOptions", "FaceRecord", "BatchedEmbedding", "face_record",
+           "VideoAnalysis", "PairAnalysis", "analyse_video", "compare_videos",
            "iter_frames", "face_mask_aligned", "blend_region", "DETECTION_STATUS", "detection_summary"]
 
 
@@ -212,7 +213,9 @@ def _video_info(path: Path) -> dict:
             "num_frames": info.num_frames, "estimated_frames": info.estimated_frames, "rotation": info.rotation}
 
 
-def _record(face) -> FaceRecord:
+def face_record(face) -> FaceRecord:
+    """A front-end face (:class:`vidinv.face.frontend.TrackedFace`-like: ``track_id``, ``interpolated``,
+    ``landmarks`` (68, 2), ``quad`` (4, 2), ``qsize``, ``box``) as a :class:`FaceRecord` of float64 arrays."""
     return FaceRecord(track_id=int(face.track_id), interpolated=bool(face.interpolated),
                       landmarks=np.asarray(face.landmarks, np.float64), quad=np.asarray(face.quad, np.float64),
                       qsize=float(face.qsize), box=np.asarray(face.box, np.float64))
@@ -290,7 +293,7 @@ def detection_summary(status: Sequence[str], frame_index: Sequence[int], detecto
     }
 
 
-class _Embedding:
+class BatchedEmbedding:
     """Batched alignment + embedding of one identity network over a stream of frames."""
 
     def __init__(self, embedder: IdentityEmbedder, batch: int):
@@ -359,7 +362,7 @@ def analyse_video(path: str | os.PathLike, embedders: Sequence[IdentityEmbedder]
         total = math.ceil(est / max(1, opts.stride))
         if opts.max_frames is not None:
             total = min(total, opts.max_frames)
-    embeds = [_Embedding(e, opts.embed_batch) for e in embedders]
+    embeds = [BatchedEmbedding(e, opts.embed_batch) for e in embedders]
     orig_index: list[int] = []
 
     def frames():
@@ -377,7 +380,7 @@ def analyse_video(path: str | os.PathLike, embedders: Sequence[IdentityEmbedder]
                dynamic_ncols=True)
     try:
         for ff in frontend.process(frames()):
-            rec = _record(ff.faces[0]) if ff.faces else None
+            rec = face_record(ff.faces[0]) if ff.faces else None
             res.faces.append(rec)
             if rec is not None:
                 for e in embeds:

@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from vidinv.report.summary import restoration_rows
+
 __all__ = ["render_html", "fmt"]
 
 _CSS = """
@@ -148,7 +150,6 @@ def render_html(doc: dict, plot_dir: Path) -> str:
 
     # restoration (--reference)
     if doc.get("restoration"):
-        from vidinv.report.summary import restoration_rows
 
         out.append("<h2>Restoration vs high-resolution reference</h2>")
         for e in doc["restoration"]:

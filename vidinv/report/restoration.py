@@ -76,10 +76,14 @@ from pathlib import Path
 import numpy as np
 
 from vidinv.face import align
+from vidinv.face.frontend import FaceFrontEnd
+from vidinv.face.tracking import Tracker
 from vidinv.io.video import Frame, probe
 from vidinv.metrics import image as im
-from vidinv.metrics.identity import IdentityEmbedder, cosine_similarity
-from vidinv.report.compute import FaceRecord, _Embedding, _record, iter_frames
+from vidinv.metrics.identity import IdentityEmbedder, cosine_similarity, select_embedders
+from vidinv.metrics.image import LPIPSMetric, LPIPSUnavailable
+from vidinv.report.compute import BatchedEmbedding, FaceRecord, face_record, iter_frames
+from vidinv.report.document import stats
 
 __all__ = ["RestorationInputError", "RestorationResult", "restoration_metrics", "check_restoration_inputs",
            "aspect_tolerance", "scale_face", "bicubic_upscale", "RESTORATION_METRICS", "RESTORATION_DEFINITION",
@@ -163,8 +167,6 @@ class RestorationResult:
     def summary(self, which: str = "restored") -> dict:
         """Means over all samples of ``which`` (``"restored"`` / ``"bicubic"``): metric -> float (NaN when
         not computed; ``inf`` PSNR when every crop is identical or any is)."""
-        from vidinv.report.document import stats
-
         vals = self.restored if which == "restored" else self.bicubic
         if vals is None:
             raise ValueError("no bicubic baseline (restoration_metrics was run without source)")
@@ -173,8 +175,6 @@ class RestorationResult:
     def as_dict(self) -> dict:
         """The report's ``restoration`` entry for this pair (before :func:`vidinv.io.outputs.json_safe`;
         schema ``$defs/restoration``), without the ``id`` / ``output`` / ``source`` ids the document adds."""
-        from vidinv.report.document import stats
-
         def aggregate(vals: dict[str, np.ndarray] | None, sel: np.ndarray | None = None) -> dict | None:
             if vals is None:
                 return None
@@ -448,11 +448,6 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
     """
     from tqdm import tqdm
 
-    from vidinv.face.frontend import FaceFrontEnd
-    from vidinv.face.tracking import Tracker
-    from vidinv.metrics.identity import select_embedders
-    from vidinv.metrics.image import LPIPSMetric, LPIPSUnavailable
-
     reference, output = Path(reference), Path(output)
     source = Path(source) if source is not None else None
     if stride < 1 or start < 0 or output_start < 0 or (stop is not None and stop <= start) or crop_size < 16:
@@ -506,7 +501,7 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
 
     which = ["restored"] + (["bicubic"] if srcs is not None else [])
     vals: dict[str, dict[str, list[float]]] = {w: {m: [] for m in ("mse", *RESTORATION_METRICS)} for w in which}
-    emb = {w: [_Embedding(e, 16) for e in embedders] for w in ["reference", *which]}
+    emb = {w: [BatchedEmbedding(e, 16) for e in embedders] for w in ["reference", *which]}
     s_frame: list[int] = []
     s_track: list[int] = []
     s_interp: list[bool] = []
@@ -526,7 +521,7 @@ def restoration_metrics(reference: str | os.PathLike, output: str | os.PathLike,
                 imgs["bicubic"] = bicubic_upscale(srcs.get(j, trel), rs)
             with_face += bool(ff.faces)
             for face in ff.faces:
-                rec = _record(face)
+                rec = face_record(face)
                 recs = {"restored": scale_face(rec, s_out), "bicubic": rec}
                 n = len(s_frame)
                 s_frame.append(orig[j])

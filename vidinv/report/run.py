@@ -16,6 +16,7 @@ from typing import Any
 
 from vidinv.face.detect import DlibLandmarkDetector
 from vidinv.face.frontend import FaceFrontEnd
+from vidinv.face.tracking import Tracker
 from vidinv.io.outputs import atomic_write_text, json_safe
 from vidinv.metrics.identity import select_embedders
 from vidinv.metrics.image import LPIPSMetric, LPIPSUnavailable
@@ -108,8 +109,6 @@ def _restoration_plan(reference, src_paths: Sequence[Path], out_paths: Sequence[
 def _restoration_front_end(fe) -> FaceFrontEnd:
     """The front-end that tracks every face of the reference: the report's detector and smoothing, with a
     ``Tracker(mode="all")``."""
-    from vidinv.face.tracking import Tracker
-
     kw: dict[str, Any] = {}
     for k in ("smoothing", "sigma", "variant"):
         if hasattr(fe, k):
