@@ -95,8 +95,8 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         type=float, show_default=True, help="Temporal Gaussian sigma (frames) on w and F per track; 0 = off.")),
     # pSp tasks
     "restore": (("--restore",), dict(
-        is_flag=True, help="Restore the faces with pSp's super-resolution model first and edit its inversion "
-                           "(one pass; see `vidinv restore`).")),
+        is_flag=True, help="Restore the faces with pSp's super-resolution model and edit its inversion (one pass; "
+                           "see `vidinv restore`); --encoder is then not used.")),
     "scale": (("--scale",), dict(type=int, show_default=True,
                                  help="Up-scale the output frames by 1, 2, 4 or 8 (background: Lanczos).")),
     "simulate_factor": (("--simulate-factor",), dict(

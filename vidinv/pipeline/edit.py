@@ -181,7 +181,7 @@ def check_options(opts: EditOptions) -> None:
         raise ValueError(f"--mix-alpha must be in [0, 1], got {opts.mix_alpha}")
     if opts.restore and opts.from_inversion is not None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
-                         "export (--from-inversion): invert with `vidinv invert --encoder psp-sr` instead")
+                         "export (--from-inversion), whose codes come from another encoder")
 
 
 def job_kind(opts: EditOptions) -> str:

@@ -302,8 +302,9 @@ def _builtin_entries() -> list[WeightFile]:
         name="79999_iter.pth", kind="weights",
         description="BiSeNet face parsing, 19 CelebAMask-HQ classes (zllrunning/face-parsing.PyTorch), "
                     "plain state_dict",
-        needed_by="vidinv edit (face parsing for the blend mask); Feature-Style training",
-        uses=("edit", "train"), size=53_300_000, size_exact=False,
+        needed_by="vidinv edit (face parsing for the blend mask); vidinv anonymize (the label map); Feature-Style "
+                  "training",
+        uses=("edit", "train", "anonymize"), size=53_300_000, size_exact=False,
         licence="non-commercial (CelebAMask-HQ dataset agreement)", terms="non-commercial",
         licence_note=("face-parsing.PyTorch's README: the model is trained on the CelebAMask-HQ dataset, whose "
                       "Dataset Agreement makes it available for non-commercial research purposes only and forbids "
