@@ -113,7 +113,12 @@ def summary_lines(doc: dict) -> list[str]:
             ci = c["identity"].get(k)
             if ci is None:
                 continue
-            lines.append(f"{name}: identity similarity [{k}] {_f(ci['similarity']['mean'])}")
+            same = ci.get("same_person")
+            verdict = ""
+            if same and same.get("same_person_fraction") is not None:
+                verdict = (f"; same person by {k}'s own rule ({same['metric']} distance < {same['threshold']:g}) in "
+                           f"{100 * same['same_person_fraction']:.0f}% of frames")
+            lines.append(f"{name}: identity similarity [{k}] {_f(ci['similarity']['mean'])}{verdict}")
             tl, tg = ci["tl_id"], ci["tg_id"]
             skipped = ci["skipped_frames"]
             shown = ", ".join(str(i) for i in skipped[:12]) + (", ..." if len(skipped) > 12 else "")
