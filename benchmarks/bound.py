@@ -1,0 +1,108 @@
+"""How far the StyleGAN2 generator forward is from this CPU's compute bound, in one run.
+
+For each thread count it prints: the FLOPs of one generator forward at batch 1 (PyTorch's FLOP counter,
+``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of the convolutions and matrix
+products, at their real shapes), this machine's best dense convolution throughput (GFLOP/s: the fastest of
+a set of plain 3x3 / 1x1 ``conv2d`` at the generator's channel widths and resolutions, batch 1, best of
+``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), the generator's measured time (median of
+``--repeats`` forwards after one warm-up) and the ratio time / bound. The official 1024 config-f
+generator is built with random weights (timing does not depend on their values).
+
+    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3]
+
+Run it on a quiet machine: other processes on the cores inflate every time.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vidinv.models.stylegan2 import Generator  # noqa: E402  (after the path set-up, as a script)
+
+
+def generator_flops(G: Generator) -> int:
+    """FLOPs of one ``G.synthesis`` at batch 1 with the constant noise (PyTorch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    w = torch.randn(1, G.n_latent, G.style_dim)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        G.synthesis(w)
+    return int(counter.get_total_flops())
+
+
+def dense_conv_shapes(G: Generator) -> list[tuple[int, int, int, int]]:
+    """(in channels, out channels, kernel, resolution) of the generator's plain 3x3 convolutions and 1x1 ToRGBs."""
+    shapes = []
+    layers = [G.conv1, *G.convs]
+    for j, layer in enumerate(layers, start=1):
+        conv = layer.conv
+        shapes.append((conv.in_channel, conv.out_channel, conv.kernel_size, G.feature_shape(j)[1]))
+    for rgb, j in zip([G.to_rgb1, *G.to_rgbs], range(1, G.num_layers + 1, 2)):
+        shapes.append((rgb.conv.in_channel, 3, 1, G.feature_shape(j)[1]))
+    return sorted(set(shapes))
+
+
+def best_conv_gflops(shapes, repeats: int) -> tuple[float, tuple]:
+    """The fastest GFLOP/s of plain ``conv2d`` (batch 1, float32, default layout) over ``shapes``."""
+    best, arg = 0.0, None
+    for cin, cout, k, res in shapes:
+        x = torch.randn(1, cin, res, res)
+        wt = torch.randn(cout, cin, k, k)
+        flops = 2 * cin * cout * k * k * res * res
+        F.conv2d(x, wt, padding=k // 2)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            F.conv2d(x, wt, padding=k // 2)
+            times.append(time.perf_counter() - t0)
+        g = flops / min(times) / 1e9
+        if g > best:
+            best, arg = g, (cin, cout, k, res)
+    return best, arg
+
+
+def time_forward(G: Generator, repeats: int) -> float:
+    """Median seconds of ``G.synthesis`` at batch 1 (after one warm-up forward)."""
+    w = torch.randn(1, G.n_latent, G.style_dim)
+    with torch.inference_mode():
+        G.synthesis(w)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            G.synthesis(w)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1024, help="generator resolution (1024 = official)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    G = Generator(args.size, 512, 8, channel_multiplier=2).eval()
+    flops = generator_flops(G)
+    shapes = dense_conv_shapes(G)
+    print(f"generator {args.size}: {flops / 1e9:.1f} GFLOP per forward (batch 1, PyTorch FLOP counter)")
+    print(f"{'threads':>7}  {'best conv GFLOP/s':>17}  {'at (in, out, k, res)':>22}  {'bound s':>8}  "
+          f"{'vidinv s':>8}  {'ratio':>5}")
+    for n in args.threads:
+        torch.set_num_threads(n)
+        best, arg = best_conv_gflops(shapes, args.repeats)
+        bound = flops / (best * 1e9)
+        t = time_forward(G, args.repeats)
+        print(f"{n:>7}  {best:>17.1f}  {str(arg):>22}  {bound:>8.2f}  {t:>8.2f}  {t / bound:>5.2f}")
+
+
+if __name__ == "__main__":
+    main()
