@@ -23,6 +23,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
 
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,9 @@ def launch(settings: UiSettings | None = None, *, port: int | None = None, host:
         settings: the session's settings (weights, device, cache folder).
         port: TCP port (None: a free one).
         host: the address to bind (``127.0.0.1``: this machine only).
-        block: serve until interrupted (the command line); False returns at once with the server running in
-            a thread (tests; stop it with ``app.close()``).
+        block: serve until interrupted (the command line: the server is closed and the KeyboardInterrupt
+            propagates); False returns at once with the server running in a thread (tests; stop it with
+            ``app.close()``).
         quiet: do not print Gradio's start-up lines.
 
     Returns:
@@ -166,8 +168,8 @@ def launch(settings: UiSettings | None = None, *, port: int | None = None, host:
                                   allowed_paths=[str(Path(session.cache_dir))], inbrowser=False)
     _, url, _ = app.queue(default_concurrency_limit=1).launch(**kwargs)
     if block:
-        try:
-            app.block_thread()
+        try:  # serve until Ctrl-C / SIGTERM (KeyboardInterrupt reaches the caller: `vidinv: interrupted`, 130)
+            threading.Event().wait()
         finally:
             app.close()
     return app, url, session
