@@ -175,3 +175,20 @@ def test_ui_preview_and_render_in_chromium(clip, server, driver, tmp_path):
     assert elsewhere == []
     print(f"upload+analyse {t_upload:.1f} s, preview {t_preview:.1f} s, render+report {t_render:.1f} s; "
           f"{len(requested)} requests, all to {origin}")
+
+
+def test_preview_windows_select_exactly_their_frame(clip):
+    """The one-frame ``--start/--end`` window a preview renders each frame with holds that frame only (the
+    midpoints to its neighbours; open at the clip's ends); the spread of preview frames keeps both ends."""
+    from vidinv.io.mux import frame_range, video_frame_times
+    from vidinv.ui.session import _spread, _window
+
+    pts, tb = video_frame_times(clip)
+    times = [float(p * tb) for p in pts]
+    assert len(times) == CUT_FRAMES
+    for i in range(CUT_FRAMES):
+        assert frame_range(clip, *_window(times, i)) == range(i, i + 1), i
+    got = _spread(list(range(10, 20)), 3)
+    assert len(got) == 3 and got[0] == 10 and got[-1] == 19 and got == sorted(set(got))
+    assert 13 <= got[1] <= 16  # near the middle
+    assert _spread([4, 7], 5) == [4, 7] and _spread([], 3) == []
