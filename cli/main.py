@@ -70,6 +70,9 @@ COMMANDS: dict[str, LazyCommand] = {
                          "Detect, track and smooth faces in IN; write a preview with the overlays to -o."),
     "train": LazyCommand("vidinv.cli.train:train", "Train the Feature-Style encoder or a pSp encoder "
                          "(same options as `python -m vidinv.training`)."),
+    "ui": LazyCommand("vidinv.cli.ui:ui_cmd",
+                      "Open the browser preview: load a video, see its tracked faces, preview an edit on a few "
+                      "frames in seconds, then render the whole clip with its report."),
     "weights": LazyCommand("vidinv.cli.weights:weights", "List, fetch and verify the official weights and directions."),
 }
 

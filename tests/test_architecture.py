@@ -21,6 +21,7 @@ LAYERS = [
     ["vidinv.inverters", "vidinv.metrics"],
     ["vidinv.pipeline", "vidinv.report"],
     ["vidinv.training"],
+    ["vidinv.ui"],
     ["vidinv.cli"],
 ]
 

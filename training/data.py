@@ -152,11 +152,11 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8).copy()
+        with Image.open(path) as f:  # a new name: `f` is an ImageFile, `rgb` an Image (Pillow 12 stubs)
+            rgb = f.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(rgb, dtype=np.uint8).copy()
     except OSError as exc:
         raise OSError(f"cannot read training image {path}: {exc}") from exc
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
