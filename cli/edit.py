@@ -19,7 +19,8 @@ from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptio
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
-               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale")
+               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
+               "stitch_steps", "outer_mask_dilation", "border_loss_threshold")
 #: The low-resolution input ``restore --simulate-factor --report DIR`` writes into DIR.
 SIMULATED_INPUT = "simulated_input.mp4"
 #: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
@@ -139,6 +140,8 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
     elif not quiet:
         click.echo(f"{dst}: {res.frames} frames, {res.frames_edited} with a face ({len(res.tracks)} track(s)), "
                    f"{what}", err=True)
+    if res.tune and not quiet:
+        click.echo(tune_line(res.tune), err=True)
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s, res.step_s)
     if report_dir is not None:
@@ -146,6 +149,19 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
             _restoration_report(plan.src, dst, report_dir, opts, quiet)
         else:
             _write_report(plan.src, dst, report_dir, opts.start, opts.end, opts.weights_dir, opts.device, quiet)
+
+
+def tune_line(t: dict) -> str:
+    """One line on what per-video tuning did (``EditResult.tune`` / ``InvertResult.tune``)."""
+    parts = []
+    if t.get("updates"):
+        parts.append(f"pivotal tuning {t['steps']} pass(es) x {t['faces']} face(s) = {t['updates']} updates in "
+                     f"{t['seconds']:.1f} s ({t['seconds_per_update']:.2f} s/update), loss {t['first_loss']:.4f} -> "
+                     f"{t['last_loss']:.4f}")
+    if t.get("stitch_faces"):
+        parts.append(f"stitching tuning {t['stitch_faces']} face(s) in {t['stitch_seconds']:.1f} s, border loss "
+                     f"{t['border_loss_first']:.4f} -> {t['border_loss_last']:.4f}")
+    return "tuning: " + "; ".join(parts) if parts else "tuning: the export's tuned generator"
 
 
 _RESTORE_HELP = """Restore the faces of IN (a low-resolution or compressed video or image) with pSp's face

@@ -15,7 +15,7 @@ EXPORT_MEMBERS = ("manifest.json", "chunks", "images")
 #: The :class:`~vidinv.pipeline.invert.InvertOptions` fields offered as options, in the order of ``--help``.
 INVERT_FIELDS = ("encoder", "face", "batch_size", "device", "precision", "start", "end", "weights_dir", "fetch",
                  "allow_hash_mismatch", "encoder_checkpoint", "save_crops", "save_recon", "image_size", "overwrite",
-                 "resume")
+                 "resume", "tune", "tune_steps")
 
 
 def check_files(src, dst) -> None:
@@ -39,7 +39,11 @@ def check_files(src, dst) -> None:
 @job_options(InvertOptions, only=INVERT_FIELDS)
 @progress_options
 def invert_cmd(src, dst, quiet, verbose, **fields):
-    """Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."""
+    """Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame).
+
+    With --tune pti the generator is then tuned on the clip's faces (Stitch it in Time's pivotal tuning) and
+    saved in OUT as tuned_generator.pt; `vidinv edit --from-inversion OUT` renders with it.
+    """
     install_signal_handlers()
     opts = InvertOptions(src=src, dst=dst, **fields)
     try:
@@ -62,5 +66,10 @@ def invert_cmd(src, dst, quiet, verbose, **fields):
         again = "" if res.resumed_from is None else f" (resumed at frame {res.resumed_from}: {res.records_new} new)"
         click.echo(f"{dst}: {res.records} record(s){again} over {res.frames} frames, {len(res.tracks)} track(s)",
                    err=True)
+    if res.tuned_path is not None:
+        t = res.tune
+        click.echo(f"tuned generator: {res.tuned_path} ({res.tuned_bytes / 2 ** 20:.1f} MiB), {t['steps']} pass(es) x "
+                   f"{t['faces']} face(s) = {t['updates']} updates in {t['seconds']:.1f} s "
+                   f"({t['seconds_per_update']:.2f} s/update)")
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s)

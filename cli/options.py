@@ -107,6 +107,22 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "mix_alpha": (("--mix-alpha",), dict(type=float, show_default=True,
                                          help="Style mixing weight (1 replaces the rows).")),
     "seed": (("--seed",), dict(type=int, show_default=True, help="Seed of the injected styles (track t: seed + t).")),
+    # per-video tuning (Stitch it in Time; vidinv.pipeline.tuning)
+    "tune": (("--tune",), dict(
+        type=click.Choice(["none", "pti", "stitch"]), show_default=True,
+        help="Tune the generator on this clip (STIT): pti = pivotal tuning on the faces (then render: two passes); "
+             "stitch = pti, then stitching tuning of each face so it meets the frame without a seam (edit only). "
+             "Slow: GPU work at full size.")),
+    "tune_steps": (("--tune-steps",), dict(type=click.IntRange(1), show_default=True,
+                                           help="PTI passes over the clip's faces (one update per face each).")),
+    "stitch_steps": (("--stitch-steps",), dict(type=click.IntRange(1), show_default=True,
+                                               help="Stitching-tuning updates per face.")),
+    "outer_mask_dilation": (("--outer-mask-dilation",), dict(
+        type=click.IntRange(1), show_default=True,
+        help="Stitching band just outside the face, in pixels of a 1024 crop.")),
+    "border_loss_threshold": (("--border-loss-threshold",), dict(
+        type=float, show_default=True,
+        help="Stop a face's stitching tuning once its border loss is below this (STIT uses 0.005; 0 = never).")),
     # inversion exports
     "save_crops": (("--save-crops",), dict(is_flag=True, help="Also store each aligned crop as PNG.")),
     "save_recon": (("--save-reconstructions",), dict(is_flag=True, help="Also store each reconstruction G(w, F).")),

@@ -51,12 +51,12 @@ TINY_ENCODER = {"widths": (8, 8, 8, 8), "depths": (1, 1, 1, 1), "stem_width": 8,
 TINY_PSP_ENCODER = {"widths": (16, 24, 32, 48), "blocks": (1, 1, 1, 1), "style_dim": 512, "head_width": 16}
 
 
-def tiny_generator(seed: int = 0):
-    """Generator(1024, 512, n_mlp=2, channel_multiplier=1, max_channels=8), deterministic weights."""
+def tiny_generator(seed: int = 0, size: int = 1024):
+    """Generator(size (1024), 512, n_mlp=2, channel_multiplier=1, max_channels=8), deterministic weights."""
     from vidinv.models.stylegan2 import Generator
 
     torch.manual_seed(seed)
-    G = Generator(1024, 512, 2, channel_multiplier=1, max_channels=TINY_MAX_CHANNELS)
+    G = Generator(size, 512, 2, channel_multiplier=1, max_channels=TINY_MAX_CHANNELS)
     with torch.no_grad():  # modest ToRGB weights keep the images in about [-1, 1]
         for name, p in G.named_parameters():
             if "to_rgb" in name and name.endswith("conv.weight"):

@@ -61,6 +61,11 @@ closes a chunk once it has ``chunk_size`` records and the next record starts a n
     n_records     sum of the chunks' records
     images        {"crops": bool, "recon": bool, "pattern": "images/{kind}/f{frame:08d}_t{track}.png"}
     extra         free-form JSON from the caller (alignment/smoothing settings, command line)
+    tuned_generator  optional (``vidinv invert --tune pti``): {"file": "tuned_generator.pt", "sha256",
+                  "bytes", "tune": {"mode", "steps", "updates", "faces", "seconds", "seconds_per_update",
+                  "first_loss", "last_loss"}}: a generator tuned on this clip's faces (STIT's pivotal tuning,
+                  :mod:`vidinv.pipeline.tuning`), written atomically before the manifest names it;
+                  ``vidinv edit --from-inversion`` renders with it. Absent in older exports (same version).
     error         present when the writer stopped on an exception: its text
 
 **Writing and crashes.** Every file is written to a temporary name in the same folder, flushed to
@@ -638,6 +643,25 @@ class InversionWriter:
         self._write_manifest()
         self._closed = True
 
+    def attach(self, key: str, entry: Mapping) -> None:
+        """Record a file written into the export folder by the caller (e.g. ``"tuned_generator"``) under
+        ``key`` of the manifest and rewrite the manifest atomically. Write the file first (atomically), then
+        attach it, so that the manifest never names a missing or partial file.
+
+        Raises:
+            RuntimeError: the writer is closed. ValueError: ``key`` is a field of the format, or the entry
+                has no ``file`` inside the export.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.path}: the writer is closed")
+        if key in _RESERVED or not key.isidentifier():
+            raise ValueError(f"{key!r} cannot be attached to the manifest")
+        name = str(entry.get("file", ""))
+        if not name or not (self.path / name).is_file() or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"{self.path}: attached entry {key!r} must name a file inside the export, got {name!r}")
+        self.manifest[key] = json_safe(dict(entry), infinity="null")
+        self._write_manifest()
+
     def __enter__(self) -> InversionWriter:
         return self
 
@@ -653,6 +677,8 @@ class InversionWriter:
 #: Fields whose values must be finite in every record (``time`` may be NaN: unknown).
 _FINITE_FIELDS = ("w", "F", "quad", "landmarks")
 _REQUIRED = ("format", "version", "complete", "arrays", "chunks", "n_records", "encoder", "generator", "models")
+#: Manifest fields of the format itself (not attachable).
+_RESERVED = _REQUIRED + ("created", "updated", "writer", "source", "chunk_size", "images", "extra", "error")
 
 
 def _read_manifest(path: Path) -> dict:
@@ -723,6 +749,24 @@ class InversionReader:
     models = property(lambda self: [ModelFile(m["name"], m.get("role", ""), m["sha256"])
                                     for m in self.manifest["models"]])
     extra = property(lambda self: self.manifest.get("extra", {}))
+
+    @property
+    def tuned_generator(self) -> Path | None:
+        """The export's tuned generator file (manifest ``tuned_generator``), or None when it has none.
+
+        Raises:
+            InversionFormatError: the manifest names a file that is missing or whose sha256 differs.
+        """
+        entry = self.manifest.get("tuned_generator")
+        if not isinstance(entry, dict) or not entry.get("file"):
+            return None
+        p = self.path / str(entry["file"])
+        if not p.is_file():
+            raise InversionFormatError(f"{self.path}: the tuned generator {entry['file']} named in the manifest is "
+                                       "missing")
+        if self.verify and entry.get("sha256") and sha256_file(p) != entry["sha256"]:
+            raise InversionFormatError(f"{p}: sha256 does not match the manifest: the tuned generator is damaged")
+        return p
 
     @property
     def time_base(self) -> Fraction | None:

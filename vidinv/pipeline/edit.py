@@ -43,7 +43,8 @@ from vidinv.face.blend import NonFiniteFaceError
 from vidinv.inverters import inverter_class, is_task
 from vidinv.io.images import is_image_path, open_output_writer, passthrough_image
 from vidinv.io.inversion import InversionFormatError, InversionReader
-from vidinv.io.mux import passthrough
+from vidinv.io.mux import frame_range, passthrough
+from vidinv.metrics.image import LPIPS_BACKBONE_FILES
 from vidinv.pipeline.faces import (
     BlendSettings,
     FaceCode,
@@ -56,6 +57,18 @@ from vidinv.pipeline.faces import (
 )
 from vidinv.pipeline.images import FolderPlan, FolderResult, run_folder
 from vidinv.pipeline.job import Job, JobOptions, input_video, load_job, resolve_job_weights
+from vidinv.pipeline.tuning import (
+    OUTER_MASK_DILATION,
+    PTI_STEPS,
+    STITCH_STEPS,
+    check_tune_options,
+    collect_samples,
+    load_tuned_generator,
+    samples_stage,
+    stitch_render_stage,
+    tune_job_generator,
+    tune_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +105,12 @@ class EditOptions(JobOptions):
             restoration on a high-resolution video), or None.
         mix_rows: W+ rows (``"8-17"``) mixed towards one injected random style per track (pSp's style
             mixing), or None; mix_alpha: the mixing weight (1 replaces); seed: the styles' seed.
+        tune: per-video tuning of STIT (:mod:`vidinv.pipeline.tuning`): ``"none"``, ``"pti"`` (pivotal tuning on
+            the clip's faces, then the render with the tuned generator: two passes over the video) or
+            ``"stitch"`` (PTI, then stitching tuning of every face); tune_steps: PTI passes (STIT 50);
+            stitch_steps: stitching updates per face (STIT 100); outer_mask_dilation: the stitching band
+            (pixels at 1024, STIT 50); border_loss_threshold: STIT's early stop (0 = off). With
+            ``from_inversion`` an export holding a tuned generator is rendered with it whatever ``tune`` says.
     """
 
     attrs: Sequence[str] = ()
@@ -113,6 +132,11 @@ class EditOptions(JobOptions):
     mix_rows: str | None = None
     mix_alpha: float = 1.0
     seed: int = 0
+    tune: str = "none"
+    tune_steps: int = PTI_STEPS
+    stitch_steps: int = STITCH_STEPS
+    outer_mask_dilation: int = OUTER_MASK_DILATION
+    border_loss_threshold: float = 0.0
 
 
 #: The up-scaling factors of the output (``--scale``).
@@ -125,7 +149,8 @@ RESTORE_KIND = "psp-sr"
 class EditResult:
     """What a run did: frames written, frames/faces edited, tracks, whether it passed the input through,
     per-stage busy seconds (``stage_s``), per-step seconds inside stages (``step_s``), wall time, and
-    generator layers run per edited face."""
+    generator layers run per edited face; ``tune``: what per-video tuning did (mode, PTI passes, updates,
+    seconds, losses; stitching: faces, seconds, mean border loss before/after), empty without."""
 
     dst: Path
     frames: int = 0
@@ -138,6 +163,7 @@ class EditResult:
     wall_s: float = 0.0
     layers_per_face: float | None = None
     edit: str = ""
+    tune: dict = field(default_factory=dict)
 
 
 def _strength_for(i: int, strengths: Sequence[float]) -> float:
@@ -179,6 +205,9 @@ def check_options(opts: EditOptions) -> None:
     a = float(opts.mix_alpha)
     if not (math.isfinite(a) and 0.0 <= a <= 1.0):
         raise ValueError(f"--mix-alpha must be in [0, 1], got {opts.mix_alpha}")
+    check_tune_options(tune_options(opts))
+    if opts.tune != "none" and opts.src is not None and (is_image_path(opts.src) or Path(opts.src).is_dir()):
+        raise ValueError("--tune tunes the generator on the frames of a video; the input is not a video")
     if opts.restore and opts.from_inversion is not None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
                          "export (--from-inversion), whose codes come from another encoder")
@@ -258,7 +287,10 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         need_encoder = False
     else:
         encoder, need_encoder = kind, True
-    paths = resolve_job_weights(opts, encoder=encoder, need_encoder=need_encoder, extra=direction_weights(opts.attrs),
+    extra = direction_weights(opts.attrs)
+    if opts.tune != "none" and (reader is None or reader.tuned_generator is None):
+        extra.append(LPIPS_BACKBONE_FILES["alex"])  # the PTI loss (STIT: LPIPS-AlexNet)
+    paths = resolve_job_weights(opts, encoder=encoder, need_encoder=need_encoder, extra=extra,
                                 mask=opts.mask, quiet=quiet)
     edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files,
                       allow_hash_mismatch=opts.allow_hash_mismatch or None)
@@ -344,6 +376,11 @@ def load_edit_job(opts: EditOptions, plan: _Plan) -> Job:
                                            f"loaded one has {getattr(job.bundle.G, k)}")
         gen_file = inverter_class(encoder).generator_file
         reader.check_models({gen_file: plan.paths[gen_file]})
+        tuned = reader.tuned_generator
+        if tuned is not None:  # the export's generator tuned on this clip (vidinv invert --tune pti)
+            base = {m.name: m.sha256 for m in reader.models}.get(gen_file)
+            load_tuned_generator(job.bundle.G, tuned, base_sha256=base)
+            log.info("rendering with the export's tuned generator %s", tuned)
     return job
 
 
@@ -417,22 +454,36 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     tracks: set[int] = set()
     window = opts.start is not None or opts.end is not None
 
+    front = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
+    stages = list(front)
+    if reader is None:
+        front += job.face_stages(timings=steps)
+    else:
+        front.append(("inversion", _inversion_stage(reader, bundle)))
+    tune = tune_options(opts)
+    samples = None
+    if tune.mode != "none" and (reader is None or reader.tuned_generator is None):
+        # two passes: the clip's faces and codes first, PTI, then the render below with the tuned generator
+        samples = collect_samples(job, frame_range(src, opts.start, opts.end), front)
+        result.tune = tune_job_generator(job, samples, tune, opts.weights_dir).as_dict()
+        stages.append(("samples", samples_stage(samples, bundle.runtime.torch_device)))
+    else:
+        stages = front
     writer = open_output_writer(src, dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
                                 start=opts.start, end=opts.end, scale=opts.scale)
     frames = writer.frames
     video = job.open_video(frames)
-    stages = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
-    if reader is None:
-        stages += job.face_stages(timings=steps)
-    else:
-        stages.append(("inversion", _inversion_stage(reader, bundle)))
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
     if opts.mix_rows is not None:
         stages.append(("mix", style_mixing_stage(bundle.G, parse_rows(opts.mix_rows, bundle.G.n_latent),
                                                  opts.mix_alpha, opts.seed)))
-    stages += [("render", render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings,
-                                       timings=steps, scale=opts.scale)),
+    stitch: dict = {}
+    render = (stitch_render_stage(bundle, plan.edit, tune, noise=opts.noise, settings=settings, timings=steps,
+                                  scale=opts.scale, stats=stitch) if tune.mode == "stitch" else
+              render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings, timings=steps,
+                           scale=opts.scale))
+    stages += [("render", render),
                ("composite", _finite_faces(composite_stage(settings, scale=opts.scale)))]
 
     def write(items):
@@ -480,6 +531,11 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         log.warning("no face found in the window [%s, %s) s of %s: frames written unchanged", opts.start, opts.end,
                     src)
     result.tracks = sorted(tracks)
+    if stitch.get("faces"):
+        n = stitch["faces"]
+        result.tune.update({"mode": "stitch", "stitch_faces": n, "stitch_seconds": round(stitch["seconds"], 3),
+                            "border_loss_first": stitch.get("border_first", 0.0) / n,
+                            "border_loss_last": stitch.get("border_last", 0.0) / n})
     result.step_s = steps
     result.wall_s = time.perf_counter() - t_start
     return result

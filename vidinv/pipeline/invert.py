@@ -16,6 +16,7 @@ machine the export's records equal those of one uninterrupted run, byte for byte
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,10 +28,23 @@ import torch
 
 from vidinv.io.inversion import MANIFEST, InversionReader, InversionWriter, model_file
 from vidinv.io.mux import frame_range
+from vidinv.io.outputs import sha256_file
 from vidinv.io.video import probe
+from vidinv.metrics.image import LPIPS_BACKBONE_FILES
 from vidinv.pipeline.faces import Item
 from vidinv.pipeline.job import JobOptions, prepare_job
 from vidinv.pipeline.runtime import GENERATOR_FILE
+from vidinv.pipeline.tuning import (
+    PTI_STEPS,
+    TUNED_GENERATOR_FILE,
+    TuneSample,
+    check_tune_options,
+    collect_stage,
+    save_tuned_generator,
+    tune_job_generator,
+    tune_options,
+    tuned_record,
+)
 
 __all__ = ["InvertOptions", "InvertResult", "run_invert"]
 
@@ -49,13 +63,16 @@ class InvertOptions(JobOptions):
     chunk_size: int = 32
     overwrite: bool = False
     resume: bool = False
+    tune: str = "none"
+    tune_steps: int = PTI_STEPS
 
 
 @dataclass
 class InvertResult:
     """Frames read, records in the export (``records``; of them written by this run: ``records_new``),
     the frame a resumed run continued from (``resumed_from``, None for a new export), tracks, per-stage
-    busy seconds, wall time."""
+    busy seconds, wall time; with ``tune``: the tuning's summary (:meth:`TuneResult.as_dict
+    <vidinv.pipeline.tuning.TuneResult.as_dict>`), the tuned generator's path and size in bytes."""
 
     dst: Path
     frames: int = 0
@@ -63,6 +80,9 @@ class InvertResult:
     records_new: int = 0
     resumed_from: int | None = None
     tracks: list[int] = field(default_factory=list)
+    tune: dict = field(default_factory=dict)
+    tuned_path: Path | None = None
+    tuned_bytes: int = 0
     stage_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -73,6 +93,33 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape[0] == size:
         return img
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
+
+
+@contextlib.contextmanager
+def _abort_on_error(writer: InversionWriter):
+    """Like ``with writer:`` but leaves the writer open on success (the tuned generator is attached first)."""
+    try:
+        yield writer
+    except BaseException as exc:
+        writer.abort(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _tune_export(job, writer: InversionWriter, samples, tune, opts: InvertOptions, result: InvertResult,
+                 models) -> None:
+    """PTI on the collected faces, the tuned generator saved atomically into the export, named in the manifest
+    (``tuned_generator``: file, sha256, bytes, tuning cost), then the export closed (complete)."""
+    res = tune_job_generator(job, samples, tune, opts.weights_dir)
+    G = job.inverter.generator
+    base = next((m for m in models if m.role == "generator"), None)
+    rec = tuned_record(G, base_name=base.name if base else GENERATOR_FILE, base_sha256=base.sha256 if base else "",
+                       result=res, opts=tune)
+    path = save_tuned_generator(G, job.inverter.latent_avg, writer.path / TUNED_GENERATOR_FILE, rec)
+    size = path.stat().st_size
+    writer.attach("tuned_generator", {"file": TUNED_GENERATOR_FILE, "sha256": sha256_file(path), "bytes": size,
+                                      "tune": res.as_dict()})
+    writer.close()
+    result.tune, result.tuned_path, result.tuned_bytes = res.as_dict(), path, size
 
 
 def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] | None = None,
@@ -90,13 +137,23 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
     t0 = time.perf_counter()
     if opts.resume and opts.overwrite:
         raise ValueError("--resume continues an export, --overwrite replaces it: give one of them")
+    tune = tune_options(opts)
+    check_tune_options(tune)
+    if tune.mode == "stitch":
+        raise ValueError("--tune stitch tunes an edit: invert with --tune pti, then `vidinv edit --from-inversion "
+                         "DIR --tune stitch`")
+    tuning = tune.mode == "pti"
+    if tuning and opts.resume:
+        raise ValueError("--tune pti needs every face of the clip in one run; it cannot --resume an export (start "
+                         "again with --overwrite)")
     if opts.resume:
         if not (Path(opts.dst) / MANIFEST).is_file():
             raise FileNotFoundError(f"{opts.dst}: no inversion export to resume; run without --resume to start one")
         state = InversionReader(opts.dst, allow_incomplete=True)  # unreadable: error before any work
         if state.complete:
             raise ValueError(f"{opts.dst}: the export is complete; nothing to resume")
-    job = prepare_job(opts, mask="landmarks", quiet=quiet)
+    job = prepare_job(opts, mask="landmarks", quiet=quiet,
+                      extra_weights=[LPIPS_BACKBONE_FILES["alex"]] if tuning else ())
     src, paths, runtime, inverter = job.src, job.paths, job.runtime, job.inverter
     result = InvertResult(Path(opts.dst))
     G = inverter.generator
@@ -129,7 +186,7 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
 
     def write(items: Iterator[Item]):
         try:
-            with writer:
+            with (writer if not tuning else _abort_on_error(writer)):  # tuned: closed once the generator is saved
                 for it in items:
                     if stored(it):
                         for f in it.faces:
@@ -158,10 +215,20 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         finally:
             video.close()
 
-    stages = job.face_stages(keep_crops=keep, skip=stored if first > 0 else None) + [("write", write)]
+    samples: list[TuneSample] = []
+    stages = job.face_stages(keep_crops=keep, skip=stored if first > 0 else None)
+    if tuning:
+        stages.append(("collect", collect_stage(samples)))
+    stages.append(("write", write))
     try:
         for _ in job.stream(video, stages, total=len(frames), progress=progress):
             result.frames += 1
+        if tuning:
+            _tune_export(job, writer, samples, tune, opts, result, models)
+    except BaseException as exc:
+        if not writer.closed:
+            writer.abort(f"{type(exc).__name__}: {exc}" if result.frames else "stopped before the first frame")
+        raise
     finally:
         if not writer.closed:
             writer.abort("stopped before the first frame")
