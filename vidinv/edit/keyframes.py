@@ -159,6 +159,10 @@ def _scaled(edit: LatentEdit, k: float) -> LatentEdit:
     """``edit`` with every strength multiplied by ``k`` (k == 1: ``edit`` itself)."""
     if k == 1.0:
         return edit
+    for t in edit.terms:
+        if not math.isfinite(k * t.strength):
+            raise DirectionError(f"keyframe value {k:g} times the strength {t.strength:g} of {t.direction.name} "
+                                 "is not finite")
     return LatentEdit([EditTerm(t.direction, k * t.strength, t.layers) for t in edit.terms])
 
 
@@ -204,9 +208,9 @@ class EditSchedule:
                                      f"--track-attr {bad[0]} NAME")
         self._cache: dict[tuple[int | None, float], LatentEdit] = {}
         keys: list[int | None] = [None, *self.per_track, *self.per_track_keyframes]
-        for tid in keys:  # an offset that overflows at the extreme keyframe values fails here, not mid-run
-            kf = self._keyframes(tid)
-            base = self._base(tid)
+        for key in keys:  # an offset that overflows at the extreme keyframe values fails here, not mid-run
+            kf = self._keyframes(key)
+            base = self._base(key)
             if kf is not None and base is not None:
                 for k in kf.extremes:
                     _scaled(base, k)
