@@ -126,7 +126,9 @@ def test_schedule_refuses_tracks_without_an_edit_and_overflow():
     with pytest.raises(DirectionError, match="is not finite"):
         EditSchedule(LatentEdit([(smile, 1e300)]), keyframes=parse_keyframes("0:0,1:1e300"))
     only = EditSchedule(None, per_track={1: LatentEdit([(smile, 1.0)])})
-    assert only.edits_track(1) and not only.edits_track(0)
+    assert only.edits_track(1) and not only.edits_track(0) and only.peak_edits() == []
+    peaks = EditSchedule(LatentEdit([(smile, 0.5)]), keyframes=parse_keyframes("0:-2,1:8,2:3")).peak_edits()
+    assert [e.terms[0].strength for e in peaks] == [-1.0, 4.0]
 
 
 def test_per_sample_dw_renders_as_the_constant_edit():

@@ -215,6 +215,16 @@ class EditSchedule:
                 for k in kf.extremes:
                     _scaled(base, k)
 
+    def peak_edits(self) -> list[LatentEdit]:
+        """The edits at the extreme keyframe values of every track setting (for strength warnings); empty
+        without keyframes."""
+        out = []
+        for key in [None, *self.per_track, *self.per_track_keyframes]:
+            kf, base = self._keyframes(key), self._base(key)
+            if kf is not None and base is not None:
+                out += [_scaled(base, k) for k in kf.extremes]
+        return out
+
     @property
     def named_tracks(self) -> set[int]:
         """Every track id the schedule names (``--track``, ``--track-attr``, ``--track-keyframes``)."""

@@ -37,7 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, lookup, parse_edit_spec
+from vidinv.edit import (
+    STRENGTH_WARNING,
+    DirectionError,
+    LatentEdit,
+    build_edit,
+    check_strength,
+    equivalent_strength,
+    lookup,
+    parse_edit_spec,
+)
 from vidinv.edit.keyframes import EditSchedule, group_track_items, parse_keyframes
 from vidinv.edit.mixing import parse_rows
 from vidinv.face.blend import NonFiniteFaceError
@@ -270,10 +279,16 @@ def _schedule(opts: EditOptions, edit: LatentEdit, kind: str) -> EditSchedule | 
             items.append((name, s, rows if rows is not None else opts.layers))
         per_track[tid] = build_edit(items, weights_dir=opts.weights_dir, fetch=False,
                                     allow_hash_mismatch=opts.allow_hash_mismatch or None)
-    return EditSchedule(edit if has_default else None, tracks=[int(t) for t in opts.tracks] or None,
-                        per_track=per_track,
-                        keyframes=parse_keyframes(opts.keyframes) if opts.keyframes is not None else None,
-                        per_track_keyframes={int(t): parse_keyframes(k) for t, k in opts.track_keyframes})
+    schedule = EditSchedule(edit if has_default else None, tracks=[int(t) for t in opts.tracks] or None,
+                            per_track=per_track,
+                            keyframes=parse_keyframes(opts.keyframes) if opts.keyframes is not None else None,
+                            per_track_keyframes={int(t): parse_keyframes(k) for t, k in opts.track_keyframes})
+    strong = sorted({f"{t.direction.name} at strength {t.strength:g}" for e in schedule.peak_edits() for t in e.terms
+                     if equivalent_strength(t.direction, t.strength) > STRENGTH_WARNING})
+    if strong:
+        log.warning("the keyframes reach %s: far outside the edits the authors demonstrate (warning above %.1f, see "
+                    "`vidinv edit --help`), expect an unnatural face", ", ".join(strong), STRENGTH_WARNING)
+    return schedule
 
 
 @dataclass
