@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from vidinv.cli.common import REPORT_MEMBERS, fail, install_signal_handlers, print_timings, progress_bar
-from vidinv.cli.options import job_options, progress_options
+from vidinv.cli.options import SectionedCommand, job_options, progress_options
 from vidinv.edit.attributes import strength_table
 from vidinv.io.images import IMAGE_EXTENSIONS
 from vidinv.pipeline.edit import EditOptions, check_options, job_kind, plan_edit, run_edit, run_edit_folder
@@ -20,7 +20,26 @@ EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "laye
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
                "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
-               "stitch_steps", "outer_mask_dilation", "border_loss_threshold")
+               "stitch_steps", "outer_mask_dilation", "border_loss_threshold", "keyframes", "tracks", "track_attrs",
+               "track_keyframes")
+#: ``vidinv edit --help`` headings of some options (the others are listed first, under ``Options``).
+EDIT_SECTIONS = (("Keyframed and per-track strengths", ("keyframes", "tracks", "track_attrs", "track_keyframes")),
+                 ("Per-video tuning (Stitch it in Time)", ("tune", "tune_steps", "stitch_steps", "outer_mask_dilation",
+                                                           "border_loss_threshold")),
+                 ("pSp tasks", ("restore", "mix_rows", "mix_alpha", "seed")))
+_KEYFRAMES_HELP = """Keyframed and per-track strengths: --keyframes '0:0,1.0:2' ramps every edit's strength from 0 to 2
+over the first second (times in seconds on the video timeline, smoothstep-eased). --track ID edits only
+that face track; --track-attr ID NAME[=S] gives a track its own attributes (repeat it for several),
+--track-keyframes ID KEYS its own keyframes; faces of other tracks keep the input's pixels. With any
+per-track option every face is tracked (as --face all). Track ids are those of `vidinv track IN --face
+all --json t.json` (its preview draws #ID; with --start the tracker starts at the window, so ids count
+from there; a named track that never appears is reported with the ids found). A scene cut ends every
+track and the faces after it get new ids, so per-track settings stop at the cut.
+
+\b
+Example:
+  vidinv edit clip.mp4 -o out.mp4 --track-attr 0 smile=1 \\
+    --track-attr 1 age=-1 --track-keyframes 1 '0:0,1:1'"""
 #: The low-resolution input ``restore --simulate-factor --report DIR`` writes into DIR.
 SIMULATED_INPUT = "simulated_input.mp4"
 #: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
@@ -73,10 +92,10 @@ def check_files(src, dst, codec: str, directions=(), from_inversion=None, report
     return None
 
 
-@click.command("edit", context_settings={"max_content_width": 110},
+@click.command("edit", context_settings={"max_content_width": 110}, cls=SectionedCommand, sections=EDIT_SECTIONS,
                help="Edit the faces of IN and write the result to OUT: a video to a video, an image (.jpg, .png, "
                     ".webp, .tif, .bmp) to an image, a folder of images to a folder (same file names; the models "
-                    "load once).\n\n" + strength_table(for_click=True))
+                    "load once).\n\n" + strength_table(for_click=True) + "\n\n" + _KEYFRAMES_HELP)
 @click.argument("src", required=False, type=click.Path())
 @click.option("-o", "--output", "dst", required=True, type=click.Path(),
               help="Output video, image or folder (as IN).")

@@ -20,12 +20,12 @@ This module imports only click and the standard library (the dataclass is handed
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
 
-__all__ = ["JOB_OPTIONS", "field_default", "job_options", "progress_options"]
+__all__ = ["JOB_OPTIONS", "field_default", "job_options", "progress_options", "SectionedCommand"]
 
 _PRECISIONS = ["fp32", "fp16", "bf16"]
 _HASH_HELP = ("Accept a --weights-dir file whose sha256 differs from the registry's (default: an error naming both "
@@ -58,6 +58,23 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         type=click.Choice(["fs", "unit", "raw"]), show_default=True,
         help="How --direction files turn a strength into dw (see above).")),
     "layers": (("--layers",), dict(help="Style rows to edit, e.g. 0-7 (default all).")),
+    # keyframes and tracks
+    "keyframes": (("--keyframes",), dict(
+        metavar="T:S,...",
+        help="Strength over time: TIME:STRENGTH pairs (seconds on the video timeline, as --start; increasing), e.g. "
+             "'0:0,1.0:2,4.5:2,5.0:0'; smoothstep-eased between keys, held before the first and after the last. "
+             "The value multiplies each edit's strength (default 1: it is the strength).")),
+    "tracks": (("--track",), dict(
+        multiple=True, type=int, metavar="ID",
+        help="Apply the --attr/--direction edit to this face track only (repeatable; default: every track). "
+             "Track ids: `vidinv track IN --face all --json OUT.json` (its preview draws #ID).")),
+    "track_attrs": (("--track-attr",), dict(
+        multiple=True, nargs=2, type=(int, str), metavar="ID NAME[=S][@ROWS]",
+        help="Track ID's own attribute (repeatable, several per track), replacing the --attr/--direction edit "
+             "for that track, e.g. --track-attr 2 age=1 --track-attr 2 smile=0.5.")),
+    "track_keyframes": (("--track-keyframes",), dict(
+        multiple=True, nargs=2, type=(int, str), metavar="ID T:S,...",
+        help="Track ID's own keyframes (instead of --keyframes for that track).")),
     # models and faces
     "encoder": (("--encoder",), dict(type=click.Choice(["fs", "psp"]), show_default=True)),
     "face": (("--face",), dict(type=click.Choice(["largest", "all"]), show_default=True)),
@@ -181,3 +198,30 @@ def progress_options(command: Callable) -> Callable:
     (``verbose``: per-stage timings at the end) to a job's command."""
     command = click.option("-v", "--verbose", is_flag=True, help="Per-stage timings at the end.")(command)
     return click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(command)
+
+
+class SectionedCommand(click.Command):
+    """A click command whose ``--help`` lists some options under their own headings.
+
+    Args:
+        sections: ``[(heading, (parameter name, ...)), ...]``: those options are listed under ``heading``
+            (in the order the command declares them), after the other options (under ``Options``).
+        *args, **kwargs: as :class:`click.Command` (``click.command(..., cls=SectionedCommand, sections=...)``).
+    """
+
+    def __init__(self, *args: Any, sections: Sequence[tuple[str, Sequence[str]]] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.sections = [(h, tuple(names)) for h, names in sections]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The options in sections (see the class doc)."""
+        where = {name: h for h, names in self.sections for name in names}
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            rec = param.get_help_record(ctx)
+            if rec is not None and not isinstance(param, click.Argument):
+                rows.setdefault(where.get(param.name or "", "Options"), []).append(rec)
+        for heading in ["Options", *(h for h, _ in self.sections)]:
+            if rows.get(heading):
+                with formatter.section(heading):
+                    formatter.write_dl(rows[heading])

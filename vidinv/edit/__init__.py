@@ -17,6 +17,9 @@ Modules:
   (``fs:``, ``stit:``, ``e4e:``, ``ganspace:``), what ``--strength 1`` means
   (:func:`strength_table`), :func:`build_edit` from ``NAME[=S][@ROWS]`` strings.
 * :mod:`~vidinv.edit.sefa`: SeFa closed-form directions from the generator's modulation weights.
+* :mod:`~vidinv.edit.keyframes`: strengths over time and per face track: :class:`Keyframes`
+  (``--keyframes "0:0,1.0:2"``, smoothstep-eased), :class:`EditSchedule` (the edit of each face by track
+  and time; per-sample Δw for :func:`apply_edit`).
 * :mod:`~vidinv.edit.frame`: :func:`apply_edit`, the one function that applies a built edit to inverted
   frames (Feature-Style eq. 1 through the generator's coarse/fine path; ``G(w')`` without a feature code).
 """
@@ -59,6 +62,7 @@ from vidinv.edit.directions import (
     parse_layers,
 )
 from vidinv.edit.frame import apply_edit, edited_latent
+from vidinv.edit.keyframes import EditSchedule, Keyframes, parse_keyframes
 from vidinv.edit.sefa import SefaResult, sefa
 
 __all__ = [
@@ -71,5 +75,6 @@ __all__ = [
     "load_direction_file",
     "parse_layers",
     "apply_edit", "edited_latent",
+    "EditSchedule", "Keyframes", "parse_keyframes",
     "SefaResult", "sefa",
 ]

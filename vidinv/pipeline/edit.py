@@ -31,13 +31,23 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidinv.edit import DirectionError, LatentEdit, build_edit, check_strength, lookup, parse_edit_spec
+from vidinv.edit import (
+    STRENGTH_WARNING,
+    DirectionError,
+    LatentEdit,
+    build_edit,
+    check_strength,
+    equivalent_strength,
+    lookup,
+    parse_edit_spec,
+)
+from vidinv.edit.keyframes import EditSchedule, group_track_items, parse_keyframes
 from vidinv.edit.mixing import parse_rows
 from vidinv.face.blend import NonFiniteFaceError
 from vidinv.inverters import inverter_class, is_task
@@ -111,6 +121,14 @@ class EditOptions(JobOptions):
             stitch_steps: stitching updates per face (STIT 100); outer_mask_dilation: the stitching band
             (pixels at 1024, STIT 50); border_loss_threshold: STIT's early stop (0 = off). With
             ``from_inversion`` an export holding a tuned generator is rendered with it whatever ``tune`` says.
+        keyframes: ``"T:S,T:S,..."`` (seconds on the video timeline : a factor on every strength, smoothstep
+            eased; :mod:`vidinv.edit.keyframes`), or None (constant strengths).
+        tracks: the track ids the ``attrs`` / ``directions`` edit applies to (empty: every track).
+        track_attrs: ``(track id, "NAME[=S][@ROWS]")`` pairs: a track's own attributes, replacing the
+            ``attrs`` / ``directions`` edit for that track (several per track).
+        track_keyframes: ``(track id, "T:S,...")`` pairs: a track's own keyframes (at most one per track).
+            With any of ``tracks`` / ``track_attrs`` / ``track_keyframes`` every face is tracked (as
+            ``face="all"``) and faces of tracks that get no edit are left as they are in the input.
     """
 
     attrs: Sequence[str] = ()
@@ -137,6 +155,10 @@ class EditOptions(JobOptions):
     stitch_steps: int = STITCH_STEPS
     outer_mask_dilation: int = OUTER_MASK_DILATION
     border_loss_threshold: float = 0.0
+    keyframes: str | None = None
+    tracks: Sequence[int] = ()
+    track_attrs: Sequence[tuple[int, str]] = ()
+    track_keyframes: Sequence[tuple[int, str]] = ()
 
 
 #: The up-scaling factors of the output (``--scale``).
@@ -193,6 +215,7 @@ def check_options(opts: EditOptions) -> None:
         check_strength(s, "--strength")
     for spec in opts.attrs:
         parse_edit_spec(spec)
+    _check_track_options(opts)
     ls = float(opts.latent_smoothing or 0.0)
     if not math.isfinite(ls) or ls < 0:
         raise ValueError(f"--latent-smoothing must be a finite sigma >= 0 (frames), got {opts.latent_smoothing}")
@@ -208,9 +231,35 @@ def check_options(opts: EditOptions) -> None:
     check_tune_options(tune_options(opts))
     if opts.tune != "none" and opts.src is not None and (is_image_path(opts.src) or Path(opts.src).is_dir()):
         raise ValueError("--tune tunes the generator on the frames of a video; the input is not a video")
+    if opts.tune == "stitch" and (opts.keyframes is not None or per_track_options(opts)):
+        raise ValueError("--tune stitch tunes each face for one constant edit; it does not take --keyframes or "
+                         "per-track edits yet (use --tune pti with them)")
     if opts.restore and opts.from_inversion is not None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
                          "export (--from-inversion), whose codes come from another encoder")
+
+
+def _check_track_options(opts: EditOptions) -> None:
+    """The keyframes and per-track options of ``opts``, parsed (see :func:`check_options`)."""
+    if opts.keyframes is not None:
+        parse_keyframes(opts.keyframes)
+    for tid in [*opts.tracks, *(t for t, _ in opts.track_attrs), *(t for t, _ in opts.track_keyframes)]:
+        if int(tid) < 0:
+            raise ValueError(f"track ids are >= 0 (see `vidinv track IN --face all --json`); got {tid}")
+    for _tid, spec in opts.track_attrs:
+        parse_edit_spec(spec)
+    seen: set[int] = set()
+    for tid, text in opts.track_keyframes:
+        if int(tid) in seen:
+            raise ValueError(f"--track-keyframes {tid} is given twice: one set of keyframes per track")
+        seen.add(int(tid))
+        parse_keyframes(text)
+
+
+def per_track_options(opts: EditOptions) -> bool:
+    """Whether ``opts`` names tracks (``--track`` / ``--track-attr`` / ``--track-keyframes``): the run then
+    follows every face (as ``--face all``) and edits only the tracks that get an edit."""
+    return bool(opts.tracks or opts.track_attrs or opts.track_keyframes)
 
 
 def job_kind(opts: EditOptions) -> str:
@@ -248,16 +297,44 @@ def direction_weights(attrs: Sequence[str]) -> list[str]:
     return sorted({lookup(parse_edit_spec(a)[0]).weight for a in attrs})
 
 
+def _schedule(opts: EditOptions, edit: LatentEdit, kind: str) -> EditSchedule | None:
+    """The :class:`~vidinv.edit.keyframes.EditSchedule` of the keyframes and per-track options, or None when
+    there are none (every face gets ``edit``, as without this feature)."""
+    if opts.keyframes is None and not per_track_options(opts):
+        return None
+    has_default = bool(opts.attrs or opts.directions or is_task(kind) or opts.mix_rows is not None)
+    per_track = {}
+    for tid, specs in group_track_items(opts.track_attrs).items():
+        items = []
+        for spec in specs:
+            name, s, rows = parse_edit_spec(spec)
+            items.append((name, s, rows if rows is not None else opts.layers))
+        per_track[tid] = build_edit(items, weights_dir=opts.weights_dir, fetch=False,
+                                    allow_hash_mismatch=opts.allow_hash_mismatch or None)
+    schedule = EditSchedule(edit if has_default else None, tracks=[int(t) for t in opts.tracks] or None,
+                            per_track=per_track,
+                            keyframes=parse_keyframes(opts.keyframes) if opts.keyframes is not None else None,
+                            per_track_keyframes={int(t): parse_keyframes(k) for t, k in opts.track_keyframes})
+    strong = sorted({f"{t.direction.name} at strength {t.strength:g}" for e in schedule.peak_edits() for t in e.terms
+                     if equivalent_strength(t.direction, t.strength) > STRENGTH_WARNING})
+    if strong:
+        log.warning("the keyframes reach %s: far outside the edits the authors demonstrate (warning above %.1f, see "
+                    "`vidinv edit --help`), expect an unnatural face", ", ".join(strong), STRENGTH_WARNING)
+    return schedule
+
+
 @dataclass
 class _Plan:
-    """What :func:`plan_edit` found: the options, resolved weight files, the built edit, the input video and
-    the export to render from (or None)."""
+    """What :func:`plan_edit` found: the options, resolved weight files, the built edit, the input video,
+    the export to render from (or None) and the schedule of keyframed / per-track edits (None: every face
+    gets ``edit``)."""
 
     opts: EditOptions
     paths: dict[str, Path]
     edit: LatentEdit
     src: Path
     reader: InversionReader | None
+    schedule: EditSchedule | None = None
 
 
 def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
@@ -276,8 +353,10 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
     """
     check_options(opts)
     kind = job_kind(opts)
-    if not opts.attrs and not opts.directions and not is_task(kind) and opts.mix_rows is None:
-        raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`) or --direction FILE")
+    if (not opts.attrs and not opts.directions and not is_task(kind) and opts.mix_rows is None
+            and not opts.track_attrs):
+        raise ValueError("nothing to edit: give --attr NAME (see `vidinv directions list`), --direction FILE or "
+                         "--track-attr ID NAME")
     items, files = _edit_items(opts)
     reader = None
     if opts.from_inversion is not None:
@@ -287,13 +366,15 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         need_encoder = False
     else:
         encoder, need_encoder = kind, True
-    extra = direction_weights(opts.attrs)
+    names = [*opts.attrs, *(spec for _, spec in opts.track_attrs)]
+    extra = direction_weights(names)
     if opts.tune != "none" and (reader is None or reader.tuned_generator is None):
         extra.append(LPIPS_BACKBONE_FILES["alex"])  # the PTI loss (STIT: LPIPS-AlexNet)
     paths = resolve_job_weights(opts, encoder=encoder, need_encoder=need_encoder, extra=extra,
                                 mask=opts.mask, quiet=quiet)
     edit = build_edit(items, weights_dir=opts.weights_dir, fetch=False, files=files,
                       allow_hash_mismatch=opts.allow_hash_mismatch or None)
+    schedule = _schedule(opts, edit, kind)
     src = opts.src
     if src is None:
         if reader is None:
@@ -310,7 +391,7 @@ def plan_edit(opts: EditOptions, quiet: bool = False) -> _Plan:
         raise ValueError(f"--blend must be 'alpha' or 'poisson', got {opts.blend!r}")
     if opts.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
-    return _Plan(opts, paths, edit, src, reader)
+    return _Plan(opts, paths, edit, src, reader, schedule)
 
 
 def _finite_faces(stage):
@@ -329,6 +410,17 @@ def _finite_faces(stage):
                             "no output written")
                 yield it
         return stage(checked())
+    return run
+
+
+def _select_stage(schedule: EditSchedule, seen: set[int]):
+    """Stage: items -> the same items with only the faces of tracks ``schedule`` edits (the others keep the
+    input's pixels and are neither encoded nor rendered); every track id met is added to ``seen``."""
+    def run(items: Iterator[Item]) -> Iterator[Item]:
+        for it in items:
+            seen.update(f.track_id for f in it.faces)
+            it.faces = [f for f in it.faces if schedule.edits_track(f.track_id)]
+            yield it
     return run
 
 
@@ -449,7 +541,9 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     reader = plan.reader
     bundle = job.bundle
     settings = BlendSettings(mode=opts.blend)
-    result = EditResult(Path(dst), edit=plan.edit.describe())
+    schedule = plan.schedule
+    result = EditResult(Path(dst), edit=schedule.describe() if schedule is not None else plan.edit.describe())
+    seen: set[int] = set()
     steps: dict[str, float] = {}
     tracks: set[int] = set()
     window = opts.start is not None or opts.end is not None
@@ -457,9 +551,14 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     front = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
     stages = list(front)
     if reader is None:
-        front += job.face_stages(timings=steps)
+        face_job = job
+        if schedule is not None and schedule.per_track_options and job.opts.face != "all":
+            face_job = replace(job, opts=replace(job.opts, face="all"))  # track ids: those of --face all
+        front += face_job.face_stages(timings=steps)
     else:
         front.append(("inversion", _inversion_stage(reader, bundle)))
+    if schedule is not None and schedule.per_track_options:  # before the encoder: skip the faces left as they are
+        front.insert(len(front) - (reader is None), ("select", _select_stage(schedule, seen)))
     tune = tune_options(opts)
     samples = None
     if tune.mode != "none" and (reader is None or reader.tuned_generator is None):
@@ -479,9 +578,10 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         stages.append(("mix", style_mixing_stage(bundle.G, parse_rows(opts.mix_rows, bundle.G.n_latent),
                                                  opts.mix_alpha, opts.seed)))
     stitch: dict = {}
+    edit = schedule if schedule is not None else plan.edit
     render = (stitch_render_stage(bundle, plan.edit, tune, noise=opts.noise, settings=settings, timings=steps,
                                   scale=opts.scale, stats=stitch) if tune.mode == "stitch" else
-              render_stage(bundle, plan.edit, opts.batch_size, noise=opts.noise, settings=settings, timings=steps,
+              render_stage(bundle, edit, opts.batch_size, noise=opts.noise, settings=settings, timings=steps,
                            scale=opts.scale))
     stages += [("render", render),
                ("composite", _finite_faces(composite_stage(settings, scale=opts.scale)))]
@@ -536,6 +636,13 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         result.tune.update({"mode": "stitch", "stitch_faces": n, "stitch_seconds": round(stitch["seconds"], 3),
                             "border_loss_first": stitch.get("border_first", 0.0) / n,
                             "border_loss_last": stitch.get("border_last", 0.0) / n})
+    if schedule is not None and schedule.per_track_options:
+        missing = sorted(schedule.named_tracks - seen)
+        if missing:
+            log.warning("track(s) %s not found in %s (tracks found: %s); the ids are those of `vidinv track IN "
+                        "--face all --json`%s", ", ".join(map(str, missing)), src,
+                        ", ".join(map(str, sorted(seen))) or "none",
+                        " over the same --start / --end window" if window else "")
     result.step_s = steps
     result.wall_s = time.perf_counter() - t_start
     return result

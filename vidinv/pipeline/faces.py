@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from vidinv.edit.keyframes import EditSchedule
 from vidinv.edit.mixing import mix_styles
 from vidinv.face import align, blend
 from vidinv.face.smoothing import StreamingGaussian
@@ -249,6 +250,11 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
     ``G(w')``. Generator output in [-1, 1] is mapped to [0, 255] and resized (area) to
     :func:`output_size` of the quad scaled by ``scale`` (the output frame's up-scaling factor, see
     :func:`composite_stage`) on the device.
+
+    ``edit`` is one built edit for every face, or an :class:`~vidinv.edit.keyframes.EditSchedule`: each face
+    then gets the edit of its track at its frame's time (:meth:`~vidinv.edit.keyframes.EditSchedule.batch_edit`:
+    a per-sample Δw (B, n_latent, D) where the faces of a batch differ); every face must be of a track the
+    schedule edits (drop the others before).
     """
     settings = settings or BlendSettings()
     inverter = bundle.inverter
@@ -265,7 +271,10 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
                     F = None
                     if inverter.feature_index is not None:
                         F = torch.stack([f.encoded_F() for f in faces]).to(dev, torch.float32)
-                    img = inverter.edit(w, F, edit, noise=noise)
+                    e = edit
+                    if isinstance(edit, EditSchedule):
+                        e = edit.batch_edit([(f.track_id, it.frame.time) for it in group for f in it.faces])
+                    img = inverter.edit(w, F, e, noise=noise)
                     img = img.float()  # +-inf would clamp to a finite colour: keep it non-finite for the guard
                     img = ((img.clamp(-1, 1) + 1) * 127.5).masked_fill_(~torch.isfinite(img), float("nan"))
                     outs = []
