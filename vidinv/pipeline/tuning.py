@@ -84,10 +84,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F_nn
 
+from vidinv.edit.frame import apply_edit
 from vidinv.face import align, blend
 from vidinv.io.checkpoints import CheckpointError, load_strict, read_checkpoint, read_vidinv_record, vidinv_record
 from vidinv.io.outputs import atomic_save
 from vidinv.io.video import Frame
+from vidinv.metrics.image import LPIPSMetric
 from vidinv.pipeline.faces import BlendSettings, FaceCode, Item, output_size
 
 log = logging.getLogger(__name__)
@@ -226,8 +228,6 @@ def tuning_lpips(weights_dir: str | os.PathLike | None = None, device: torch.dev
     Raises:
         vidinv.metrics.image.LPIPSUnavailable: the backbone file is not present (names where to put it).
     """
-    from vidinv.metrics.image import LPIPSMetric
-
     return LPIPSMetric(net="alex", weights_dir=weights_dir, backbone_path=backbone_path, device=device).model
 
 
@@ -462,8 +462,6 @@ def stitch_render_stage(bundle, edit, opts: TuneOptions, *, noise: str = "const"
     st = stats if stats is not None else {}
 
     def run(items: Iterable[Item]) -> Iterator[Item]:
-        from vidinv.edit.frame import apply_edit
-
         for it in items:  # one face at a time (STIT: a generator copy per face)
             for f in it.faces:
                 t0 = time.perf_counter()
