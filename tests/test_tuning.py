@@ -283,3 +283,38 @@ def test_invert_tune_pti_then_edit_from_inversion(tmp_path, alexnet_file):
     # same codes (the encoder ran on the same frame), another generator: the face differs, the rest does not
     d = np.abs(a[0].astype(int) - b[0].astype(int)).max(axis=2)
     assert d.max() > 8 and (d <= 3).mean() > 0.5
+
+
+def test_report_gives_the_seam_of_each_output(tmp_path):
+    """``vidinv report SRC A B`` reports each output's seam (before / after stitching are two outputs): an output
+    equal to the source has none; one brighter by 20 levels everywhere has a colour seam of about 20 levels and
+    no gradient seam (a flat offset has no texture)."""
+    import json
+
+    from conftest import cached_detection, require_shared
+
+    from vidinv.cli.main import main
+    from vidinv.io.video import VideoReader, VideoWriter, probe
+
+    src = require_shared("videos") / "greenscreen_frontal.mp4"
+    fps = probe(src).fps
+    frames = [f.image for f in VideoReader(src, stop=3)]
+    h, w = frames[0].shape[:2]
+    paths = {}
+    for name, off in (("same", 0), ("bright", 20)):
+        paths[name] = tmp_path / f"{name}.mp4"
+        with VideoWriter(paths[name], w, h, fps=fps, crf=0) as wr:
+            for f in frames:
+                wr.write(np.clip(f.astype(int) + off, 0, 255).astype(np.uint8))
+    out = tmp_path / "rep"
+    with cached_detection(), pytest.raises(SystemExit) as ex:
+        main(["report", str(paths["same"]), str(paths["same"]), str(paths["bright"]), "-o", str(out),
+              "--embedder", "dlib", "--no-lpips", "-q"])
+    assert ex.value.code in (0, None)
+    doc = json.loads((out / "report.json").read_text())
+    labels = {v["id"]: v["label"] for v in doc["videos"]}
+    seams = {labels[c["output"]]: c["seam"] for c in doc["comparisons"]}
+    assert seams["same.mp4"]["colour"]["max"] == 0.0 and seams["same.mp4"]["gradient"]["max"] == 0.0
+    bright = seams["bright.mp4"]
+    assert bright["colour"]["count"] == 3 and 17 < bright["colour"]["mean"] < 21
+    assert bright["gradient"]["mean"] < 1.0

@@ -41,6 +41,7 @@ from vidinv.face.detect import is_blank
 from vidinv.io.video import Frame, VideoReader, probe
 from vidinv.metrics import image as im
 from vidinv.metrics.identity import IdentityEmbedder
+from vidinv.metrics.seam import SEAM_WIDTH, seam_band, seam_metrics
 from vidinv.metrics.temporal import frame_change
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class PairAnalysis:
 
 
 PER_FRAME_PIXEL = ("crop_mse", "crop_psnr", "crop_ssim", "crop_lpips", "bg_psnr", "bg_ssim", "bg_fraction",
-                   "change_source", "change_output")
+                   "change_source", "change_output", "seam_colour", "seam_gradient")
 
 
 def iter_frames(path: str | os.PathLike, stride: int = 1, max_frames: int | None = None,
@@ -481,6 +482,8 @@ class _PairMeter:
             if self.lpips is not None:
                 v["crop_lpips"] = float(self.lpips(sc, oc))
             mask = face_mask_aligned(rec, s, self.opts.forehead)
+            seam = seam_metrics(oc, sc, seam_band(mask, max(1, round(SEAM_WIDTH * s))))
+            v["seam_colour"], v["seam_gradient"] = seam["colour"], seam["gradient"]
             if self.prev is not None and self.prev[0] == j - 1:
                 both = mask & self.prev[3]
                 v["change_source"] = frame_change(self.prev[1], sc, both)

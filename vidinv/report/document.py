@@ -213,6 +213,14 @@ def comparison_entry(p: PairAnalysis, cid: str, source_id: str, output_id: str, 
             "fraction_mean": _nanmean(pf["bg_fraction"]),
             "per_frame": {"psnr": pf["bg_psnr"], "ssim": pf["bg_ssim"]},
         },
+        "seam": {
+            "colour": stats(pf["seam_colour"]),
+            "gradient": stats(pf["seam_gradient"]),
+            "definition": "vidinv.metrics.seam on the aligned crops (output vs source, source quad): mean |D| and "
+                          "mean gradient of D = output - source in the ring of width 0.1 x crop side just outside "
+                          "the face region (8-bit levels); 0 = seamless",
+            "per_frame": {"colour": pf["seam_colour"], "gradient": pf["seam_gradient"]},
+        },
         "flicker": fl,
         "pixel_metrics_reason": p.pixel_reason,
         "warnings": list(p.warnings),

@@ -127,6 +127,10 @@ def summary_lines(doc: dict) -> list[str]:
                          + (f" [{shown}]" if skipped else ""))
             lines.append(f"  ratio of means (not STIT's TL-ID/TG-ID) [{k}]: {_f(ci['tl_id_ratio_of_means'])} / "
                          f"{_f(ci['tg_id_ratio_of_means'])}")
+        seam = c.get("seam")
+        if seam and seam["colour"].get("count"):
+            lines.append(f"{name}: seam at the face boundary (colour / gradient, 8-bit levels, 0 = seamless): "
+                         f"{_f(seam['colour']['mean'], 2)} / {_f(seam['gradient']['mean'], 2)}")
     if doc["comparisons"]:
         ti = doc["models"]["temporal_identity"]
         nets = "; ".join(f"{k} = {ti['embeddings'][k]}" for k in keys if k in ti["embeddings"])
