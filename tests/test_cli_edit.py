@@ -1,6 +1,7 @@
 """``vidinv edit`` / ``vidinv invert`` as a user runs them (subprocesses): missing weights stop before any
 video work with the registry's message; killing the process mid-run leaves no file at the output path;
-the README's main-job command runs to completion with VIDINV_HOME on the tiny bundle."""
+the README's main-job command runs to completion with VIDINV_HOME on the tiny bundle. Checks of an option's
+effect or of a refusal's message run in this process through click's runner (``_invoke``)."""
 from __future__ import annotations
 
 import os
@@ -113,18 +114,18 @@ def test_help_shows_strength_table():
     assert p.returncode == 0 and "--strength s adds s steps" in p.stdout and "--from-inversion" in p.stdout
 
 
-def test_edit_report_option_writes_the_report(tiny_home, tmp_path):
-    """``vidinv edit --report DIR`` writes the same report as ``vidinv report IN OUT -o DIR`` for its output."""
+def test_edit_report_option_writes_the_report(tiny_home, tmp_path, detection_cache):
+    """``vidinv edit --report DIR`` writes the same report as ``vidinv report IN OUT -o DIR`` for its output.
+    (In this process through click's runner: the option, not the process, is under test.)"""
     import json
 
     from vidinv.report.schema import validate
 
     video = require_shared("videos") / "greenscreen_frontal.mp4"
     out, rep = tmp_path / "edited.mp4", tmp_path / "rep"
-    cmd, kw = _vidinv(["edit", str(video), "-o", str(out), "--attr", "smile", "--strength", "2",
-                       "--start", "0", "--end", "0.4", "--report", str(rep), "-q"], tiny_home)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
-    assert p.returncode == 0, p.stderr
+    r = _invoke(["edit", str(video), "-o", str(out), "--attr", "smile", "--strength", "2",
+                 "--start", "0", "--end", "0.4", "--report", str(rep), "-q"], tiny_home)
+    assert r.exit_code == 0 and r.exception is None, (r.stderr, r.exc_info)
     doc = json.loads((rep / "report.json").read_text())
     validate(doc)
     assert (rep / "report.html").is_file()
@@ -221,9 +222,8 @@ def test_nan_in_a_hash_consistent_export_is_refused(tiny_home, tmp_path):
                    track_id=0, frame_index=f)
     poison_chunk(inv, 1, 0, "w", np.nan)
     out = tmp_path / "out.mp4"
-    cmd, kw = _vidinv(["edit", "--from-inversion", str(inv), "-o", str(out), "--attr", "smile", "-q"], tiny_home)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
-    line = _one_line_error(p)
+    r = _invoke(["edit", "--from-inversion", str(inv), "-o", str(out), "--attr", "smile", "-q"], tiny_home)
+    line = _one_line_result(r)
     assert "'w' of record 2 (frame 2, track 0) holds NaN or infinite values" in line
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
