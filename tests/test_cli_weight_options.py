@@ -24,6 +24,24 @@ def _run(args: list[str], home: Path, timeout: int = 600):
                           env=env, cwd=REPO)
 
 
+def _invoke(args: list[str], home: Path):
+    """The CLI in this process (click's runner) with VIDINV_HOME=home; the command's SIGTERM handler is undone
+    afterwards. Returns ``(exit status, stderr)``; an exception that escaped the CLI fails the test."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from vidinv.cli.main import cli
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        r = CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exc_info
+    return r.exit_code, r.stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_home(tmp_path_factory):
     h = tmp_path_factory.mktemp("tiny_home_opts")
@@ -74,9 +92,9 @@ def test_allow_hash_mismatch_uses_the_users_file(tiny_home, altered_weights_dir,
     assert used == [altered_weights_dir / "stit_w" / "smile.npy"]
 
 
-def test_invert_with_the_users_encoder_checkpoint(tiny_home, tmp_path):
+def test_invert_with_the_users_encoder_checkpoint(tiny_home, tmp_path, detection_cache):
     """`vidinv invert --encoder-checkpoint myrun_fs_encoder.pth` runs without 143_enc.pth, records the user's
-    file in the export, and refuses a user file named like an official one."""
+    file in the export, and refuses a user file named like an official one (in this process: click's runner)."""
     from vidinv.training.export import export_fs_encoder, fs_export_name
 
     home = tmp_path / "home"
@@ -85,12 +103,13 @@ def test_invert_with_the_users_encoder_checkpoint(tiny_home, tmp_path):
     own = export_fs_encoder(tiny_fs_encoder(seed=11), tmp_path / "exp" / fs_export_name("myrun"))
     video = require_shared("videos") / "greenscreen_frontal.mp4"
     out = tmp_path / "inv"
-    p = _run(["invert", str(video), "-o", str(out), "--encoder-checkpoint", str(own), "--end", "0.2", "-q"], home)
-    assert p.returncode == 0, p.stderr
+    rc, err = _invoke(["invert", str(video), "-o", str(out), "--encoder-checkpoint", str(own), "--end", "0.2", "-q"],
+                      home)
+    assert rc == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert "myrun_fs_encoder.pth" in json.dumps(manifest) and "143_enc.pth" not in json.dumps(manifest["models"])
     bad = tmp_path / "143_enc.pth"
     shutil.copy(own, bad)
-    p = _run(["invert", str(video), "-o", str(tmp_path / "inv2"), "--encoder-checkpoint", str(bad), "--end", "0.2",
-              "-q"], home)
-    assert p.returncode != 0 and "Traceback" not in p.stderr and "official file 143_enc.pth" in p.stderr, p.stderr
+    rc, err = _invoke(["invert", str(video), "-o", str(tmp_path / "inv2"), "--encoder-checkpoint", str(bad), "--end",
+                       "0.2", "-q"], home)
+    assert rc != 0 and "Traceback" not in err and "official file 143_enc.pth" in err, err
