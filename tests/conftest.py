@@ -72,14 +72,62 @@ def assert_parity(out, exp, name: str = "array") -> None:
                              f"{np.abs(exp).max():.3e}); mean |diff| {err.mean():.3e}")
 
 
+#: Most test workers (pytest-xdist, ``-n auto`` in pyproject's addopts): one per core up to this, so that a
+#: many-core machine does not hold that many copies of the official-size networks in memory.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core (``os.sched_getaffinity``), at most :data:`MAX_WORKERS`."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+def pytest_configure_node(node):
+    """(xdist controller) every worker shares one on-disk dlib detection cache (:func:`cached_detection`)."""
+    node.workerinput["vidinv_detection_cache"] = str(_detection_cache_dir(node.config))
+
+
+def _detection_cache_dir(config) -> Path:
+    import tempfile
+
+    d = getattr(config, "_vidinv_detection_cache", None)
+    if d is None:
+        d = Path(tempfile.mkdtemp(prefix="vidinv-test-detections-"))
+        config._vidinv_detection_cache = d
+        config.add_cleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
+    return d
+
+
+def pytest_configure(config):
+    winput = getattr(config, "workerinput", None)
+    global _DETECTION_DIR
+    if winput is not None and "vidinv_detection_cache" in winput:
+        _DETECTION_DIR = Path(winput["vidinv_detection_cache"])
+    else:
+        _DETECTION_DIR = _detection_cache_dir(config)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _deterministic_torch():
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    """Torch threads: at most 2, shared among the test workers (1 each with 2 workers on a 2-core machine),
+    so that the workers do not oversubscribe the cores."""
+    import os
+
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // workers))
     yield
 
 
 # ------------------------------------------------------------------ shared dlib detection cache
 _DETECTIONS: dict = {}
+#: On-disk layer of the cache, shared by the test workers (set in :func:`pytest_configure`).
+_DETECTION_DIR: Path | None = None
 
 
 @contextlib.contextmanager
@@ -93,21 +141,38 @@ def cached_detection():
     """
     import copy
     import hashlib
+    import os
+    import pickle
 
     from vidinv.face import detect as detect_mod
 
     real = detect_mod.DlibLandmarkDetector.detect
 
+    def disk(key) -> Path | None:
+        if _DETECTION_DIR is None:
+            return None
+        return _DETECTION_DIR / hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
     def cached(self, frames):
         params = (self.upsample, self.max_side, self.adjust_threshold, self.cnn_fallback, self.cnn_max_side,
-                  self.cnn_upsample, self.blank_std)
+                  self.cnn_upsample, self.blank_std, getattr(self, "upscale", 1))
         keys = [(params, f.shape, hashlib.blake2b(np.ascontiguousarray(f).data, digest_size=16).digest())
                 for f in frames]
+        for k in keys:  # another worker may have detected it
+            p = disk(k)
+            if k not in _DETECTIONS and p is not None and p.is_file():
+                with contextlib.suppress(Exception):
+                    _DETECTIONS[k] = pickle.loads(p.read_bytes())
         todo = [i for i, k in enumerate(keys) if k not in _DETECTIONS]
         if todo:
             found = real(self, [frames[i] for i in todo])
             for i, faces in zip(todo, found):
                 _DETECTIONS[keys[i]] = faces
+                p = disk(keys[i])
+                if p is not None:  # write then rename: a reader never sees half a file
+                    tmp = p.with_suffix(f".{os.getpid()}.tmp")
+                    tmp.write_bytes(pickle.dumps(faces))
+                    os.replace(tmp, p)
         return [copy.deepcopy(_DETECTIONS[k]) for k in keys]
 
     mp = pytest.MonkeyPatch()
