@@ -15,17 +15,21 @@ from vidinv.io.images import IMAGE_EXTENSIONS
 from vidinv.pipeline.edit import EditOptions, check_options, job_kind, plan_edit, run_edit, run_edit_folder
 from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptions
 
+#: The confidence gate's options (:mod:`vidinv.face.gate`), listed together at the end of ``--help``.
+GATE_FIELDS = ("gate", "gate_yaw", "gate_pitch", "gate_score", "gate_jitter", "gate_identity", "gate_fade")
+#: The file ``--report DIR`` writes the per-frame gates into (when the gate is on).
+GATES_FILE = "gates.json"
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
-               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale")
+               "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale") + GATE_FIELDS
 #: The low-resolution input ``restore --simulate-factor --report DIR`` writes into DIR.
 SIMULATED_INPUT = "simulated_input.mp4"
 #: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
 TASK_FIELDS = ("face", "detect_upscale", "blend", "mask", "mix_rows", "mix_alpha", "seed", "latent_smoothing",
                "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end", "weights_dir", "fetch",
-               "allow_hash_mismatch", "noise")
+               "allow_hash_mismatch", "noise") + GATE_FIELDS
 
 
 def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None,
@@ -104,7 +108,7 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
             raise click.UsageError("--report needs --simulate-factor: restoration is measured against the "
                                    "high-resolution original (IN), degraded by that factor before restoring")
         # before any weights or models
-        members = REPORT_MEMBERS + ((SIMULATED_INPUT,) if name == "restore" else ())
+        members = REPORT_MEMBERS + (GATES_FILE,) + ((SIMULATED_INPUT,) if name == "restore" else ())
         folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir, members)
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
         bar, update = progress_bar(quiet, name)
@@ -142,6 +146,8 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s, res.step_s)
     if report_dir is not None:
+        if res.gate is not None:
+            _write_gates(Path(report_dir) / GATES_FILE, opts, res)
         if name == "restore":
             _restoration_report(plan.src, dst, report_dir, opts, quiet)
         else:
@@ -246,6 +252,31 @@ def _restoration_report(src, dst, report_dir, opts, quiet: bool) -> None:
         click.echo(line)
     if not quiet:
         click.echo(f"report: {report_dir}/report.html", err=True)
+
+
+def _write_gates(path: Path, opts: EditOptions, res) -> None:
+    """``--report DIR`` with the gate on: ``DIR/gates.json``, the gate's settings and, per frame with a face,
+    each face's gate (faded), raw gate, limiting component, components and measures
+    (:func:`vidinv.pipeline.gating.gate_record`), and a summary per track (frames, mean gate, frames
+    with the gate closed / partly open)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+    import json
+
+    from vidinv.io.outputs import atomic_write_text
+
+    tracks: dict[int, list[float]] = {}
+    for fr in res.gates:
+        for f in fr["faces"]:
+            tracks.setdefault(f["track_id"], []).append(f["gate"] if f["gate"] is not None else 0.0)
+    summary = {str(t): {"frames": len(v), "mean_gate": round(sum(v) / len(v), 4),
+                        "closed": sum(1 for g in v if g <= 0.0), "partial": sum(1 for g in v if 0.0 < g < 1.0)}
+               for t, v in sorted(tracks.items())}
+    doc = {"video": str(opts.src), "output": str(opts.dst), "settings": res.gate, "tracks": summary,
+           "units": "gate: blend weight factor in [0, 1] (faded); raw: before the fade; measures: yaw/pitch/roll "
+                    "degrees, score_drop dlib HOG margin, jitter interocular distances, identity_distance dlib "
+                    "descriptor distance",
+           "frames": res.gates}
+    atomic_write_text(path, json.dumps(doc))
 
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:
