@@ -137,22 +137,22 @@ class GateSettings:
 
     Defaults and why:
 
-    * ``yaw`` 35° -> 55°: the 68-point landmark model (dlib's, trained on iBUG 300-W, whose images are
+    * ``yaw`` 40° -> 60°: the 68-point landmark model (dlib's, trained on iBUG 300-W, whose images are
       "semi-frontal") and FFHQ, the generator's training set, are mostly near-frontal; beyond about 50°
       the far half of the face is hidden, the jaw-line landmarks sit on the occluding contour and the
       FFHQ alignment (eyes and mouth) degenerates, so a generated face would be pasted onto a side view.
-      The estimate (:func:`head_pose`, a generic model) reads up to 40° on the shared FFHQ / CelebA-HQ
-      stills (faces inside the generator's domain; smiling mouths move the model's mouth corners and
-      chin) and 32-37° on the shared interview clip: the ramp starts above those. The crowd clip's
-      turned faces read 47-63°.
-    * ``pitch`` 25° -> 40°: the generic model has a bias about the horizontal axis (the nose-to-chin depth
-      varies between people; the shared FFHQ stills read -2° to -24°), so the ramp starts above it;
-      looking down / up beyond 40° hides the eyes or the chin.
+      :func:`head_pose` reads up to 46° on the shared FFHQ / CelebA-HQ stills (faces inside the
+      generator's domain, which should still be edited: at 46° the gate is 0.78) and 41-63° on the
+      crowd clip's turned-away face.
+    * ``pitch`` 40° -> 60°: the nose-between-eyes-and-mouth ratio is biased by expression (a broad smile
+      raises the mouth corners: smiling FFHQ stills read down to -36°), so only strong up / down views
+      (eyes or chin hidden) close the gate.
     * ``score`` 1.2 -> 2.0 (drop of the dlib HOG SVM margin below the track's reference,
       :class:`ScoreReference`): on the shared clips the drop of unoccluded faces stays below 1.11 (95th
       percentile 0.38-0.98; only the crowd clip's face turning to 58° reaches 1.9), while the same frontal
-      face half covered by a grey rectangle drops by 2.2-3.0 (tests/test_gate.py). Used for ``dlib_hog``
-      detections only (other detectors' scores have other scales).
+      face half covered by a grey rectangle drops by 2.2-3.0, or is missed by HOG and found by the CNN
+      fallback (drop >= the reference, about 2.9; tests/test_gate.py). Used for dlib detections only (other
+      detectors' scores have other scales).
     * ``jitter`` off: raw-vs-smoothed landmark deviation is 0.005-0.06 interocular distances on the close
       clips but 0.16-0.29 (median) on the crowd clip's small faces, so no fixed threshold separates an
       occlusion from small-face noise; ``--gate-jitter 0.06,0.15`` suits close faces.
@@ -165,8 +165,8 @@ class GateSettings:
       be seen as a cut.
     """
 
-    yaw: Ramp | None = field(default_factory=lambda: Ramp(35.0, 55.0))
-    pitch: Ramp | None = field(default_factory=lambda: Ramp(25.0, 40.0))
+    yaw: Ramp | None = field(default_factory=lambda: Ramp(40.0, 60.0))
+    pitch: Ramp | None = field(default_factory=lambda: Ramp(40.0, 60.0))
     score: Ramp | None = field(default_factory=lambda: Ramp(1.2, 2.0))
     jitter: Ramp | None = None
     identity: Ramp | None = field(default_factory=lambda: Ramp(0.45, 0.6))
@@ -268,26 +268,35 @@ class ScoreReference:
 
     The reference is the largest median of ``window`` consecutive previous scores seen so far on the track
     (a rolling median, so single odd frames do not set it; its running maximum, so a long occlusion does not
-    lower it). Only ``dlib_hog`` detections count (other detectors' scores have other scales); interpolated
-    frames (no detection) are skipped.
+    lower it). Only ``dlib_hog`` detections join it (other detectors' scores have other scales); interpolated
+    frames (no detection) are skipped. A ``dlib_cnn`` detection means the HOG detector found no face in that
+    frame (vidinv's dlib back-end runs its CNN only then), i.e. the HOG score was below the HOG threshold:
+    its drop is taken as ``reference - hog_threshold``, a lower bound.
 
     Args:
         window: frames of the rolling median (15: half a second).
         min_frames: previous detections needed before a drop is reported (5).
+        hog_threshold: the HOG detector's threshold (its ``adjust_threshold``, 0 by default).
     """
 
-    def __init__(self, window: int = 15, min_frames: int = 5):
+    def __init__(self, window: int = 15, min_frames: int = 5, hog_threshold: float = 0.0):
         self.window = int(window)
         self.min_frames = int(min_frames)
+        self.hog_threshold = float(hog_threshold)
         self._recent: deque[float] = deque(maxlen=self.window)
         self.reference = -math.inf
 
     def push(self, score: float, detector: str | None, interpolated: bool = False) -> float:
         """The drop ``reference - score`` of this frame's detection (NaN when not measurable: another
         detector, an interpolated frame, a NaN score or fewer than ``min_frames`` previous detections),
-        then ``score`` joins the history."""
+        then ``score`` joins the history. A ``dlib_cnn`` detection: ``reference - hog_threshold`` (see the
+        class doc), not added to the history."""
         s = float(score)
-        if detector != "dlib_hog" or interpolated or math.isnan(s):
+        if interpolated:
+            return math.nan
+        if detector == "dlib_cnn":
+            return self.reference - self.hog_threshold if math.isfinite(self.reference) else math.nan
+        if detector != "dlib_hog" or math.isnan(s):
             return math.nan
         if len(self._recent) >= self.min_frames:
             self.reference = max(self.reference, float(np.median(self._recent)))
