@@ -115,6 +115,7 @@ class PreviewGates:
     (records as in ``vidinv edit --report``'s ``gates.json``), ``fade`` frames later; :meth:`flush` at the end."""
 
     def __init__(self, settings=None):
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
         from vidinv.face.gate import FrameFades, GateSettings
 
         self.settings = settings or GateSettings(identity=None)
@@ -123,6 +124,7 @@ class PreviewGates:
         self._info: dict = {}
 
     def push(self, index: int, frame, faces) -> list:
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
         from vidinv.face.gate import ScoreReference, combine, landmark_components
 
         raw = {}

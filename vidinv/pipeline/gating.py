@@ -179,8 +179,8 @@ def gate_stage(bundle, settings: GateSettings, batch_size: int, *, noise: str = 
         def process(group: list[Item]) -> Iterator[Item]:
             measure(group)
             for it in group:
-                yield from release(fades.push(it.frame.index, it, {f.track_id: f.gate_info["raw"]
-                                                                    for f in it.faces}))
+                raw = {f.track_id: (f.gate_info or {}).get("raw", 0.0) for f in it.faces}
+                yield from release(fades.push(it.frame.index, it, raw))
 
         for it in items:
             group.append(it)
