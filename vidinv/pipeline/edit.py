@@ -3,7 +3,11 @@
 Stages (each a thread, joined by bounded queues; :mod:`vidinv.pipeline.stages`)::
 
     decode -> faces (detect, landmarks, track, smooth) -> encode (align + encoder, batched)
-      [-> latent smoothing] -> render (edit + generate + resize + mask, batched) -> composite -> write
+      [-> latent smoothing] [-> gate] [-> style mixing] -> render (edit + generate + resize + mask, batched)
+      -> composite (blend weight mask x gate) -> write
+
+The gate (on by default, :mod:`vidinv.pipeline.gating`, :mod:`vidinv.face.gate`) gives each face a confidence
+in [0, 1] from its pose, detection and reconstruction, faded per track; where it is 0 the input pixels stay.
 
 With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by reading the records of a
 ``vidinv invert`` export (:class:`vidinv.io.inversion.InversionReader`); the video is still decoded for
