@@ -15,18 +15,23 @@ from vidinv.io.images import IMAGE_EXTENSIONS
 from vidinv.pipeline.edit import EditOptions, check_options, job_kind, plan_edit, run_edit, run_edit_folder
 from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptions
 
+#: The confidence gate's options (:mod:`vidinv.face.gate`), listed together at the end of ``--help``.
+GATE_FIELDS = ("gate", "gate_yaw", "gate_pitch", "gate_score", "gate_jitter", "gate_identity", "gate_fade")
+#: The file ``--report DIR`` writes the per-frame gates into (when the gate is on).
+GATES_FILE = "gates.json"
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
                "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
                "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
                "stitch_steps", "outer_mask_dilation", "border_loss_threshold", "keyframes", "tracks", "track_attrs",
-               "track_keyframes")
+               "track_keyframes") + GATE_FIELDS
 #: ``vidinv edit --help`` headings of some options (the others are listed first, under ``Options``).
 EDIT_SECTIONS = (("Keyframed and per-track strengths", ("keyframes", "tracks", "track_attrs", "track_keyframes")),
                  ("Per-video tuning (Stitch it in Time)", ("tune", "tune_steps", "stitch_steps", "outer_mask_dilation",
                                                            "border_loss_threshold")),
-                 ("pSp tasks", ("restore", "mix_rows", "mix_alpha", "seed")))
+                 ("pSp tasks", ("restore", "mix_rows", "mix_alpha", "seed")),
+                 ("Confidence gate", GATE_FIELDS))
 _KEYFRAMES_HELP = """Keyframed and per-track strengths: --keyframes '0:0,1.0:2' ramps every edit's strength from 0 to 2
 over the first second (times in seconds on the video timeline, smoothstep-eased). --track ID edits only
 that face track; --track-attr ID NAME[=S] gives a track its own attributes (repeat it for several),
@@ -45,7 +50,7 @@ SIMULATED_INPUT = "simulated_input.mp4"
 #: The options of the task commands (``restore``, ``toonify``, ``anonymize``).
 TASK_FIELDS = ("face", "detect_upscale", "blend", "mask", "mix_rows", "mix_alpha", "seed", "latent_smoothing",
                "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end", "weights_dir", "fetch",
-               "allow_hash_mismatch", "noise")
+               "allow_hash_mismatch", "noise") + GATE_FIELDS
 
 
 def check_files(src, dst, codec: str, directions=(), from_inversion=None, report_dir=None,
@@ -124,7 +129,7 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
             raise click.UsageError("--report needs --simulate-factor: restoration is measured against the "
                                    "high-resolution original (IN), degraded by that factor before restoring")
         # before any weights or models
-        members = REPORT_MEMBERS + ((SIMULATED_INPUT,) if name == "restore" else ())
+        members = REPORT_MEMBERS + (GATES_FILE,) + ((SIMULATED_INPUT,) if name == "restore" else ())
         folder = check_files(src, dst, opts.codec, opts.directions, opts.from_inversion, report_dir, members)
         plan = plan_edit(opts, quiet=quiet)  # every file checked before any video work
         bar, update = progress_bar(quiet, name)
@@ -164,6 +169,8 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
     if verbose:
         print_timings(res.stage_s, res.frames, res.wall_s, res.step_s)
     if report_dir is not None:
+        if res.gate is not None:
+            _write_gates(Path(report_dir) / GATES_FILE, opts, res)
         if name == "restore":
             _restoration_report(plan.src, dst, report_dir, opts, quiet)
         else:
@@ -281,6 +288,31 @@ def _restoration_report(src, dst, report_dir, opts, quiet: bool) -> None:
         click.echo(line)
     if not quiet:
         click.echo(f"report: {report_dir}/report.html", err=True)
+
+
+def _write_gates(path: Path, opts: EditOptions, res) -> None:
+    """``--report DIR`` with the gate on: ``DIR/gates.json``, the gate's settings and, per frame with a face,
+    each face's gate (faded), raw gate, limiting component, components and measures
+    (:func:`vidinv.pipeline.gating.gate_record`), and a summary per track (frames, mean gate, frames
+    with the gate closed / partly open)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+    import json
+
+    from vidinv.io.outputs import atomic_write_text
+
+    tracks: dict[int, list[float]] = {}
+    for fr in res.gates:
+        for f in fr["faces"]:
+            tracks.setdefault(f["track_id"], []).append(f["gate"] if f["gate"] is not None else 0.0)
+    summary = {str(t): {"frames": len(v), "mean_gate": round(sum(v) / len(v), 4),
+                        "closed": sum(1 for g in v if g <= 0.0), "partial": sum(1 for g in v if 0.0 < g < 1.0)}
+               for t, v in sorted(tracks.items())}
+    doc = {"video": str(opts.src), "output": str(opts.dst), "settings": res.gate, "tracks": summary,
+           "units": "gate: blend weight factor in [0, 1] (faded); raw: before the fade; measures: yaw/pitch/roll "
+                    "degrees, score_drop dlib HOG margin, jitter interocular distances, identity_distance dlib "
+                    "descriptor distance",
+           "frames": res.gates}
+    atomic_write_text(path, json.dumps(doc))
 
 
 def _write_report(src, dst, report_dir, start, end, weights_dir, device, quiet) -> None:

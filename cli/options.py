@@ -140,6 +140,23 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "border_loss_threshold": (("--border-loss-threshold",), dict(
         type=float, show_default=True,
         help="Stop a face's stitching tuning once its border loss is below this (STIT uses 0.005; 0 = never).")),
+    # confidence gate (vidinv.face.gate)
+    "gate": (("--gate",), dict(type=click.Choice(["on", "off"]), show_default=True,
+                               help="Gate: fade each edited face out where the head turns away, the face is occluded "
+                                    "or the inversion fails (the input pixels are kept there).")),
+    "gate_yaw": (("--gate-yaw",), dict(show_default=True, metavar="FULL,ZERO|off",
+                                       help="Gate: |yaw| (degrees) where the edit is full / gone.")),
+    "gate_pitch": (("--gate-pitch",), dict(show_default=True, metavar="FULL,ZERO|off",
+                                           help="Gate: |pitch| (degrees) where the edit is full / gone.")),
+    "gate_score": (("--gate-score",), dict(show_default=True, metavar="FULL,ZERO|off",
+                                           help="Gate: drop of the dlib HOG detection score below the track's "
+                                                "typical score (occlusion).")),
+    "gate_jitter": (("--gate-jitter",), dict(show_default=True, metavar="FULL,ZERO|off",
+                                             help="Gate: raw-vs-smoothed landmark distance (interocular distances).")),
+    "gate_identity": (("--gate-identity",), dict(
+        show_default=True, metavar="FULL,ZERO|off",
+        help="Gate: dlib descriptor distance between the aligned face and its reconstruction G(w, F).")),
+    "gate_fade": (("--gate-fade",), dict(type=int, show_default=True, help="Gate: frames of a full fade in/out.")),
     # inversion exports
     "save_crops": (("--save-crops",), dict(is_flag=True, help="Also store each aligned crop as PNG.")),
     "save_recon": (("--save-reconstructions",), dict(is_flag=True, help="Also store each reconstruction G(w, F).")),

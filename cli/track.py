@@ -4,8 +4,11 @@ Every frame of the preview shows, per tracked face: the raw landmarks (dots; ora
 landmarks were interpolated across a detection gap), the smoothed crop quad (its top edge, the aligned
 crop's top, drawn thicker), the track id, and the outline of the blend mask (the landmark mask of
 :func:`vidinv.face.blend.mask_from_landmarks` built in the aligned crop and warped back into the frame
-with the inverse warp). Frames without a tracked face are copied unchanged. ``--json`` also writes the
-per-frame landmarks and quads of every track.
+with the inverse warp), and the confidence gate ``vidinv edit`` would apply to the face (:mod:`vidinv.face.gate`,
+default thresholds, without the ``identity`` component, which needs the generator): ``gate 0.62 yaw`` = the
+faded gate and the component limiting it, in green (1), orange (partly open) or red (0, the input is kept).
+Frames without a tracked face are copied unchanged. ``--json`` also writes the per-frame landmarks, quads and
+gates of every track.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from vidinv.cli.common import one_line_errors
 _TRACK_COLOURS = [(0, 255, 0), (255, 0, 255), (0, 200, 255), (255, 255, 0), (255, 128, 0), (128, 128, 255)]
 _INTERP = (255, 140, 0)
 _MASK = (0, 255, 255)
+_GATE_OPEN, _GATE_PARTIAL, _GATE_CLOSED = (0, 230, 0), (255, 165, 0), (255, 40, 40)
 MASK_SIZE = 256  # resolution of the aligned mask used for the outline
 
 
@@ -53,9 +57,19 @@ def mask_outline(landmarks: np.ndarray, quad: np.ndarray, frame_hw: tuple[int, i
     return [c.reshape(-1, 2) + np.array([x0, y0], dtype=np.int32) for c in contours]
 
 
-def draw_overlay(image: np.ndarray, faces, draw_mask: bool = True) -> np.ndarray:
+def gate_label(gate: dict | None) -> tuple[str, tuple[int, int, int]]:
+    """Text and colour of one face's gate (a record as in ``gates.json``, or None: no label)."""
+    if gate is None:
+        return "", _GATE_OPEN
+    g = gate["gate"]
+    colour = _GATE_OPEN if g >= 1.0 else _GATE_CLOSED if g <= 0.0 else _GATE_PARTIAL
+    return f"gate {g:.2f}" + (f" {gate['limit']}" if gate.get("limit") else ""), colour
+
+
+def draw_overlay(image: np.ndarray, faces, draw_mask: bool = True, gates: dict | None = None) -> np.ndarray:
     """Draw landmarks, quads, track ids and mask outlines of ``faces`` (list of
-    :class:`~vidinv.face.frontend.TrackedFace`) on a copy of an RGB uint8 ``(H, W, 3)`` frame."""
+    :class:`~vidinv.face.frontend.TrackedFace`) on a copy of an RGB uint8 ``(H, W, 3)`` frame; with ``gates``
+    (track id -> a record as in ``gates.json``) each face's gate is written under its label."""
     import cv2
 
     out = image.copy()
@@ -84,7 +98,61 @@ def draw_overlay(image: np.ndarray, faces, draw_mask: bool = True) -> np.ndarray
         y = int(np.clip(q[:, 1].min() - 3 * thick, th + 4, h - base - 2))
         cv2.rectangle(out, (x, y - th - 3), (x + tw + 4, y + base), (0, 0, 0), -1)
         cv2.putText(out, label, (x + 2, y), cv2.FONT_HERSHEY_SIMPLEX, fs, colour, thick, cv2.LINE_AA)
+        text, gcol = gate_label((gates or {}).get(f.track_id))
+        if text:
+            (gw, gh), gbase = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
+            gy = int(np.clip(q[:, 1].max() + gh + 3 * thick, gh + 4, h - gbase - 2))
+            gx = int(np.clip(q[:, 0].min(), 0, max(w - gw - 4, 0)))
+            cv2.rectangle(out, (gx, gy - gh - 3), (gx + gw + 4, gy + gbase), (0, 0, 0), -1)
+            cv2.putText(out, text, (gx + 2, gy), cv2.FONT_HERSHEY_SIMPLEX, fs, gcol, thick, cv2.LINE_AA)
     return out
+
+
+class PreviewGates:
+    """The gate of the track preview: the landmark components of :mod:`vidinv.face.gate` (pose, score drop,
+    interpolation; default thresholds and fade, no ``identity``) per face, faded per track. :meth:`push` a
+    front-end frame; it returns the frames now final as ``[((index, frame, faces), {track id: record})]``
+    (records as in ``vidinv edit --report``'s ``gates.json``), ``fade`` frames later; :meth:`flush` at the end."""
+
+    def __init__(self, settings=None):
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+        from vidinv.face.gate import FrameFades, GateSettings
+
+        self.settings = settings or GateSettings(identity=None)
+        self._fades = FrameFades(self.settings.fade)
+        self._refs: dict = {}
+        self._info: dict = {}
+
+    def push(self, index: int, frame, faces) -> list:
+        # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+        from vidinv.face.gate import ScoreReference, combine, landmark_components
+
+        raw = {}
+        for f in faces:
+            ref = self._refs.setdefault(f.track_id, ScoreReference())
+            drop = ref.push(f.score, f.detector, f.interpolated)
+            comps, meas = landmark_components(self.settings, f.landmarks, f.landmarks_raw, score_drop=drop,
+                                              interpolated=f.interpolated)
+            g, limit = combine(comps)
+            raw[f.track_id] = g
+            self._info[(index, f.track_id)] = (g, limit, comps, meas)
+        return self._records(self._fades.push(index, (index, frame, faces), raw))
+
+    def flush(self) -> list:
+        return self._records(self._fades.flush())
+
+    def _records(self, done) -> list:
+        out = []
+        for (index, frame, faces), gates in done:
+            recs = {}
+            for f in faces:
+                g, limit, comps, meas = self._info.pop((index, f.track_id))
+                recs[f.track_id] = {"gate": round(gates[f.track_id], 4), "raw": round(g, 4), "limit": limit,
+                                    "components": {k: round(v, 4) for k, v in comps.items()},
+                                    "measures": {k: (round(v, 3) if math.isfinite(v) else None)
+                                                 for k, v in meas.items()}}
+            out.append(((index, frame, faces), recs))
+        return out
 
 
 def _r(a, nd: int = 3):
@@ -185,24 +253,34 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
     n = 0
     try:
         with VideoWriter(output, width, height, fps=fps, crf=crf, preset="veryfast") as writer:
+            gating = PreviewGates()
+
+            def emit(done) -> None:
+                nonlocal n
+                for (index, frame, faces), gates in done:
+                    writer.write(draw_overlay(frame.image, faces, draw_mask=not no_mask, gates=gates))
+                    n += 1
+                    bar.update(1)
+                    if json_path is not None:
+                        frames_json.append({"index": index, "time": frame.time,
+                                            "faces": [dict(face_record(f), gate=gates[f.track_id]) for f in faces]})
+                    for f in faces:
+                        t = tracks.setdefault(int(f.track_id), {"first": index, "last": index, "frames": 0,
+                                                                "interpolated": 0, "gate_closed": 0})
+                        t["last"] = index
+                        t["frames"] += 1
+                        t["interpolated"] += int(f.interpolated)
+                        t["gate_closed"] += int(gates[f.track_id]["gate"] <= 0.0)
+
             for index, frame, faces in frontend.process(reader):
-                writer.write(draw_overlay(frame.image, faces, draw_mask=not no_mask))
-                n += 1
-                bar.update(1)
-                if json_path is not None:
-                    frames_json.append({"index": index, "time": frame.time,
-                                        "faces": [face_record(f) for f in faces]})
-                for f in faces:
-                    t = tracks.setdefault(int(f.track_id),
-                                          {"first": index, "last": index, "frames": 0, "interpolated": 0})
-                    t["last"] = index
-                    t["frames"] += 1
-                    t["interpolated"] += int(f.interpolated)
+                emit(gating.push(index, frame, faces))
+            emit(gating.flush())
             if json_path is not None:  # before the preview is moved into place: an error here leaves neither
                 doc = {
                     "video": str(input_path), "width": width, "height": height, "fps": float(fps),
                     "num_frames": n, "detector": detector, "face": face_mode, "smoothing": smoothing,
                     "sigma": sigma, "variant": variant, "max_gap": max_gap, "lk": lk,
+                    "gate": gating.settings.describe(),
                     "units": "frame pixels, x = column, y = row; quad corners: top-left, bottom-left, "
                              "bottom-right, top-right of the aligned crop",
                     "tracks": {str(k): v for k, v in sorted(tracks.items())},

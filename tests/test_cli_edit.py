@@ -134,6 +134,8 @@ def test_edit_report_option_writes_the_report(tiny_home, tmp_path):
     assert Path(videos[cmp["output"]]["path"]).name == "edited.mp4"
     assert videos[cmp["source"]]["frames"]["analysed"] == 10  # the 0.4 s window at 25 fps, not the whole clip
     assert videos[cmp["output"]]["frames"]["analysed"] == 10
+    gates = json.loads((rep / "gates.json").read_text())  # the confidence gate of each frame's face
+    assert [fr["index"] for fr in gates["frames"]] == list(range(10)) and gates["settings"]["fade"] == 8
 
 
 def _one_line_error(p) -> str:

@@ -59,6 +59,8 @@ def _edit(src, dst, strength, supports=None, **kw):
             for _ in it.faces:
                 m |= pasted.popleft()
             supports[it.frame.index] = m
+    # gate off: the tiny bundle's generator draws no face, so the confidence gate would keep every input face
+    kw.setdefault("gate", "off")
     opts = EditOptions(src, dst, attrs=["smile"], strengths=[strength], start=kw.pop("start", WINDOW[0]),
                        end=kw.pop("end", WINDOW[1]), device="cpu", **kw)
     real = blend.composite

@@ -56,6 +56,7 @@ class TrackedFace:
         interpolated: True when the frame had no matching detection (gap bridged by the tracker).
         box: ``(4,)`` detector box ``(x0, y0, x1, y1)`` (interpolated inside gaps).
         score: detector score (``nan`` when interpolated).
+        detector: name of the detector of the (last) detection (``"dlib_hog"``, ``"dlib_cnn"``, ``"fan"``).
     """
 
     track_id: int
@@ -68,6 +69,7 @@ class TrackedFace:
     interpolated: bool
     box: np.ndarray
     score: float
+    detector: str = ""
 
 
 class FaceFrame(NamedTuple):
@@ -309,7 +311,8 @@ class FaceFrontEnd:
             quad_raw, qsize_raw = align.quad_from_landmarks(p.landmarks, self.variant)
             faces.append(TrackedFace(track_id=tid, landmarks_raw=p.landmarks, landmarks=slm, quad=quad,
                                      qsize=float(qsize), quad_raw=quad_raw, qsize_raw=float(qsize_raw),
-                                     interpolated=p.interpolated, box=p.box, score=p.score))
+                                     interpolated=p.interpolated, box=p.box, score=p.score,
+                                     detector=p.detector))
             stats["interpolated"] += int(p.interpolated)
         stats["frames"] += 1
         stats["frames_with_face"] += int(bool(faces))

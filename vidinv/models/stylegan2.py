@@ -598,6 +598,51 @@ class Generator(nn.Module):
         """
         return self._fine(feature, self._wplus(w), state, self.noise_buffers(noise), feature_scale, None)
 
+    def preview(self, w: torch.Tensor, *, resolution: int = 256, feature: torch.Tensor | None = None,
+                k: int = FS_FEATURE_LAYER, noise: NoiseSpec = "const") -> torch.Tensor:
+        """The synthesis stopped early: the RGB skip image once the layers of ``resolution`` ran (StyleGAN2's
+        skip architecture sums the ToRGB outputs of every resolution, so this is the image without the
+        finer layers' detail). Costs the layers up to ``resolution`` only (at 1024 and 256: about 60% of a
+        full synthesis' multiply-adds). Not counted in :attr:`layers_run`.
+
+        Args:
+            w: W+ (B, n_latent, style_dim) or w (B, style_dim).
+            resolution: a power of two, 4 <= resolution <= size.
+            feature, k: a feature code injected at index ``k`` as in :meth:`synthesis` (k must lie below the
+                last layer of ``resolution``), or None.
+            noise: as in :meth:`synthesis`.
+
+        Returns:
+            (B, 3, resolution, resolution) in the generator's dtype, about [-1, 1] RGB.
+
+        Raises:
+            ValueError: a bad resolution or k.
+        """
+        r = int(resolution)
+        if r < 4 or r > self.size or r & (r - 1):
+            raise ValueError(f"resolution must be a power of two in [4, {self.size}], got {resolution}")
+        stop = 1 if r == 4 else 2 * (int(round(math.log2(r))) - 2) + 1
+        count = self.layers_run
+        try:
+            wp = self._wplus(w)
+            noise_l = self.noise_buffers(noise)
+            if feature is None:
+                _, skip = self._run_layers(self.input(wp.shape[0]), None, wp, noise_l, 1, stop, None)
+                return skip.contiguous()
+            k = self._check_k(k)
+            if k >= stop:
+                raise ValueError(f"feature index k={k} is not below the last layer ({stop}) of resolution {r}")
+            state = self._coarse(wp, k, noise_l, None)
+            x = state.feature
+            feature = torch.as_tensor(feature).to(device=x.device, dtype=x.dtype)
+            if feature.ndim != 4 or feature.shape[1:] != x.shape[1:]:
+                raise ValueError(f"feature code at k={k} must have shape (B, {', '.join(map(str, x.shape[1:]))}), "
+                                 f"got {tuple(feature.shape)}")
+            _, skip = self._run_layers(feature, state.skip, wp, noise_l, k + 1, stop, None)
+            return skip.contiguous()
+        finally:
+            self.layers_run = count
+
     def forward(self, styles: torch.Tensor, *, input_is_latent: bool = False, truncation: float = 1.0,
                 truncation_latent: torch.Tensor | None = None, noise: NoiseSpec = "const",
                 feature: torch.Tensor | None = None, k: int = FS_FEATURE_LAYER, feature_scale: float = 1.0,

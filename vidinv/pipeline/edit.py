@@ -3,7 +3,11 @@
 Stages (each a thread, joined by bounded queues; :mod:`vidinv.pipeline.stages`)::
 
     decode -> faces (detect, landmarks, track, smooth) -> encode (align + encoder, batched)
-      [-> latent smoothing] -> render (edit + generate + resize + mask, batched) -> composite -> write
+      [-> latent smoothing] [-> gate] [-> style mixing] -> render (edit + generate + resize + mask, batched)
+      -> composite (blend weight mask x gate) -> write
+
+The gate (on by default, :mod:`vidinv.pipeline.gating`, :mod:`vidinv.face.gate`) gives each face a confidence
+in [0, 1] from its pose, detection and reconstruction, faded per track; where it is 0 the input pixels stay.
 
 With ``from_inversion`` the ``faces`` and ``encode`` stages are replaced by reading the records of a
 ``vidinv invert`` export (:class:`vidinv.io.inversion.InversionReader`); the video is still decoded for
@@ -50,6 +54,7 @@ from vidinv.edit import (
 from vidinv.edit.keyframes import EditSchedule, group_track_items, parse_keyframes
 from vidinv.edit.mixing import parse_rows
 from vidinv.face.blend import NonFiniteFaceError
+from vidinv.face.gate import GateSettings, parse_ramp
 from vidinv.inverters import inverter_class, is_task
 from vidinv.io.images import is_image_path, open_output_writer, passthrough_image
 from vidinv.io.inversion import InversionFormatError, InversionReader
@@ -65,6 +70,7 @@ from vidinv.pipeline.faces import (
     render_stage,
     style_mixing_stage,
 )
+from vidinv.pipeline.gating import gate_record, gate_stage
 from vidinv.pipeline.images import FolderPlan, FolderResult, run_folder
 from vidinv.pipeline.job import Job, JobOptions, input_video, load_job, resolve_job_weights
 from vidinv.pipeline.tuning import (
@@ -83,7 +89,9 @@ from vidinv.pipeline.tuning import (
 log = logging.getLogger(__name__)
 
 __all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "run_edit_folder", "edit_input",
-           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND"]
+           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND", "gate_settings"]
+
+_GATE_DEFAULTS = GateSettings()
 
 
 @dataclass(kw_only=True)
@@ -129,6 +137,11 @@ class EditOptions(JobOptions):
         track_keyframes: ``(track id, "T:S,...")`` pairs: a track's own keyframes (at most one per track).
             With any of ``tracks`` / ``track_attrs`` / ``track_keyframes`` every face is tracked (as
             ``face="all"``) and faces of tracks that get no edit are left as they are in the input.
+        gate: ``"on"`` (default) or ``"off"``: the confidence gate (:mod:`vidinv.face.gate`): each face is
+            blended with ``mask * gate``, so side faces, occluded faces and failed inversions keep the input
+            pixels. gate_yaw, gate_pitch, gate_score, gate_jitter, gate_identity: each component's
+            ``"FULL,ZERO"`` thresholds or ``"off"`` (defaults and reasons: :class:`~vidinv.face.gate.
+            GateSettings`); gate_fade: frames of a full fade.
     """
 
     attrs: Sequence[str] = ()
@@ -159,6 +172,13 @@ class EditOptions(JobOptions):
     tracks: Sequence[int] = ()
     track_attrs: Sequence[tuple[int, str]] = ()
     track_keyframes: Sequence[tuple[int, str]] = ()
+    gate: str = "on"
+    gate_yaw: str = str(_GATE_DEFAULTS.yaw)
+    gate_pitch: str = str(_GATE_DEFAULTS.pitch)
+    gate_score: str = str(_GATE_DEFAULTS.score)
+    gate_jitter: str = "off"
+    gate_identity: str = str(_GATE_DEFAULTS.identity)
+    gate_fade: int = _GATE_DEFAULTS.fade
 
 
 #: The up-scaling factors of the output (``--scale``).
@@ -172,7 +192,10 @@ class EditResult:
     """What a run did: frames written, frames/faces edited, tracks, whether it passed the input through,
     per-stage busy seconds (``stage_s``), per-step seconds inside stages (``step_s``), wall time, and
     generator layers run per edited face; ``tune``: what per-video tuning did (mode, PTI passes, updates,
-    seconds, losses; stitching: faces, seconds, mean border loss before/after), empty without."""
+    seconds, losses; stitching: faces, seconds, mean border loss before/after), empty without; with the
+    confidence gate on, ``gate`` holds its settings
+    (:meth:`vidinv.face.gate.GateSettings.describe`) and ``gates`` one entry per frame with a face:
+    ``{"index", "time", "faces": [`` :func:`vidinv.pipeline.gating.gate_record` ``]}``."""
 
     dst: Path
     frames: int = 0
@@ -186,6 +209,8 @@ class EditResult:
     layers_per_face: float | None = None
     edit: str = ""
     tune: dict = field(default_factory=dict)
+    gate: dict | None = None
+    gates: list[dict] = field(default_factory=list)
 
 
 def _strength_for(i: int, strengths: Sequence[float]) -> float:
@@ -237,6 +262,25 @@ def check_options(opts: EditOptions) -> None:
     if opts.restore and opts.from_inversion is not None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
                          "export (--from-inversion), whose codes come from another encoder")
+    gate_settings(opts)
+
+
+def gate_settings(opts: EditOptions) -> GateSettings | None:
+    """The confidence gate of a run (None with ``gate`` ``"off"``).
+
+    Raises:
+        ValueError: ``gate`` not on/off, a threshold pair that is not ``FULL,ZERO`` / ``off``, a bad fade.
+    """
+    if opts.gate not in ("on", "off"):
+        raise ValueError(f"--gate must be 'on' or 'off', got {opts.gate!r}")
+    if opts.gate == "off":
+        return None
+    return GateSettings(yaw=parse_ramp(opts.gate_yaw, "--gate-yaw"), pitch=parse_ramp(opts.gate_pitch, "--gate-pitch"),
+                        score=parse_ramp(opts.gate_score, "--gate-score"),
+                        jitter=parse_ramp(opts.gate_jitter, "--gate-jitter"),
+                        # --restore: the reconstruction is a restored face, not the degraded input (see pipeline.tasks)
+                        identity=None if opts.restore else parse_ramp(opts.gate_identity, "--gate-identity"),
+                        fade=opts.gate_fade)
 
 
 def _check_track_options(opts: EditOptions) -> None:
@@ -574,6 +618,10 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     video = job.open_video(frames)
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
+    gates = gate_settings(opts)
+    if gates is not None:  # before style mixing: the gate judges the inversion of the input face
+        stages.append(("gate", gate_stage(bundle, gates, opts.batch_size, noise=opts.noise, timings=steps)))
+        result.gate = gates.describe()
     if opts.mix_rows is not None:
         stages.append(("mix", style_mixing_stage(bundle.G, parse_rows(opts.mix_rows, bundle.G.n_latent),
                                                  opts.mix_alpha, opts.seed)))
@@ -611,6 +659,9 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
             if it.faces:
                 result.frames_edited += 1
                 result.faces_edited += len(it.faces)
+                if gates is not None:
+                    result.gates.append({"index": it.frame.index, "time": it.frame.time,
+                                         "faces": [gate_record(f) for f in it.faces]})
             if on_frame is not None:
                 on_frame(it)
     except _NoFace:

@@ -55,6 +55,11 @@ class FaceCode:
         crop: (S, S, 3) uint8 aligned crop (kept only when needed: masks from parsing, saved PNGs).
         image: (S', S', 3) float32 edited face in [0, 255] at the output crop size S'; mask: (S', S')
             float32 blend mask in [0, 1].
+        landmarks_raw: (68, 2) float64 detector landmarks of this frame (None from an inversion export);
+            interpolated: the tracker bridged a detection gap here; score, detector: the detection's score
+            and detector name (NaN / "" when interpolated or unknown). Read by the confidence gate.
+        gate: the edit's confidence gate in [0, 1] (:mod:`vidinv.pipeline.gating`; None: no gate, i.e. 1);
+            the blend weight is ``mask * gate``. gate_info: its components and measures (for reports).
     """
 
     track_id: int
@@ -66,6 +71,12 @@ class FaceCode:
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
     recon: np.ndarray | None = None
+    landmarks_raw: np.ndarray | None = None
+    interpolated: bool = False
+    score: float = math.nan
+    detector: str = ""
+    gate: float | None = None
+    gate_info: dict | None = None
 
     def encoded_w(self) -> torch.Tensor:
         """:attr:`w` for a stage after :func:`encode_stage`.
@@ -112,7 +123,11 @@ def front_end_stage(front_end) -> Callable[[Iterable[Frame]], Iterator[Item]]:
     def run(frames: Iterable[Frame]) -> Iterator[Item]:
         for ff in front_end.process(frames):
             yield Item(ff.frame, [FaceCode(f.track_id, np.asarray(f.quad, np.float64),
-                                           np.asarray(f.landmarks, np.float64)) for f in ff.faces])
+                                           np.asarray(f.landmarks, np.float64),
+                                           landmarks_raw=np.asarray(f.landmarks_raw, np.float64),
+                                           interpolated=bool(f.interpolated), score=float(f.score),
+                                           detector=str(f.detector))
+                                  for f in ff.faces])
     return run
 
 
@@ -318,7 +333,10 @@ def composite_stage(settings: BlendSettings | None = None, scale: int = 1):
     face keep the decoded picture itself, untouched).
 
     With ``scale`` > 1 the output picture is the frame up-scaled by :func:`upscale_frame` and each face is
-    pasted with its quad scaled by ``scale`` (frames without a face are up-scaled too)."""
+    pasted with its quad scaled by ``scale`` (frames without a face are up-scaled too).
+
+    A face with a confidence gate (``face.gate``, :mod:`vidinv.pipeline.gating`) is blended with the weight
+    ``mask * gate``; a gate of 0 skips the face, so its pixels are the input's, byte for byte."""
     settings = settings or BlendSettings()
     scale = int(scale)
     if scale < 1:
@@ -328,7 +346,11 @@ def composite_stage(settings: BlendSettings | None = None, scale: int = 1):
         for it in items:
             out = upscale_frame(it.frame.image, scale)
             for f in it.faces:
-                out = blend.composite(out, f.image, f.quad * scale, f.mask, mode=settings.mode)
+                mask = f.mask
+                if f.gate is not None and mask is not None:
+                    mask = mask * np.float32(f.gate) if f.gate > 0 else None
+                if mask is not None:
+                    out = blend.composite(out, f.image, f.quad * scale, mask, mode=settings.mode)
                 f.image = f.mask = None  # free early
             it.image = out
             yield it

@@ -11,8 +11,14 @@ command        inverter kind          defaults
 ``restore``    ``psp-sr``             ``scale`` 4 (the output frame up-scaled x4, faces rendered at that size),
                                      ``detect_upscale`` ``"auto"`` (small faces found)
 ``toonify``    ``psp-toon``           as ``edit``
-``anonymize``  ``psp-seg``            ``mix_rows`` ``"8-17"`` (pSp's fine styles: one injected style per track)
+``anonymize``  ``psp-seg``            ``mix_rows`` ``"8-17"`` (pSp's fine styles: one injected style per track),
+                                     ``gate`` ``"off"``
 =============  =====================  ================================================================
+
+The confidence gate (:mod:`vidinv.face.gate`): ``anonymize`` turns it off, since a face faded back to the
+input would show the identity the command is meant to hide. ``restore`` and ``toonify`` keep it on without
+its ``identity`` component: their reconstructions differ from the input face by design (a restored face
+vs its degraded input, a cartoon), so the crop-vs-reconstruction distance would not measure a failure.
 
 ``vidinv edit --restore`` is the same job as ``restore`` with latent edits (``EditOptions.restore``).
 ``vidinv frontalize`` writes aligned crops instead of blended frames: :mod:`vidinv.pipeline.frontalize`.
@@ -40,6 +46,7 @@ class RestoreOptions(EditOptions):
     encoder: str = "psp-sr"
     scale: int = 4
     detect_upscale: int | str = "auto"
+    gate_identity: str = "off"
 
 
 @dataclass(kw_only=True)
@@ -47,6 +54,7 @@ class ToonifyOptions(EditOptions):
     """``vidinv toonify``: pSp's toonify model (``encoder`` ``"psp-toon"``)."""
 
     encoder: str = "psp-toon"
+    gate_identity: str = "off"
 
 
 @dataclass(kw_only=True)
@@ -57,6 +65,7 @@ class AnonymizeOptions(EditOptions):
 
     encoder: str = "psp-seg"
     mix_rows: str | None = "8-17"
+    gate: str = "off"
 
 
 #: Command name -> its options class.
