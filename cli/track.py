@@ -266,11 +266,10 @@ def track_cmd(input_path: Path, output: Path, json_path: Path | None, face_mode:
                                             "faces": [dict(face_record(f), gate=gates[f.track_id]) for f in faces]})
                     for f in faces:
                         t = tracks.setdefault(int(f.track_id), {"first": index, "last": index, "frames": 0,
-                                                                "interpolated": 0, "gate_closed": 0})
+                                                                "interpolated": 0})
                         t["last"] = index
                         t["frames"] += 1
                         t["interpolated"] += int(f.interpolated)
-                        t["gate_closed"] += int(gates[f.track_id]["gate"] <= 0.0)
 
             for index, frame, faces in frontend.process(reader):
                 emit(gating.push(index, frame, faces))

@@ -308,7 +308,6 @@ def test_track_preview_shows_the_gate(occluded_clip, tmp_path):
     for i in OCCLUDED:
         assert gates[i]["gate"] == 0.0 and gates[i]["limit"] == "score", (i, gates[i])
     assert gates[0]["gate"] == 1.0 and gates[-1]["gate"] == 1.0
-    assert doc["tracks"]["0"]["gate_closed"] >= len(OCCLUDED)
     # the label under the face: red in a closed frame only
     frames = [f.image for f in VideoReader(out)]
     below = (slice(y1 + 5, min(y1 + 90, frames[0].shape[0])), slice(max(x0 - 60, 0), x1 + 60))
