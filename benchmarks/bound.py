@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         best, arg = best_conv_gflops(shapes, args.repeats)
         bound = flops / (best * 1e9)
         t = time_forward(G, args.repeats)
-        print(f"{n:>7}  {best:>17.1f}  {str(arg):>22}  {bound:>8.2f}  {t:>8.2f}  {t / bound:>5.2f}")
+        print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {t:>8.2f}  {t / bound:>5.2f}")
 
 
 if __name__ == "__main__":
