@@ -27,6 +27,22 @@ def require_shared(sub: str = "") -> Path:
     return p
 
 
+def invoke_cli(args, home):
+    """Run ``vidinv ARGS`` in this process (click's runner) with ``VIDINV_HOME=home``; the SIGTERM handler the
+    command installs is put back afterwards. Returns click's ``Result`` (``exit_code``, ``stdout``, ``stderr``)."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from vidinv.cli.main import cli
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     return require_shared("parity")

@@ -6,10 +6,10 @@ draw faces, which does not matter here (masks, geometry and files do not depend 
 from __future__ import annotations
 
 import shutil
-import signal
 
 import numpy as np
 import pytest
+from conftest import invoke_cli as _invoke
 from conftest import require_shared
 from PIL import Image
 from tiny_bundle import write_tiny_bundle
@@ -35,17 +35,6 @@ def _face(name: str = "ffhq_00020.jpg", size=(SIDE, SIDE)) -> Image.Image:
 #: face, so the tests that look for an edited face turn it off.
 NO_GATE = ("--gate", "off")
 
-
-def _invoke(args, home):
-    from click.testing import CliRunner
-
-    from vidinv.cli.main import cli
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _corners(a: np.ndarray, frac: float = 0.12) -> list[np.ndarray]:

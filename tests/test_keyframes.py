@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 
 import numpy as np
 import pytest
 import torch
+from conftest import invoke_cli as _invoke
 from conftest import require_shared
 from tiny_bundle import write_tiny_bundle
 
@@ -160,17 +160,6 @@ def tiny_home(tmp_path_factory):
     write_tiny_bundle(h, directions=True)
     return h
 
-
-def _invoke(args, home):
-    from click.testing import CliRunner
-
-    from vidinv.cli.main import cli
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _frames(path):

@@ -13,12 +13,12 @@ The CLI runs in this process (click's runner).
 from __future__ import annotations
 
 import json
-import signal
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import invoke_cli as _invoke
 from conftest import require_shared
 from PIL import Image
 from tiny_bundle import write_tiny_bundle
@@ -36,17 +36,6 @@ def tiny_home(tmp_path_factory):
     write_tiny_bundle(h, directions=True, parser=True, tasks=True)
     return h
 
-
-def _invoke(args, home):
-    from click.testing import CliRunner
-
-    from vidinv.cli.main import cli
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _frames(path, n=None):

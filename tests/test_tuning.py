@@ -10,12 +10,12 @@ checks only use properties that hold for any backbone (a loss that decreases, a 
 from __future__ import annotations
 
 import json
-import signal
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import invoke_cli as _invoke
 from conftest import require_shared
 from tiny_bundle import tiny_generator, write_tiny_bundle
 
@@ -231,17 +231,6 @@ def test_tune_options_are_checked():
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-
-def _invoke(args, home):
-    from click.testing import CliRunner
-
-    from vidinv.cli.main import cli
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return CliRunner().invoke(cli, args, env={"VIDINV_HOME": str(home)})
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def test_invert_tune_pti_then_edit_from_inversion(tmp_path, alexnet_file):

@@ -34,7 +34,8 @@ from PIL import Image
 from vidinv.device import Runtime
 from vidinv.face import align
 from vidinv.inverters.base import Inverter
-from vidinv.models.psp import PSP, PSP_INPUT_SIZE, PspTaskOptions, load_psp_task
+from vidinv.inverters.psp import PSPInverter
+from vidinv.models.psp import PSP_INPUT_SIZE, PspTaskOptions, load_psp_task
 
 __all__ = ["PspTaskInverter", "SuperResolutionInverter", "FrontalizationInverter", "ToonifyInverter",
            "SR_MIN_CROP"]
@@ -44,8 +45,9 @@ __all__ = ["PspTaskInverter", "SuperResolutionInverter", "FrontalizationInverter
 SR_MIN_CROP = 8
 
 
-class PspTaskInverter(Inverter):
-    """A pSp task checkpoint as an inverter (see the module doc): W+ only, generator = the file's decoder.
+class PspTaskInverter(PSPInverter):
+    """A pSp task checkpoint as an inverter (see the module doc): W+ only, generator = the file's decoder; the
+    encoder runs as :class:`~vidinv.inverters.psp.PSPInverter`'s (256 input, ``PSP.encode``).
 
     Class attributes (besides :class:`Inverter`'s): ``task_file``, the registry name of the checkpoint
     (also :attr:`encoder_file` and :attr:`generator_file`); ``input_nc``, the encoder input channels the
@@ -62,7 +64,6 @@ class PspTaskInverter(Inverter):
     feature_index = None
     default_feature_shape = None
 
-    model: PSP | None = None
     task_options: PspTaskOptions | None = None
 
     @classmethod
@@ -113,16 +114,6 @@ class PspTaskInverter(Inverter):
             ValueError: always (a task model's encoder cannot be swapped).
         """
         raise ValueError(f"the {self.kind} task model loads its encoder from {self.task_file} itself")
-
-    @property
-    def align_size(self) -> int:
-        """256: pSp's encoder input."""
-        return PSP_INPUT_SIZE
-
-    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        if self.model is None:
-            raise RuntimeError("this inverter was loaded without its task model")
-        return self.model.encode(x), None
 
 
 class SuperResolutionInverter(PspTaskInverter):
