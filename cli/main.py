@@ -46,6 +46,9 @@ COMMANDS: dict[str, LazyCommand] = {
                              "Anonymize every tracked face of IN: replace it by a synthetic face that keeps its "
                              "expression and layout but not its identity, and write OUT (faces blended back as "
                              "`vidinv edit`)."),
+    "batch": LazyCommand("vidinv.cli.batch:batch_cmd",
+                         "Run many jobs (edit, restore, invert, report) listed in JOBS, a JSON Lines file, on this "
+                         "machine or a Ray cluster; jobs already done are skipped when the batch runs again."),
     "directions": LazyCommand("vidinv.cli.directions:directions",
                               "Latent editing directions: named attributes, their sources and conventions, SeFa."),
     "edit": LazyCommand("vidinv.cli.edit:edit_cmd",

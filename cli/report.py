@@ -101,17 +101,40 @@ def report(source: str, outputs: tuple[str, ...], out_dir: Path, embedders: tupl
     from vidinv.face.detect import DetectorUnavailableError
     from vidinv.metrics.identity import EmbedderUnavailable
     from vidinv.metrics.image import LPIPSUnavailable
-    from vidinv.report import InputError, ReportOptions, run_report, summary_lines
+    from vidinv.report import InputError, summary_lines
 
-    opts = ReportOptions(crop_size=crop_size, stride=stride, max_frames=max_frames, progress=not quiet,
-                         source_start=source_start, source_stop=source_end)
     try:
-        check_files(source, outputs, out_dir, reference)
-        doc = run_report([source], list(outputs), out_dir, embedder_keys=embedders, weights_dir=weights_dir,
-                         device=device, options=opts, lpips=lpips, detector=detector, detect_size=detect_size,
-                         cnn_fallback=cnn_fallback, echo=lambda m: click.echo(m, err=True), reference=reference)
+        doc = run_report_command(source, outputs, out_dir, embedders=embedders, weights_dir=weights_dir, lpips=lpips,
+                                 crop_size=crop_size, stride=stride, max_frames=max_frames, source_start=source_start,
+                                 source_end=source_end, detector=detector, detect_size=detect_size,
+                                 cnn_fallback=cnn_fallback, reference=reference, device=device, quiet=quiet,
+                                 echo=lambda m: click.echo(m, err=True))
     except (InputError, EmbedderUnavailable, LPIPSUnavailable, DetectorUnavailableError, FileNotFoundError,
             ValueError) as e:
         fail(e)
     for line in summary_lines(doc):
         click.echo(line)
+
+
+def run_report_command(source: str, outputs, out_dir, *, embedders, weights_dir, lpips, crop_size, stride, max_frames,
+                       source_start, source_end, detector, detect_size, cnn_fallback, reference, device, quiet,
+                       echo=None) -> dict:
+    """The work of ``vidinv report`` (also a ``vidinv batch`` job): :func:`check_files`, then
+    :func:`vidinv.report.run_report`; the arguments are the command's parameters (see ``vidinv report
+    --help``), ``echo`` receives the progress messages.
+
+    Returns:
+        The report document (what ``DIR/report.json`` holds).
+
+    Raises:
+        What :func:`check_files` and :func:`vidinv.report.run_report` raise.
+    """
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
+    from vidinv.report import ReportOptions, run_report
+
+    opts = ReportOptions(crop_size=crop_size, stride=stride, max_frames=max_frames, progress=not quiet,
+                         source_start=source_start, source_stop=source_end)
+    check_files(source, outputs, out_dir, reference)
+    return run_report([source], list(outputs), out_dir, embedder_keys=embedders, weights_dir=weights_dir,
+                      device=device, options=opts, lpips=lpips, detector=detector, detect_size=detect_size,
+                      cnn_fallback=cnn_fallback, echo=echo or (lambda m: None), reference=reference)

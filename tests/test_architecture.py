@@ -22,6 +22,7 @@ LAYERS = [
     ["vidinv.pipeline", "vidinv.report"],
     ["vidinv.training"],
     ["vidinv.ui"],
+    ["vidinv.batch"],
     ["vidinv.cli"],
 ]
 

@@ -72,7 +72,7 @@ from vidinv.pipeline.faces import (
 )
 from vidinv.pipeline.gating import gate_record, gate_stage
 from vidinv.pipeline.images import FolderPlan, FolderResult, run_folder
-from vidinv.pipeline.job import Job, JobOptions, input_video, load_job, resolve_job_weights
+from vidinv.pipeline.job import BundleLoader, Job, JobOptions, input_video, load_job, resolve_job_weights
 from vidinv.pipeline.tuning import (
     OUTER_MASK_DILATION,
     PTI_STEPS,
@@ -493,9 +493,9 @@ def _inversion_stage(reader, bundle):
     return run
 
 
-def load_edit_job(opts: EditOptions, plan: _Plan) -> Job:
-    """Load the networks of an edit (once, for a video, an image or a whole folder) and check that an
-    export to render from fits the loaded generator.
+def load_edit_job(opts: EditOptions, plan: _Plan, loader: BundleLoader | None = None) -> Job:
+    """Load the networks of an edit (once, for a video, an image or a whole folder; with ``loader``, as
+    :func:`vidinv.pipeline.job.load_job`) and check that an export to render from fits the loaded generator.
 
     Raises:
         vidinv.io.inversion.InversionFormatError: the export was made with another generator.
@@ -503,7 +503,8 @@ def load_edit_job(opts: EditOptions, plan: _Plan) -> Job:
     """
     reader = plan.reader
     encoder = reader.encoder["kind"] if reader is not None else job_kind(opts)
-    job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask)
+    job = load_job(opts, plan.paths, plan.src, encoder=encoder, need_encoder=reader is None, mask=opts.mask,
+                   loader=loader)
     if reader is not None:
         gen = reader.generator
         for k in ("size", "n_latent", "style_dim"):
@@ -521,7 +522,8 @@ def load_edit_job(opts: EditOptions, plan: _Plan) -> Job:
 
 
 def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable[[int, int | None], None] | None = None,
-             quiet: bool = False, on_frame: Callable[[Item], None] | None = None) -> EditResult:
+             quiet: bool = False, on_frame: Callable[[Item], None] | None = None,
+             loader: BundleLoader | None = None) -> EditResult:
     """Run ``vidinv edit`` on one video or one still image (see the module doc; a folder:
     :func:`run_edit_folder`).
 
@@ -531,6 +533,7 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         progress: called as ``progress(frames_done, frames_total)`` after each written frame.
         on_frame: called with each written :class:`~vidinv.pipeline.faces.Item` (frame, faces with
             track id / quad / landmarks, output picture), e.g. to collect the quads.
+        loader: what loads the networks (:func:`load_edit_job`).
 
     Returns:
         :class:`EditResult`.
@@ -542,14 +545,15 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     """
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
-    job = load_edit_job(opts, plan)
+    job = load_edit_job(opts, plan, loader)
     result = edit_input(job, plan, plan.src, opts.dst, progress=progress, on_frame=on_frame)
     result.wall_s = time.perf_counter() - t_start
     return result
 
 
 def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None = None,
-                    progress: Callable[[int, int | None], None] | None = None, quiet: bool = False) -> FolderResult:
+                    progress: Callable[[int, int | None], None] | None = None, quiet: bool = False,
+                    loader: BundleLoader | None = None) -> FolderResult:
     """``vidinv edit DIR -o OUTDIR``: every image of ``folder`` (:func:`vidinv.pipeline.images.plan_folder`)
     edited with the networks loaded once; an image without a face is copied unchanged (noted in the
     summary), an image that fails is listed and the others go on (:func:`vidinv.pipeline.images.run_folder`).
@@ -559,6 +563,7 @@ def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None
         folder: the checked folder plan.
         plan: the result of :func:`plan_edit` when already made.
         progress: ``progress(images_done, images_total)`` after each image.
+        loader: what loads the networks (:func:`load_edit_job`).
 
     Returns:
         :class:`~vidinv.pipeline.images.FolderResult` whose outcomes hold :class:`EditResult` s.
@@ -567,7 +572,7 @@ def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None
         Everything :func:`plan_edit` and :func:`load_edit_job` raise (before the first image).
     """
     plan = plan or plan_edit(opts, quiet=quiet)
-    job = load_edit_job(opts, plan)
+    job = load_edit_job(opts, plan, loader)
     return run_folder(folder, lambda src, dst: edit_input(job.for_input(src), plan, src, dst),
                       note=lambda r: "no face found: copied unchanged" if r.passthrough else None,
                       progress=progress)

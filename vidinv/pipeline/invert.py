@@ -32,7 +32,7 @@ from vidinv.io.outputs import sha256_file
 from vidinv.io.video import probe
 from vidinv.metrics.image import LPIPS_BACKBONE_FILES
 from vidinv.pipeline.faces import Item
-from vidinv.pipeline.job import JobOptions, prepare_job
+from vidinv.pipeline.job import BundleLoader, JobOptions, prepare_job
 from vidinv.pipeline.runtime import GENERATOR_FILE
 from vidinv.pipeline.tuning import (
     PTI_STEPS,
@@ -123,8 +123,8 @@ def _tune_export(job, writer: InversionWriter, samples, tune, opts: InvertOption
 
 
 def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] | None = None,
-               quiet: bool = False) -> InvertResult:
-    """Run ``vidinv invert``.
+               quiet: bool = False, loader: BundleLoader | None = None) -> InvertResult:
+    """Run ``vidinv invert`` (``loader``: what loads the networks, :func:`vidinv.pipeline.job.load_job`).
 
     Raises:
         vidinv.weights.MissingWeightsError: before any video work.
@@ -152,7 +152,7 @@ def run_invert(opts: InvertOptions, progress: Callable[[int, int | None], None] 
         state = InversionReader(opts.dst, allow_incomplete=True)  # unreadable: error before any work
         if state.complete:
             raise ValueError(f"{opts.dst}: the export is complete; nothing to resume")
-    job = prepare_job(opts, mask="landmarks", quiet=quiet,
+    job = prepare_job(opts, mask="landmarks", quiet=quiet, loader=loader,
                       extra_weights=[LPIPS_BACKBONE_FILES["alex"]] if tuning else ())
     src, paths, runtime, inverter = job.src, job.paths, job.runtime, job.inverter
     result = InvertResult(Path(opts.dst))

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from vidinv.device import Runtime
 from vidinv.face.frontend import FaceFrontEnd
@@ -27,7 +28,17 @@ from vidinv.pipeline.faces import Item, encode_stage, front_end_stage
 from vidinv.pipeline.runtime import ModelBundle, load_bundle, required_weights, resolve_weights
 from vidinv.pipeline.stages import StagePipeline
 
-__all__ = ["JobOptions", "Job", "resolve_job_weights", "input_video", "load_job", "prepare_job"]
+__all__ = ["JobOptions", "Job", "BundleLoader", "resolve_job_weights", "input_video", "load_job", "prepare_job"]
+
+
+class BundleLoader(Protocol):
+    """What loads a job's networks: :func:`vidinv.pipeline.runtime.load_bundle` (the default), or a cache with
+    the same signature that hands back networks already loaded for the same files, runtime and mask
+    (``vidinv batch``: :class:`vidinv.batch.worker.BundleCache`)."""
+
+    def __call__(self, paths: dict[str, Path], encoder: str = "fs", runtime: Runtime | None = None, *,
+                 need_encoder: bool = True, mask: str = "auto",
+                 encoder_checkpoint: str | os.PathLike | None = None) -> ModelBundle: ...
 
 
 @dataclass
@@ -189,27 +200,30 @@ class Job:
 
 
 def load_job(opts: JobOptions, paths: dict[str, Path], src: Path, *, encoder: str | None = None,
-             need_encoder: bool = True, mask: str = "landmarks") -> Job:
+             need_encoder: bool = True, mask: str = "landmarks", loader: BundleLoader | None = None) -> Job:
     """Build the runtime (``opts.device``, ``opts.precision``) and load the networks of a job.
 
     Args:
         opts, paths, src: the options, the resolved weight files, the checked input.
         encoder, need_encoder: as :func:`resolve_job_weights`.
         mask: as :func:`~vidinv.pipeline.runtime.load_bundle` (``"landmarks"``: no face parser).
+        loader: what loads the networks (default :func:`~vidinv.pipeline.runtime.load_bundle`; a
+            :class:`BundleLoader` cache reuses networks across jobs).
 
     Raises:
         ValueError: bad device / precision; an encoder that does not fit the generator.
         vidinv.io.checkpoints.CheckpointError: a file has the wrong layout.
     """
     runtime = Runtime(opts.device, opts.precision)
-    bundle = load_bundle(paths, encoder or opts.encoder, runtime, need_encoder=need_encoder, mask=mask,
-                         encoder_checkpoint=opts.encoder_checkpoint if need_encoder else None)
+    bundle = (loader or load_bundle)(paths, encoder or opts.encoder, runtime, need_encoder=need_encoder, mask=mask,
+                                     encoder_checkpoint=opts.encoder_checkpoint if need_encoder else None)
     return Job(opts, paths, src, bundle)
 
 
 def prepare_job(opts: JobOptions, *, extra_weights: Sequence[str] = (), mask: str = "landmarks",
-                quiet: bool = False) -> Job:
-    """Resolve the weights, check the input, load the networks: a :class:`Job` ready to open its video.
+                quiet: bool = False, loader: BundleLoader | None = None) -> Job:
+    """Resolve the weights, check the input, load the networks (with ``loader``, as :func:`load_job`): a
+    :class:`Job` ready to open its video.
 
     Raises:
         Everything :func:`resolve_job_weights`, :func:`input_video` and :func:`load_job` raise, in that order;
@@ -219,4 +233,4 @@ def prepare_job(opts: JobOptions, *, extra_weights: Sequence[str] = (), mask: st
     if opts.src is None:
         raise ValueError("no input video given")
     src = input_video(opts.src)
-    return load_job(opts, paths, src, mask=mask)
+    return load_job(opts, paths, src, mask=mask, loader=loader)
