@@ -62,6 +62,7 @@ def _edit_options(job, device: str | None = None):
 
 def _edit_files(opts):
     """``vidinv edit``'s file checks (:func:`vidinv.cli.edit.check_files`); the folder plan or None."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.cli.common import REPORT_MEMBERS
     from vidinv.cli.edit import GATES_FILE, check_files
 
@@ -71,6 +72,7 @@ def _edit_files(opts):
 
 def _check_edit(job) -> None:
     """Before any model: the options, the files, every weight and direction file (:func:`plan_edit`)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.io.images import is_image_path
     from vidinv.pipeline.edit import check_options, plan_edit
 
@@ -92,10 +94,12 @@ def _shared(opts, plan) -> bool:
 
 def _run_edit(job, task, context) -> dict:
     """One task of an ``edit`` / ``restore`` job (the whole job, a segment, or the join)."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.pipeline.edit import check_options, load_edit_job, plan_edit, run_edit, run_edit_folder
 
     opts = _edit_options(job, context.device)
     if task.kind == "join":
+        # on use: only segmented jobs need the segments module
         from vidinv.pipeline.segments import join_segments
 
         res = join_segments(opts, task.segments, task.parts)
@@ -105,6 +109,7 @@ def _run_edit(job, task, context) -> dict:
     plan = plan_edit(opts, quiet=True)
     loader = context.cache if _shared(opts, plan) else None
     if task.kind == "segment":
+        # on use: only segmented jobs need the segments module
         from vidinv.pipeline.segments import run_segment
 
         part = run_segment(opts, task.segment, task.part, job=load_edit_job(opts, plan, loader))
@@ -121,6 +126,7 @@ def _run_edit(job, task, context) -> dict:
 
 
 def _invert_options(job, device: str | None = None):
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.pipeline.invert import InvertOptions
 
     fields = {k: v for k, v in job.params.items() if k not in ("src", "dst", "quiet", "verbose")}
@@ -131,12 +137,14 @@ def _invert_options(job, device: str | None = None):
 
 
 def _check_invert(job) -> None:
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.cli.invert import check_files
 
     check_files(str(job.input), str(job.output))
 
 
 def _run_invert(job, task, context) -> dict:
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.cli.invert import check_files
     from vidinv.pipeline.invert import run_invert
 
@@ -154,6 +162,7 @@ def _report_params(job, device: str | None = None) -> dict:
 
 
 def _check_report(job) -> None:
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.cli.report import check_files
 
     p = job.params
@@ -161,6 +170,7 @@ def _check_report(job) -> None:
 
 
 def _run_report(job, task, context) -> dict:
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.cli.report import run_report_command
 
     p = _report_params(job, context.device)
@@ -172,6 +182,7 @@ def batch_commands():
     """The commands of ``vidinv batch`` (:class:`vidinv.batch.BatchCommands`): ``edit``, ``restore``,
     ``invert``, ``report``; failures described as ``vidinv: error:`` describes them
     (:func:`vidinv.cli.common.error_message`). Workers (Ray actors too) call this to build them."""
+    # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
     from vidinv.batch import BatchCommands, CommandSpec
     from vidinv.cli.common import error_message
     from vidinv.cli.edit import edit_cmd, restore_cmd

@@ -227,7 +227,7 @@ def parse_line(text: str, line: int, base: Path, commands: BatchCommands) -> Bat
         raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} (a job has {', '.join(LINE_KEYS)}; the "
                          "command's options go into \"options\")")
     command = doc.get("command")
-    if command not in commands.specs:
+    if not isinstance(command, str) or command not in commands.specs:
         raise ValueError(f"command {command!r}: one of {', '.join(sorted(commands.specs))}")
     spec = commands.specs[command]
     for k in ("input", "output"):

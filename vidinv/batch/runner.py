@@ -16,6 +16,7 @@ failed fails with that reason. A failing job never stops the others.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -123,11 +124,11 @@ class RayPool:
             try:
                 if address == "auto":
                     try:
-                        ray.init(address="auto", include_dashboard=False, logging_level="ERROR")
+                        ray.init(address="auto", include_dashboard=False, logging_level=logging.ERROR)
                     except ConnectionError:  # no cluster running: a local one
-                        ray.init(include_dashboard=False, logging_level="ERROR")
+                        ray.init(include_dashboard=False, logging_level=logging.ERROR)
                 else:
-                    ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+                    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
             except Exception as exc:
                 raise BatchError(f"cannot start or reach Ray at {address}: {exc}") from None
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -137,7 +138,7 @@ class RayPool:
         else:
             actor = ray.remote(num_cpus=1)(Worker)
             n = workers or 1
-        self.actors = [actor.remote(commands, None, threads) for _ in range(n)]
+        self.actors: list[Any] = [actor.remote(commands, None, threads) for _ in range(n)]
         self._dead: set[int] = set()
 
     @property
