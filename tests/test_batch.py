@@ -175,6 +175,26 @@ def test_ray_run_writes_the_same_bytes_as_the_local_run(tiny_home, local_run, tm
     assert (tmp_path / "sub" / "b.mp4").read_bytes() == (d / "sub" / "b.mp4").read_bytes()
 
 
+def test_a_job_reading_an_earlier_output_depends_on_it(tiny_home, tmp_path, monkeypatch):
+    """Relative paths (the input, a path option, the report's OUTPUT arguments) resolve against the jobs file's
+    folder; a job reading an earlier job's output depends on it (its files are checked when it runs); reading a
+    later job's output is an error of that line."""
+    from vidinv.batch import load_jobs
+    from vidinv.cli.batch import batch_commands
+
+    monkeypatch.setenv("VIDINV_HOME", str(tiny_home))
+    video = str(require_shared("videos") / "talking_wink.mp4")
+    report = {"command": "report", "input": video, "output": "rep", "options": {"outputs": ["a.mp4"]}}
+    path = _write_jobs(tmp_path / "jobs.jsonl", [_edit("a.mp4", "smile"), report,
+                                                 {**_edit("c.mp4", "age"), "input": "a.mp4"}])
+    jobs = load_jobs(path, batch_commands())
+    assert [j.deps for j in jobs] == [[], [1], [1]]
+    assert jobs[1].params["outputs"] == (str(tmp_path / "a.mp4"),) and jobs[2].input == tmp_path / "a.mp4"
+    _write_jobs(path, [report, _edit("a.mp4", "smile")])
+    with pytest.raises(ValueError, match=r"jobs.jsonl line 1: video .*a.mp4 does not exist"):
+        load_jobs(path, batch_commands())
+
+
 def test_ray_missing_is_one_line(tiny_home, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     jobs = _write_jobs(tmp_path / "jobs.jsonl", [_edit("a.mp4", "smile")])
@@ -283,4 +303,4 @@ def test_segmented_edit_runs_through_the_batch(tiny_home, tmp_path, monkeypatch,
     assert count_loads == ["fs"]  # the three segments share the worker's networks
     rec = json.loads(next((tmp_path / "jobs.records").glob("*.json")).read_text())
     assert rec["segments"] == 3 and rec["result"]["1.join"]["frames"] == 9
-    assert not (tmp_path / "jobs.records" / "parts").exists() or not any((tmp_path / "jobs.records" / "parts").iterdir())
+    assert list((tmp_path / "jobs.records" / "parts").iterdir()) == []  # the job's part files are removed

@@ -11,7 +11,7 @@ A line::
   ``"from_inversion"``): a flag takes ``true`` / ``false``, a repeatable option a list (or one value), a
   two-value option (``--track-attr ID NAME``) a two-item list (a list of them when repeatable); the
   command's other arguments by their name (``report``: ``"outputs": [...]``). Relative paths given to a
-  path option resolve against the jobs file's folder too. The values go through the command's own click
+  path option or an argument resolve against the jobs file's folder too. The values go through the command's own click
   parser (types, choices, ranges), so they mean exactly what they mean on the command line.
 * ``segments`` (optional, an integer >= 1): split the job's video into that many segments processed by
   different workers, then joined (:mod:`vidinv.batch.plan`).
@@ -155,10 +155,12 @@ def _is_path(p: click.Parameter, i: int = 0) -> bool:
 
 
 def _text(p: click.Parameter, value: Any, base: Path, i: int = 0) -> str:
+    """One value as a command-line word; a path (a path option, or any argument: the commands' arguments
+    are files) relative to ``base`` made absolute."""
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         raise ValueError(f"a {type(value).__name__} is not a value of this option")
     text = str(value)
-    if _is_path(p, i) and text and not os.path.isabs(text):
+    if (_is_path(p, i) or isinstance(p, click.Argument)) and text and not os.path.isabs(text):
         text = str(base / text)
     return text
 
