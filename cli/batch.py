@@ -203,7 +203,7 @@ def batch_commands():
 
 
 @click.command("batch", context_settings={"max_content_width": 110}, help=_HELP)
-@click.argument("jobs_file", type=click.Path(dir_okay=False))
+@click.argument("jobs_file", metavar="JOBS", type=click.Path(dir_okay=False))
 @click.option("--records", "records_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the job records (default: JOBS without its suffix + .records, beside it).")
 @click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
