@@ -297,7 +297,7 @@ def run_batch(jobs_file: str | os.PathLike, commands: Callable[[], BatchCommands
         try:
             job_tasks = expand_job(job, store.parts_dir(job), after)
         except Exception as exc:  # the job fails, the others run
-            errors[job.line] = specs.describe(exc)
+            errors[job.line] = (specs.describe(exc).strip().splitlines() or [type(exc).__name__])[0]
             end(job, errors[job.line])
             continue
         pending[job.line] = {t.id for t in job_tasks}

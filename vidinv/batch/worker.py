@@ -99,13 +99,14 @@ class Worker:
         self.context = WorkerContext(BundleCache(cache_size), device)
 
     def run(self, job: BatchJob, task: Task) -> TaskOutcome:
-        """Run ``task`` of ``job``; any error becomes a failed :class:`TaskOutcome` with its one-line reason
-        (Ctrl-C is not caught)."""
+        """Run ``task`` of ``job``; any error becomes a failed :class:`TaskOutcome` with its one-line reason (the
+        first line of ``describe``; Ctrl-C is not caught)."""
         t0 = time.perf_counter()
         try:
             result = self.commands.specs[job.command].run(job, task, self.context)
         except Exception as exc:  # a failing job never stops the others
-            return TaskOutcome(task.id, False, time.perf_counter() - t0, error=self.commands.describe(exc))
+            reason = self.commands.describe(exc).strip().splitlines() or [type(exc).__name__]
+            return TaskOutcome(task.id, False, time.perf_counter() - t0, error=reason[0])
         return TaskOutcome(task.id, True, time.perf_counter() - t0, result=_plain(result))
 
     def stats(self) -> dict[str, Any]:
