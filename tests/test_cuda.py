@@ -14,11 +14,12 @@ invariance, and ``vidinv edit --device cuda`` end to end. Every test here skips 
   --precision`` does) against true fp32 on the same GPU; tolerances in :data:`PRECISION_TOL`.
 * batch sizes 1 / 8 / 32: the generator's edit path (:func:`vidinv.models.stylegan2.edit_image`) on a
   batch gives, per sample, the batch-1 result within the parity tolerance.
-* ``vidinv edit --device cuda`` on the tiny bundle (tests/tiny_bundle.py), fp32 / fp16 / bf16, lossless
-  output (``--crf 0``), against the same command on the CPU.
+* ``vidinv edit --device cuda`` on the tiny bundle (tests/tiny_bundle.py), lossless output (``--crf 0``):
+  fp32 (TF32 off) against the same command on the CPU, fp16 / bf16 against CUDA fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -69,15 +70,22 @@ def snr_db(err: float) -> float:
     return -20 * math.log10(err) if err > 0 else math.inf
 
 
-@pytest.fixture
-def true_fp32():
-    """TF32 off for matmuls and cuDNN convolutions during the test (restored afterwards)."""
+@contextlib.contextmanager
+def no_tf32():
+    """TF32 off for matmuls and cuDNN convolutions inside the block (restored afterwards)."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.fixture
+def true_fp32():
+    """:func:`no_tf32` for the whole test."""
+    with no_tf32():
+        yield
 
 
 # ------------------------------------------------------------------------------ generator, 1024
@@ -293,8 +301,8 @@ def tiny_home(tmp_path_factory):
 
 #: The first second of the clip: 25 frames of one frontal face.
 E2E_CLIP, E2E_END = "greenscreen_frontal.mp4", 1.0
-#: fp32 on CUDA vs the CPU, lossless 8-bit output: the same networks with other kernels (differences ~1e-6
-#: relative) flip a rounding of the 8-bit colour now and then, which the YUV 4:2:0 round trip can spread to
+#: fp32 on CUDA (TF32 off) vs the CPU, lossless 8-bit output: the same networks with other kernels
+#: (differences ~1e-6 relative) flip a rounding of the 8-bit colour now and then, which the YUV 4:2:0 round trip can spread to
 #: +-3 in RGB; at most this share of the values may differ at all.
 E2E_FP32_MAX_DIFF, E2E_FP32_SHARE = 3, 0.01
 #: fp16 / bf16 vs fp32 on CUDA: PSNR (peak 255) over the edited pixels (those where the fp32 output differs
@@ -338,7 +346,10 @@ def _detections():
 
 @pytest.fixture(scope="module")
 def cuda_fp32_frames(tiny_home, tmp_path_factory):
-    with _detections():
+    """The CUDA fp32 run, in true fp32 (:func:`no_tf32`; with TF32, the default of cuDNN convolutions on Ampere
+    and newer, the face's colours would differ from the CPU's by a fraction of a level, flipping many 8-bit
+    roundings)."""
+    with _detections(), no_tf32():
         return edit_frames(tiny_home, tmp_path_factory.mktemp("e2e_cuda") / "cuda_fp32.mp4", "cuda")
 
 
