@@ -17,10 +17,11 @@ may be counted in a later one; the end-to-end column is exact either way.
 
     .venv/bin/python benchmarks/edit_throughput.py [--frames 4] [--batch-sizes 1 4 8] [--device cpu]
     .venv/bin/python benchmarks/edit_throughput.py --device cuda --precisions fp32 fp16 bf16 \\
-        --video ../shared/videos/crowd_1080p.mp4 --frames 32 --batch-sizes 1 8 32 --budget-s 150 --markdown t.md
+        --video ../shared/videos/crowd_1080p.mp4 --frames 16 --batch-sizes 1 8 32 --budget-s 170 --markdown t.md
 
-``--budget-s``: rows that would start after this many seconds (from the start) are skipped and listed
-as such (the table says so); the row running when the budget runs out completes.
+``--budget-s``: a row is skipped (the table says so) when the seconds since the start plus its predicted
+time (its frames x the slowest seconds per frame of the rows so far) exceed this. The markdown file is
+rewritten after every row, so a run stopped from outside leaves the rows it finished.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
                     help="default: fp32 fp16 bf16 on CUDA, fp32 elsewhere")
-    ap.add_argument("--budget-s", type=float, default=None, help="skip rows that would start after this")
+    ap.add_argument("--budget-s", type=float, default=None, help="skip the rows that would end after this many seconds (predicted)")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     args = ap.parse_args(argv)
     if args.frames < 1 or min(args.batch_sizes) < 1:
@@ -178,33 +179,46 @@ def main(argv=None) -> int:
         print(f"note: {' '.join(p for p in precisions if p != 'fp32')} run in fp32 on {dev} (vidinv autocasts on "
               "CUDA only)", file=sys.stderr)
     fps = float(probe(args.video).fps or Fraction(25))
-    rows = [Row(p, bs, max(args.frames, bs)) for p in precisions for bs in args.batch_sizes]
+    # batch-major order: with a budget, every precision gets its small-batch rows before the large ones
+    rows = [Row(p, bs, max(args.frames, bs)) for bs in args.batch_sizes for p in precisions]
+    env = environment(dev)
+
+    def table() -> str:
+        done = [r for r in rows if r.res is not None]
+        return markdown(rows, list(done[0].res.stage_s) if done else [], args.video, env, cuda)
+
+    def save() -> None:  # after every row, so that a run stopped from outside still leaves its table
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(table(), encoding="utf-8")
+
+    s_per_frame = 0.0  # wall seconds per frame of the rows so far (the largest), to predict the next row
     with tempfile.TemporaryDirectory() as home:
         write_official_bundle(Path(home))
         os.environ["VIDINV_HOME"] = home
         warmed: set[str] = set()
         for row in rows:
             elapsed = time.perf_counter() - t0
-            if args.budget_s is not None and elapsed > args.budget_s:
-                row.skipped = f"time budget ({elapsed:.0f} s > {args.budget_s:.0f} s)"
+            need = s_per_frame * (row.frames + (2 if cuda and row.precision not in warmed else 0))
+            if args.budget_s is not None and elapsed + need > args.budget_s:
+                row.skipped = f"time budget ({elapsed:.0f} s + ~{need:.0f} s > {args.budget_s:.0f} s)"
                 print(f"{row.precision} batch {row.batch}: {row.skipped}", file=sys.stderr, flush=True)
+                save()
                 continue
             if cuda and row.precision not in warmed:
                 run_row(args.video, home, Row(row.precision, 1, 2), str(dev), fps, cuda)
                 warmed.add(row.precision)
             run_row(args.video, home, row, str(dev), fps, cuda)
+            s_per_frame = max(s_per_frame, row.res.wall_s / max(row.res.frames, 1))
             print(f"{row.precision} batch {row.batch}: {row.res.frames} frames, "
                   f"{row.res.frames / row.res.wall_s:.3f} fps end to end, {time.perf_counter() - t0:.0f} s so far",
                   file=sys.stderr, flush=True)
-    done = [r for r in rows if r.res is not None]
-    stages = list(done[0].res.stage_s) if done else []
-    table = markdown(rows, stages, args.video, environment(dev), cuda)
-    print(table)
+            save()
+    print(table())
+    save()
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table, encoding="utf-8")
         print(f"table written to {args.markdown}", file=sys.stderr)
-    return 0 if done else 1
+    return 0 if any(r.res is not None for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -13,23 +13,25 @@
 #    1/8/32, vidinv edit --device cuda end to end) and tests/test_stylegan2.py::test_cuda_matches_cpu.
 #    Log: DIR/gpu_tests.log.
 # 4. benchmarks/edit_throughput.py on ../shared/videos/crowd_1080p.mp4 (1920x1080, 105 frames) at the
-#    official 1024 configuration: fp32/fp16/bf16 x batch 1/8/32, 32 frames a row; per-stage and end-to-end
-#    frames/s, peak RSS and peak GPU memory. Table: DIR/gpu_table.md (paste into the README), log
-#    DIR/gpu_throughput.log.
+#    official 1024 configuration: batch 1/8/32 x fp32/fp16/bf16, 16 frames a row (32 at batch 32); per-stage
+#    and end-to-end frames/s, peak RSS and peak GPU memory. Table: DIR/gpu_table.md (rewritten after every
+#    row; paste it into the README), log DIR/gpu_throughput.log.
 # Exit status: 0 when both parts passed, 1 when one failed (the other still runs), 2 when nothing could run.
 #
 # Time budget (H200-class GPU, 16 CPU cores; nothing here has been timed on a GPU yet):
 #  * tests: fill.py weights for the 1024 generator, Feature-Style encoder and pSp (~415 M values, ~10 s on
 #    one core, measured on the CPU), a handful of 1024 passes in fp32 and under autocast (~0.1 s each at
 #    ~20 % of the GPU's fp32 peak), 41 single + 41 batched 1024 edits for batch 1/8/32 (~5 s), pSp (~10 s),
-#    and five `vidinv edit` runs of 25 frames of a 512x512 clip on the tiny bundle (one on the CPU: ~45 s on
-#    2 shared cores here; the CUDA ones reuse its dlib detections: ~10 s each) -> ~2 min; hard limit 270 s.
-#  * throughput: 9 rows x 32 frames (+ 3 warm-ups of 2 frames) = 294 frames through dlib detection on
-#    1080p frames, alignment, blending and H.264 encoding on the CPU (~0.3 s a frame, the bottleneck) and
-#    the encoder + generator on the GPU (~0.05 s a face) -> ~100 s, plus ~15 s to write the fill.py bundle
-#    and ~10 s of imports; rows that would start after 150 s are skipped (the table says so); hard
-#    limit 210 s.
-#  * checks and version prints: ~10 s.  Worst case: 10 + 270 + 210 = 490 s < 8 min.
+#    and four `vidinv edit` runs of 25 frames of a 512x512 clip on the tiny bundle (one on the CPU: ~45 s on
+#    2 shared cores here; the CUDA ones reuse its dlib detections: ~10 s each) -> ~2 min; hard limit 260 s.
+#  * throughput: 3 x (16 + 16 + 32) frames + 3 warm-ups of 2 = 198 frames through dlib detection on 1080p
+#    frames, alignment, the confidence gate, blending and H.264 encoding on the CPU (guess: ~0.3 s a frame,
+#    the bottleneck) and the encoder + generator on the GPU (~0.05 s a face), plus ~3 s a row to load the
+#    networks -> ~90 s, plus ~15 s to write the fill.py bundle and ~10 s of imports. A row whose predicted
+#    end (its frames x the slowest s/frame so far) is past 160 s is skipped (the table says so); hard
+#    limit 200 s.
+#  * checks and version prints: ~10 s.  Worst case (the hard limits): 10 + 260 + 200 = 470 s < 8 min;
+#    expected ~4 min.
 set -euo pipefail
 
 die() { echo "gpu_check: error: $*" >&2; exit 2; }
@@ -77,7 +79,7 @@ STATUS=0
 # --- 3. the CUDA tests (-n 0: one process, one GPU context; -rfEsP: failures, skips and the printed errors)
 echo "== CUDA tests (log: $OUT_DIR/gpu_tests.log)"
 T0=$SECONDS
-if timeout -k 10 270 "$PY" -m pytest -q -n 0 -p no:cacheprovider -rfEsP \
+if timeout -k 5 260 "$PY" -m pytest -q -n 0 -p no:cacheprovider -rfEsP \
      tests/test_cuda.py "tests/test_stylegan2.py::test_cuda_matches_cpu" 2>&1 | tee "$OUT_DIR/gpu_tests.log"; then
   echo "== CUDA tests passed in $((SECONDS - T0)) s"
 else
@@ -90,8 +92,8 @@ fi
 # --- 4. the throughput table
 echo "== throughput on $(basename "$CLIP") at 1024 (log: $OUT_DIR/gpu_throughput.log)"
 T0=$SECONDS
-if timeout -k 10 210 "$PY" benchmarks/edit_throughput.py --device cuda --precisions fp32 fp16 bf16 \
-     --video "$CLIP" --frames 32 --batch-sizes 1 8 32 --budget-s 150 \
+if timeout -k 5 200 "$PY" benchmarks/edit_throughput.py --device cuda --precisions fp32 fp16 bf16 \
+     --video "$CLIP" --frames 16 --batch-sizes 1 8 32 --budget-s 160 \
      --markdown "$OUT_DIR/gpu_table.md" 2>&1 | tee "$OUT_DIR/gpu_throughput.log"; then
   echo "== throughput table in $((SECONDS - T0)) s: $OUT_DIR/gpu_table.md"
 else
