@@ -26,6 +26,7 @@ rewritten after every row, so a run stopped from outside leaves the rows it fini
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import resource
@@ -90,7 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
                     help="default: fp32 fp16 bf16 on CUDA, fp32 elsewhere")
-    ap.add_argument("--budget-s", type=float, default=None, help="skip the rows that would end after this many seconds (predicted)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip the rows that would end after this many seconds (predicted)")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     args = ap.parse_args(argv)
     if args.frames < 1 or min(args.batch_sizes) < 1:
@@ -104,17 +106,19 @@ def run_row(video: str, home: str, row: Row, device: str, fps: float, cuda: bool
     """Edit ``row.frames`` frames at ``row.batch`` / ``row.precision`` and fill in the measurements."""
     from vidinv.pipeline import EditOptions, run_edit
 
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    if cuda:  # the peaks of this row only: the previous rows' networks freed, the allocator's cache emptied
+        gc.collect()
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     row.res = run_edit(EditOptions(video, f"{home}/out.mp4", attrs=["smile"], end=(row.frames - 0.5) / fps,
                                    batch_size=row.batch, device=device, precision=row.precision, mask="landmarks"),
                        quiet=True)
     row.rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if cuda:
-        torch.cuda.synchronize()
-        row.gpu_alloc_mib = torch.cuda.max_memory_allocated() / 2 ** 20
-        row.gpu_reserved_mib = torch.cuda.max_memory_reserved() / 2 ** 20
+        torch.cuda.synchronize(device)
+        row.gpu_alloc_mib = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        row.gpu_reserved_mib = torch.cuda.max_memory_reserved(device) / 2 ** 20
 
 
 def environment(device: torch.device) -> str:
@@ -137,7 +141,8 @@ def fmt_fps(frames: int, seconds: float) -> str:
 
 def markdown(rows: list[Row], stages: list[str], video: str, env: str, cuda: bool) -> str:
     """The table as markdown (one row per setting; skipped rows say why)."""
-    cols = ["precision", "batch", "frames"] + [f"{s} fps" for s in stages] + ["end-to-end fps", "peak RSS MiB"]
+    cols = (["precision", "batch", "frames", "faces edited"] + [f"{s} fps" for s in stages]
+            + ["end-to-end fps", "peak RSS MiB"])
     if cuda:
         cols += ["peak GPU alloc MiB", "peak GPU reserved MiB"]
     cols += ["G layers/frame"]
@@ -149,6 +154,7 @@ def markdown(rows: list[Row], stages: list[str], video: str, env: str, cuda: boo
             cells += [f"skipped: {r.skipped}"] + [""] * (len(cols) - 4)
         else:
             res = r.res
+            cells += [str(res.faces_edited)]
             cells += [fmt_fps(res.frames, res.stage_s.get(s, 0.0)) for s in stages]
             cells += [fmt_fps(res.frames, res.wall_s), f"{r.rss_mib:.0f}"]
             if cuda:
@@ -158,7 +164,8 @@ def markdown(rows: list[Row], stages: list[str], video: str, env: str, cuda: boo
     out += ["", "Per-stage fps: frames / the stage's busy seconds on the host (on CUDA a stage's GPU work may be "
             "counted where it is next synchronised); end-to-end fps: frames / wall time of the whole run "
             "(weights loading, decoding and dlib detection on the CPU included); G layers/frame: styled conv "
-            "layers per edited frame (one full synthesis, 17, plus one coarse pass, 5)."]
+            "layers the generator ran per edited face (the edit itself: one full synthesis, 17, plus one coarse "
+            "pass, 5)."]
     return "\n".join(out) + "\n"
 
 
