@@ -39,12 +39,13 @@ UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 #: Error budget in units of the unit roundoff u, for the relative L2 error ||out - out_fp32|| / ||out_fp32||
 #: of a network output under autocast. Why 32 u: with fp32 accumulation (tensor cores, autocast's default),
 #: each layer's error is the rounding of its inputs and weights to the low dtype, ~u relative, adding up
-#: over L layers in quadrature (~u sqrt(L)) and amplified by the network's conditioning. Measured with
-#: CPU autocast (same input rounding, fp32 accumulation) on this module's cases at 1024 with the fill.py
-#: weights: generator edit path 11 u (fp16) and 9.6 u (bf16); encoder + generator composite, see
-#: PRECISION_MEASURED_CPU. CUDA autocast also keeps activations in the low dtype between element-wise ops
-#: (bias, activation, noise, upfirdn) and cuBLAS may reduce fp16 in fp16 (split-K), which the CPU does not:
-#: about 3x headroom over the CPU measurement for that, no more.
+#: over L layers in quadrature (~u sqrt(L)) and amplified by the network's conditioning. Measured through
+#: this module's own cases with CPU autocast (same rounding of the inputs, fp32 accumulation; torch 2.14),
+#: fill.py weights, in u for fp16 / bf16: generator edit path image 9.8 / 8.9, F_edit 12.8 / 12.0;
+#: Feature-Style encoder + generator w 3.3 / 4.9, F 5.0 / 5.4, image - / 14.5 (the largest). CUDA autocast
+#: also keeps activations in the low dtype between element-wise ops (bias, activation, noise, upfirdn) and
+#: cuBLAS may reduce fp16 in fp16 (split-K), which the CPU does not: about 2x headroom over the largest CPU
+#: measurement for that, no more.
 BUDGET_U = 32
 #: The resulting relative L2 tolerances (fp16: 1.6e-2, i.e. SNR >= 36 dB; bf16: 1.25e-1, SNR >= 18 dB).
 #: For a natural image in [-1, 1] (RMS ~0.5) that is a PSNR (peak-to-peak 2) of about 48 / 30 dB. The
@@ -302,8 +303,8 @@ def tiny_home(tmp_path_factory):
 #: The first second of the clip: 25 frames of one frontal face.
 E2E_CLIP, E2E_END = "greenscreen_frontal.mp4", 1.0
 #: fp32 on CUDA (TF32 off) vs the CPU, lossless 8-bit output: the same networks with other kernels
-#: (differences ~1e-6 relative) flip a rounding of the 8-bit colour now and then, which the YUV 4:2:0 round trip can spread to
-#: +-3 in RGB; at most this share of the values may differ at all.
+#: (differences ~1e-6 relative) flip a rounding of the 8-bit colour now and then, which the YUV 4:2:0
+#: round trip can spread to +-3 in RGB; at most this share of the values may differ at all.
 E2E_FP32_MAX_DIFF, E2E_FP32_SHARE = 3, 0.01
 #: fp16 / bf16 vs fp32 on CUDA: PSNR (peak 255) over the edited pixels (those where the fp32 output differs
 #: from the input by more than 2 levels): 40 dB = RMS 2.6 levels (fp16), 30 dB = RMS 8 levels (bf16), in line
