@@ -81,7 +81,7 @@ echo "== CUDA tests (log: $OUT_DIR/gpu_tests.log)"
 T0=$SECONDS
 if timeout -k 5 260 "$PY" -m pytest -q -n 0 -p no:cacheprovider -rfEsP \
      tests/test_cuda.py "tests/test_stylegan2.py::test_cuda_matches_cpu" 2>&1 | tee "$OUT_DIR/gpu_tests.log"; then
-  echo "== CUDA tests passed in $((SECONDS - T0)) s"
+  echo "== CUDA tests: pytest exited 0 in $((SECONDS - T0)) s"
 else
   echo "== CUDA tests FAILED (or timed out) after $((SECONDS - T0)) s"; STATUS=1
 fi
