@@ -61,6 +61,10 @@ GPUS=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohe
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)' 2>/dev/null \
   || die "torch.cuda.is_available() is False in $PY (a CPU-only torch build, or no GPU visible: CUDA_VISIBLE_DEVICES?)"
 SHARED="$REPO/../shared"
+# The device machine of this project copies shared/ into the repository root; the tests read ../shared.
+if [[ ! -d "$SHARED" && -d "$REPO/shared/parity" ]]; then
+  ln -s "$REPO/shared" "$SHARED" || die "cannot link $SHARED -> $REPO/shared (the tests read ../shared)"
+fi
 CLIP="$SHARED/videos/crowd_1080p.mp4"
 [[ -f "$CLIP" && -d "$SHARED/parity" ]] || die "test data not found: expected $CLIP and $SHARED/parity (../shared beside the repository)"
 mkdir -p "$OUT_DIR"

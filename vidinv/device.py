@@ -120,7 +120,8 @@ class Runtime:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
             (:func:`resolve_device`).
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: autocast on CUDA only; on another device
-            fp16 / bf16 become fp32 with a WARNING (:func:`effective_precision`).
+            fp16 / bf16 become fp32 with a WARNING (:func:`effective_precision`). ``fp32`` on CUDA turns
+            TF32 off for cuDNN convolutions and matmuls (process-wide), so fp32 results are true fp32.
 
     Attributes:
         torch_device: the resolved :class:`torch.device`.
@@ -138,6 +139,11 @@ class Runtime:
         precision_dtype(self.precision)
         self.torch_device = resolve_device(self.device)
         self.precision = effective_precision(self.precision, self.torch_device)
+        if self.torch_device.type == "cuda" and self.precision == "fp32":
+            # fp32 means fp32: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on
+            # Ampere and newer, which breaks the parity tolerances (rtol 1e-4); switch it off for the process
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
