@@ -25,7 +25,7 @@ EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "laye
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
                "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
                "stitch_steps", "outer_mask_dilation", "border_loss_threshold", "keyframes", "tracks", "track_attrs",
-               "track_keyframes") + GATE_FIELDS
+               "track_keyframes", "segments") + GATE_FIELDS
 #: ``vidinv edit --help`` headings of some options (the others are listed first, under ``Options``).
 EDIT_SECTIONS = (("Keyframed and per-track strengths", ("keyframes", "tracks", "track_attrs", "track_keyframes")),
                  ("Per-video tuning (Stitch it in Time)", ("tune", "tune_steps", "stitch_steps", "outer_mask_dilation",

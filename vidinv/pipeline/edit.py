@@ -142,6 +142,9 @@ class EditOptions(JobOptions):
             pixels. gate_yaw, gate_pitch, gate_score, gate_jitter, gate_identity: each component's
             ``"FULL,ZERO"`` thresholds or ``"off"`` (defaults and reasons: :class:`~vidinv.face.gate.
             GateSettings`); gate_fade: frames of a full fade.
+        segments: run the video as this many segments one after another, each decoding the context its
+            temporal stages need, then join them (:mod:`vidinv.pipeline.segments`; the output equals the single
+            run's); 1 = one pass. Options that cannot be split are refused.
     """
 
     attrs: Sequence[str] = ()
@@ -179,6 +182,7 @@ class EditOptions(JobOptions):
     gate_jitter: str = "off"
     gate_identity: str = str(_GATE_DEFAULTS.identity)
     gate_fade: int = _GATE_DEFAULTS.fade
+    segments: int = 1
 
 
 #: The up-scaling factors of the output (``--scale``).
@@ -263,6 +267,12 @@ def check_options(opts: EditOptions) -> None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
                          "export (--from-inversion), whose codes come from another encoder")
     gate_settings(opts)
+    if int(opts.segments) != opts.segments or opts.segments < 1:
+        raise ValueError(f"--segments must be an integer >= 1, got {opts.segments}")
+    if opts.segments > 1:
+        from vidinv.pipeline.segments import check_segmentable
+
+        check_segmentable(opts)
 
 
 def gate_settings(opts: EditOptions) -> GateSettings | None:
@@ -530,7 +540,8 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         plan: the result of :func:`plan_edit` when already made (the CLI makes it first to fail early).
         progress: called as ``progress(frames_done, frames_total)`` after each written frame.
         on_frame: called with each written :class:`~vidinv.pipeline.faces.Item` (frame, faces with
-            track id / quad / landmarks, output picture), e.g. to collect the quads.
+            track id / quad / landmarks, output picture), e.g. to collect the quads (not with
+            ``opts.segments`` > 1: :func:`vidinv.pipeline.segments.run_segmented`).
 
     Returns:
         :class:`EditResult`.
@@ -542,6 +553,10 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     """
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
+    if opts.segments > 1:  # on_frame is not called: the segments' items are not kept
+        from vidinv.pipeline.segments import run_segmented
+
+        return run_segmented(opts, opts.segments, plan=plan, progress=progress)
     job = load_edit_job(opts, plan)
     result = edit_input(job, plan, plan.src, opts.dst, progress=progress, on_frame=on_frame)
     result.wall_s = time.perf_counter() - t_start
@@ -575,11 +590,19 @@ def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None
 
 def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
                progress: Callable[[int, int | None], None] | None = None,
-               on_frame: Callable[[Item], None] | None = None) -> EditResult:
+               on_frame: Callable[[Item], None] | None = None, decode: range | None = None,
+               sink=None) -> EditResult:
     """Edit one input (a video, or a still image: :func:`vidinv.io.images.open_output_writer` picks the
     writer) with the loaded ``job`` (whose ``src`` is ``src``) into ``dst``; arguments and errors as
     :func:`run_edit`. No face anywhere: ``dst`` is the input unchanged (:func:`vidinv.io.mux.passthrough`,
-    :func:`vidinv.io.images.passthrough_image`) with a warning."""
+    :func:`vidinv.io.images.passthrough_image`) with a warning.
+
+    One segment of a long video (:mod:`vidinv.pipeline.segments`): ``sink`` replaces the output writer (an
+    object with the writer's ``frames`` (the frame indices it takes, in order), ``write(frame, image)``,
+    ``done``, ``abort()`` and context manager) and ``decode`` is the range of frame indices decoded and run
+    through the stages (a superset of ``sink.frames``: the context the temporal stages need). Only the
+    frames of ``sink.frames`` are written and counted in the result; ``on_frame`` sees every decoded frame.
+    With a sink a run without faces is not replaced by a passthrough (the sink gets every frame)."""
     t_start = time.perf_counter()
     opts = plan.opts
     reader = plan.reader
@@ -612,10 +635,11 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         stages.append(("samples", samples_stage(samples, bundle.runtime.torch_device)))
     else:
         stages = front
-    writer = open_output_writer(src, dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                                start=opts.start, end=opts.end, scale=opts.scale)
+    writer = sink if sink is not None else open_output_writer(src, dst, codec=opts.codec, crf=opts.crf,
+                                                               pix_fmt=opts.pix_fmt, start=opts.start,
+                                                               end=opts.end, scale=opts.scale)
     frames = writer.frames
-    video = job.open_video(frames)
+    video = job.open_video(frames if decode is None else decode)
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
     gates = gate_settings(opts)
@@ -639,13 +663,14 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         try:
             with writer:
                 for it in items:
-                    writer.write(it.frame, it.image)
-                    if it.faces:
-                        edited += 1
-                        for f in it.faces:
-                            tracks.add(f.track_id)
+                    if it.frame.index in frames:  # a segment's context frames are not written
+                        writer.write(it.frame, it.image)
+                        if it.faces:
+                            edited += 1
+                            for f in it.faces:
+                                tracks.add(f.track_id)
                     yield it
-                if edited == 0 and not window and opts.scale == 1:  # up-scaled: write the frames
+                if edited == 0 and not window and opts.scale == 1 and sink is None:  # up-scaled: write the frames
                     raise _NoFace()
         finally:
             video.close()
@@ -655,6 +680,10 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     G.reset_layer_count()
     try:
         for it in job.stream(video, stages, total=len(frames), progress=progress):
+            if it.frame.index not in frames:
+                if on_frame is not None:
+                    on_frame(it)
+                continue
             result.frames += 1
             if it.faces:
                 result.frames_edited += 1
