@@ -617,11 +617,18 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
 
     front = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
     stages = list(front)
+    gates = gate_settings(opts)
+    context = None  # a segment's context frames: through the temporal stages, never rendered
+    if sink is not None and decode is not None:
+        owned = sink.frames
+        context = lambda it: it.frame.index not in owned  # noqa: E731
     if reader is None:
         face_job = job
         if schedule is not None and schedule.per_track_options and job.opts.face != "all":
             face_job = replace(job, opts=replace(job.opts, face="all"))  # track ids: those of --face all
-        front += face_job.face_stages(timings=steps)
+        # the codes of context frames are needed only by the latent smoothing and the gate
+        need_codes = bool(opts.latent_smoothing and opts.latent_smoothing > 0) or gates is not None
+        front += face_job.face_stages(timings=steps, skip=None if need_codes else context)
     else:
         front.append(("inversion", _inversion_stage(reader, bundle)))
     if schedule is not None and schedule.per_track_options:  # before the encoder: skip the faces left as they are
@@ -642,7 +649,6 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     video = job.open_video(frames if decode is None else decode)
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
-    gates = gate_settings(opts)
     if gates is not None:  # before style mixing: the gate judges the inversion of the input face
         stages.append(("gate", gate_stage(bundle, gates, opts.batch_size, noise=opts.noise, timings=steps)))
         result.gate = gates.describe()
@@ -654,7 +660,7 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     render = (stitch_render_stage(bundle, plan.edit, tune, noise=opts.noise, settings=settings, timings=steps,
                                   scale=opts.scale, stats=stitch) if tune.mode == "stitch" else
               render_stage(bundle, edit, opts.batch_size, noise=opts.noise, settings=settings, timings=steps,
-                           scale=opts.scale))
+                           scale=opts.scale, skip=context))
     stages += [("render", render),
                ("composite", _finite_faces(composite_stage(settings, scale=opts.scale)))]
 
