@@ -89,7 +89,8 @@ from vidinv.pipeline.tuning import (
 log = logging.getLogger(__name__)
 
 __all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "run_edit_folder", "edit_input",
-           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND", "gate_settings"]
+           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND", "gate_settings",
+           "check_segmentable"]
 
 _GATE_DEFAULTS = GateSettings()
 
@@ -270,9 +271,34 @@ def check_options(opts: EditOptions) -> None:
     if int(opts.segments) != opts.segments or opts.segments < 1:
         raise ValueError(f"--segments must be an integer >= 1, got {opts.segments}")
     if opts.segments > 1:
-        from vidinv.pipeline.segments import check_segmentable
-
         check_segmentable(opts)
+
+
+def check_segmentable(opts) -> None:
+    """Refuse the options a segmented run (:mod:`vidinv.pipeline.segments`) cannot make equal to the single
+    run, with one-line messages: track ids count from each segment's first frame, tuning needs the whole clip,
+    random noise is not reproducible, the gate's detector-score reference is a running maximum over the track.
+
+    Raises:
+        ValueError: an image / folder input, ``tune``, per-track options, ``mix_rows``, ``noise`` random, the
+            gate's score component.
+    """
+    src = opts.src
+    if src is not None and (is_image_path(src) or Path(src).is_dir()):
+        raise ValueError(f"--segments splits a video; {src} is {'a folder' if Path(src).is_dir() else 'an image'}")
+    if opts.tune != "none":
+        raise ValueError("--segments cannot be used with --tune: the generator is tuned on the whole clip")
+    if opts.tracks or opts.track_attrs or opts.track_keyframes:
+        raise ValueError("--segments cannot be used with --track / --track-attr / --track-keyframes: track ids "
+                           "count from each segment's first frame")
+    if opts.mix_rows is not None:
+        raise ValueError("--segments cannot be used with --mix-rows: the injected style follows the track id, "
+                           "which counts from each segment's first frame")
+    if opts.noise != "const":
+        raise ValueError("--segments needs --noise const: random noise differs from run to run")
+    if opts.gate == "on" and str(opts.gate_score) != "off":
+        raise ValueError("--segments with the gate needs --gate-score off (or --gate off): the detector-score "
+                           "reference is the running maximum over the whole track")
 
 
 def gate_settings(opts: EditOptions) -> GateSettings | None:
@@ -540,8 +566,10 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
         plan: the result of :func:`plan_edit` when already made (the CLI makes it first to fail early).
         progress: called as ``progress(frames_done, frames_total)`` after each written frame.
         on_frame: called with each written :class:`~vidinv.pipeline.faces.Item` (frame, faces with
-            track id / quad / landmarks, output picture), e.g. to collect the quads (not with
-            ``opts.segments`` > 1: :func:`vidinv.pipeline.segments.run_segmented`).
+            track id / quad / landmarks, output picture), e.g. to collect the quads.
+
+    ``opts.segments`` is not read here: ``vidinv edit --segments N`` runs
+    :func:`vidinv.pipeline.segments.run_segmented`.
 
     Returns:
         :class:`EditResult`.
@@ -553,10 +581,6 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
     """
     t_start = time.perf_counter()
     plan = plan or plan_edit(opts, quiet=quiet)
-    if opts.segments > 1:  # on_frame is not called: the segments' items are not kept
-        from vidinv.pipeline.segments import run_segmented
-
-        return run_segmented(opts, opts.segments, plan=plan, progress=progress)
     job = load_edit_job(opts, plan)
     result = edit_input(job, plan, plan.src, opts.dst, progress=progress, on_frame=on_frame)
     result.wall_s = time.perf_counter() - t_start

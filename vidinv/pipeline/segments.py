@@ -23,7 +23,8 @@ check catches what has no bounded support: the ``--face largest`` tracker picks 
 it sees, so a segment starting in a crowd may follow another person; the join then stops with an error
 naming the seam instead of writing a video that differs from the single run.
 
-What cannot be split is refused by :func:`check_segmentable` with a one-line error: image / folder inputs,
+What cannot be split is refused by :func:`vidinv.pipeline.edit.check_segmentable` (also run by
+:func:`~vidinv.pipeline.edit.check_options` when ``segments`` > 1) with a one-line error: image / folder inputs,
 ``--tune`` (trained on the whole clip), per-track options and ``--mix-rows`` (track ids count from each
 segment's first frame), ``--noise random`` (the single run is not reproducible), the gate's detector-score
 component (its reference is the running maximum over the whole track: ``--gate-score off``).
@@ -49,18 +50,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 
-from vidinv.io.images import is_image_path
+from vidinv.io.images import is_image_path, open_output_writer
 from vidinv.io.mux import frame_range, passthrough
 from vidinv.io.outputs import commit, discard, json_safe, temp_path_for
 from vidinv.io.video import Frame
+from vidinv.pipeline.edit import EditResult, check_segmentable, edit_input, load_edit_job, plan_edit
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Segment", "plan_segments", "run_segment", "join_segments", "run_segmented", "required_overlap",
-           "check_segmentable", "read_part", "SegmentError", "SEAM_CHECK", "TRACKER_SUPPORT", "SMOOTHER_SUPPORT",
+           "read_part", "SegmentError", "SEAM_CHECK", "TRACKER_SUPPORT", "SMOOTHER_SUPPORT",
            "DETECT_BATCH", "PART_TAG"]
 
 #: Frames a tracker gap bridge reaches (``Tracker.max_gap + 1``, the default tracker of every job).
@@ -175,31 +179,6 @@ def plan_segments(src: Path, n_segments: int, overlap: int | None = None, *, sta
     return out
 
 
-def check_segmentable(opts) -> None:
-    """Refuse the options a segmented run cannot reproduce (one-line messages; see the module doc).
-
-    Raises:
-        SegmentError: an image / folder input, ``tune``, per-track options, ``mix_rows``, ``noise`` random, the
-            gate's score component.
-    """
-    src = opts.src
-    if src is not None and (is_image_path(src) or Path(src).is_dir()):
-        raise SegmentError(f"--segments splits a video; {src} is {'a folder' if Path(src).is_dir() else 'an image'}")
-    if opts.tune != "none":
-        raise SegmentError("--segments cannot be used with --tune: the generator is tuned on the whole clip")
-    if opts.tracks or opts.track_attrs or opts.track_keyframes:
-        raise SegmentError("--segments cannot be used with --track / --track-attr / --track-keyframes: track ids "
-                           "count from each segment's first frame")
-    if opts.mix_rows is not None:
-        raise SegmentError("--segments cannot be used with --mix-rows: the injected style follows the track id, "
-                           "which counts from each segment's first frame")
-    if opts.noise != "const":
-        raise SegmentError("--segments needs --noise const: random noise differs from run to run")
-    if opts.gate == "on" and str(opts.gate_score) != "off":
-        raise SegmentError("--segments with the gate needs --gate-score off (or --gate off): the detector-score "
-                           "reference is the running maximum over the whole track")
-
-
 # ----------------------------------------------------------------------------------------------- part files
 class _PartWriter:
     """The sink of one segment (:func:`vidinv.pipeline.edit.edit_input`'s ``sink``): the owned frames'
@@ -215,16 +194,14 @@ class _PartWriter:
         self.done = False
         self.raw = self.part.with_name(f".{self.part.name}.frames.mkv")
         self._rate = rate
-        self._c = None
-        self._s = None
+        self._c: Any = None
+        self._s: Any = None
 
     def __enter__(self) -> _PartWriter:
         return self
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         """Encode ``image`` (H, W, 3) uint8 RGB, the output picture of ``frame`` (the next owned index)."""
-        import av
-
         expect = self.frames.start + len(self.pts)
         if frame.index != expect:
             raise SegmentError(f"segment part {self.part}: frame {frame.index} came where {expect} was due")
@@ -269,8 +246,6 @@ class _PartWriter:
     def finish(self, meta: dict) -> Path:
         """Write the part: the encoded frames remuxed (no re-encoding) with ``meta`` plus the frames' ``pts`` /
         ``time_base`` as the :data:`PART_TAG` JSON; the raw file is deleted."""
-        import av
-
         meta = dict(meta, pts=self.pts, time_base=str(self.time_base) if self.time_base is not None else None)
         tmp = temp_path_for(self.part)
         try:
@@ -298,8 +273,6 @@ def read_part(part: Path) -> dict:
     Raises:
         SegmentError: not a part file (no :data:`PART_TAG` tag, unreadable).
     """
-    import av
-
     try:
         with av.open(str(part)) as c:
             text = c.metadata.get(PART_TAG)
@@ -312,8 +285,6 @@ def read_part(part: Path) -> dict:
 
 def _part_frames(part: Path):
     """The pictures of a part, (H, W, 3) uint8 RGB, in order."""
-    import av
-
     with av.open(str(part)) as c:
         for vf in c.decode(video=0):
             yield vf.to_ndarray(format="rgb24")
@@ -352,12 +323,11 @@ def run_segment(opts, segment: Segment, part: Path, job=None, *, plan=None,
         ``Path(part)``.
 
     Raises:
-        SegmentError: options that cannot be split (:func:`check_segmentable`), a segment of another window,
+        ValueError: options that cannot be split (:func:`~vidinv.pipeline.edit.check_segmentable`).
+        SegmentError: a segment of another window,
             an overlap below :func:`required_overlap` of ``opts``.
         Everything :func:`vidinv.pipeline.edit.run_edit` raises.
     """
-    from vidinv.pipeline.edit import edit_input, load_edit_job, plan_edit
-
     check_segmentable(opts)
     plan = plan or plan_edit(opts, quiet=True)
     window = frame_range(plan.src, opts.start, opts.end)
@@ -399,8 +369,6 @@ def run_segment(opts, segment: Segment, part: Path, job=None, *, plan=None,
 
 def _rate(src: Path) -> Fraction:
     """The average frame rate of ``src``'s video (the part's nominal rate; its timestamps are not used)."""
-    import av
-
     with av.open(str(src)) as c:
         r = c.streams.video[0].average_rate
     return Fraction(r) if r else Fraction(25)
@@ -470,9 +438,6 @@ def join_segments(opts, segments: list[Segment], parts: list[Path]):
         SegmentError: parts missing / of other segments / not covering the window, a seam disagreement.
         What :class:`~vidinv.io.mux.EditedVideoWriter` raises (e.g. a frame count or pts mismatch).
     """
-    from vidinv.io.images import open_output_writer
-    from vidinv.pipeline.edit import EditResult
-
     t0 = time.perf_counter()
     if len(segments) != len(parts) or not segments:
         raise SegmentError(f"{len(segments)} segments but {len(parts)} part files")
@@ -547,8 +512,6 @@ def run_segmented(opts, n_segments: int, *, plan=None, workdir: str | os.PathLik
     Raises:
         SegmentError and everything :func:`run_segment` / :func:`join_segments` raise.
     """
-    from vidinv.pipeline.edit import load_edit_job, plan_edit
-
     t0 = time.perf_counter()
     check_segmentable(opts)
     plan = plan or plan_edit(opts, quiet=True)
