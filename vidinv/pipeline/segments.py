@@ -20,8 +20,9 @@ These supports add up (:func:`required_overlap`); :data:`SEAM_CHECK` frames more
 so that the two workers meeting at a seam both compute the frames around it exactly, and
 :func:`join_segments` checks that they agree there (same faces, same quads bit for bit, same gates). That
 check catches what has no bounded support: the ``--face largest`` tracker picks its face at the first frame
-it sees, so a segment starting in a crowd may follow another person; the join then stops with an error
-naming the seam instead of writing a video that differs from the single run.
+it sees, so a segment starting in a crowd may follow another person, and the tracker's velocity estimate
+(an exponential average, used only to match detections to tracks) has no finite support either; the join
+then stops with an error naming the seam instead of writing a video that differs from the single run.
 
 What cannot be split is refused by :func:`vidinv.pipeline.edit.check_segmentable` (also run by
 :func:`~vidinv.pipeline.edit.check_options` when ``segments`` > 1) with a one-line error: image / folder inputs,
