@@ -57,6 +57,7 @@ import av
 import numpy as np
 
 from vidinv.io.images import is_image_path, open_output_writer
+from vidinv.io.inversion import InversionReader
 from vidinv.io.mux import frame_range, passthrough
 from vidinv.io.outputs import commit, discard, json_safe, temp_path_for
 from vidinv.io.video import Frame
@@ -420,6 +421,21 @@ def _check_seams(segments: list[Segment], metas: list[dict]) -> dict[int, dict[i
     return maps
 
 
+def _source(opts) -> Path:
+    """The input video of ``opts``: ``opts.src``, or the source an export names (``--from-inversion`` alone).
+
+    Raises:
+        SegmentError: neither is given.
+    """
+    if opts.src is not None:
+        return Path(opts.src)
+    if opts.from_inversion is not None:
+        path = InversionReader(opts.from_inversion).source.get("path")
+        if path:
+            return Path(path)
+    raise SegmentError("no input video given")
+
+
 def join_segments(opts, segments: list[Segment], parts: list[Path]):
     """Write ``opts.dst`` from the segments' part files through the writer ``vidinv edit`` uses
     (:func:`vidinv.io.images.open_output_writer`: :class:`~vidinv.io.mux.EditedVideoWriter` with ``opts.codec``,
@@ -447,7 +463,7 @@ def join_segments(opts, segments: list[Segment], parts: list[Path]):
         if seg.index != k or (m["segment"], m["start"], m["stop"]) != (seg.index, seg.start, seg.stop):
             raise SegmentError(f"part {parts[k]} holds segment {m['segment']} [{m['start']}, {m['stop']}); "
                                f"segment {k} [{seg.start}, {seg.stop}) was due")
-    src = Path(opts.src)
+    src = _source(opts)
     writer = open_output_writer(src, opts.dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
                                 start=opts.start, end=opts.end, scale=opts.scale)
     if segments[0].start != writer.frames.start or segments[-1].stop != writer.frames.stop or any(
