@@ -42,7 +42,8 @@ exit status is 1 when any failed.
 #: Options of ``edit`` / ``restore`` a batch job may not give, and why.
 _EDIT_REFUSED = {"report_dir": "not in a batch: add a \"report\" job (input: the source, options: {\"outputs\": "
                                "[the edited video]})",
-                 "quiet": "a batch runs quietly", "verbose": "a batch runs quietly"}
+                 "quiet": "a batch runs quietly", "verbose": "a batch runs quietly",
+                 "segments": "give \"segments\": N on the job's line (the batch spreads them over its workers)"}
 
 
 def _edit_options(job, device: str | None = None):
@@ -73,17 +74,25 @@ def _edit_files(opts):
 def _check_edit(job) -> None:
     """Before any model: the options, the files, every weight and direction file (:func:`plan_edit`)."""
     # on use: keeps `vidinv --help` and the light commands free of torch (start-up time)
-    from vidinv.io.images import is_image_path
-    from vidinv.pipeline.edit import check_options, plan_edit
+    from vidinv.pipeline.edit import check_options, check_segmentable, plan_edit
 
     opts = _edit_options(job)
     check_options(opts)
     _edit_files(opts)
-    if job.segments and (is_image_path(opts.src) or Path(opts.src).is_dir()):
-        raise ValueError("\"segments\" splits a video; the input is not one")
-    if job.segments and opts.tune != "none":
-        raise ValueError("\"segments\" cannot be used with tune: tuning needs every face of the clip in one run")
+    if job.segments:
+        check_segmentable(opts)
     plan_edit(opts, quiet=True)
+
+
+def _plan_segments(job) -> list:
+    """The segments of a job with ``"segments": N``: its window (``start`` / ``end``) cut with the context its
+    options need (:func:`vidinv.pipeline.segments.required_overlap`)."""
+    # on use: only segmented jobs need the segments module
+    import vidinv.pipeline.segments as segments
+
+    opts = _edit_options(job)
+    return segments.plan_segments(Path(opts.src), job.segments, segments.required_overlap(opts),
+                                  start=opts.start, end=opts.end)
 
 
 def _shared(opts, plan) -> bool:
@@ -191,9 +200,10 @@ def batch_commands():
 
     quiet = {"quiet": "a batch runs quietly", "verbose": "a batch runs quietly"}
     specs = {
-        "edit": CommandSpec(edit_cmd, "src", "-o", _check_edit, _run_edit, refused=_EDIT_REFUSED, segmentable=True),
+        "edit": CommandSpec(edit_cmd, "src", "-o", _check_edit, _run_edit, refused=_EDIT_REFUSED, segmentable=True,
+                            segment_plan=_plan_segments),
         "restore": CommandSpec(restore_cmd, "src", "-o", _check_edit, _run_edit, refused=_EDIT_REFUSED,
-                               segmentable=True),
+                               segmentable=True, segment_plan=_plan_segments),
         "invert": CommandSpec(invert_cmd, "src", "-o", _check_invert, _run_invert, refused=quiet,
                               done_file=lambda out: Path(out) / "manifest.json"),
         "report": CommandSpec(report, "source", "-o", _check_report, _run_report, refused=quiet,

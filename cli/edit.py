@@ -13,6 +13,7 @@ from vidinv.cli.options import SectionedCommand, job_options, progress_options
 from vidinv.edit.attributes import strength_table
 from vidinv.io.images import IMAGE_EXTENSIONS
 from vidinv.pipeline.edit import EditOptions, check_options, job_kind, plan_edit, run_edit, run_edit_folder
+from vidinv.pipeline.segments import run_segmented
 from vidinv.pipeline.tasks import AnonymizeOptions, RestoreOptions, ToonifyOptions
 
 #: The confidence gate's options (:mod:`vidinv.face.gate`), listed together at the end of ``--help``.
@@ -25,7 +26,7 @@ EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "laye
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
                "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
                "stitch_steps", "outer_mask_dilation", "border_loss_threshold", "keyframes", "tracks", "track_attrs",
-               "track_keyframes") + GATE_FIELDS
+               "track_keyframes", "segments") + GATE_FIELDS
 #: ``vidinv edit --help`` headings of some options (the others are listed first, under ``Options``).
 EDIT_SECTIONS = (("Keyframed and per-track strengths", ("keyframes", "tracks", "track_attrs", "track_keyframes")),
                  ("Per-video tuning (Stitch it in Time)", ("tune", "tune_steps", "stitch_steps", "outer_mask_dilation",
@@ -136,7 +137,8 @@ def run_job_command(name: str, opts: EditOptions, report_dir, quiet: bool, verbo
         if folder is not None:
             fres = run_edit_folder(opts, folder, plan=plan, progress=update, quiet=quiet)
         else:
-            res = run_edit(opts, plan=plan, progress=update, quiet=quiet)
+            res = (run_segmented(opts, opts.segments, plan=plan, progress=update) if opts.segments > 1 else
+                   run_edit(opts, plan=plan, progress=update, quiet=quiet))
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()

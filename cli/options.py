@@ -110,6 +110,12 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "noise": (("--noise",), dict(type=click.Choice(["const", "random"]), show_default=True)),
     "latent_smoothing": (("--latent-smoothing",), dict(
         type=float, show_default=True, help="Temporal Gaussian sigma (frames) on w and F per track; 0 = off.")),
+    "segments": (("--segments",), dict(
+        type=click.IntRange(min=1), show_default=True,
+        help="Edit a video as N segments one after another (each decodes the frames its smoothing needs around "
+             "it), then join them: the output equals the single run's (the reference of `vidinv batch`'s split "
+             "runs). Not with images, --tune, per-track options, --mix-rows, --noise random, the gate's score "
+             "component (use --gate-score off).")),
     # pSp tasks
     "restore": (("--restore",), dict(
         is_flag=True, help="Restore the faces with pSp's super-resolution model and edit its inversion (one pass; "

@@ -1,8 +1,8 @@
 """``vidinv batch`` (issue 13): a jobs file checked line by line before any model loads; a local run where one
 job fails and the others finish, with models loaded once; resume (finished jobs skipped, a job whose output
 went missing run again); the same batch on Ray (127.0.0.1, two CPU actors) writing the same bytes; a job
-split into segments (the expansion into segment and join tasks, with a fake segments module: the real one
-is tested with it).
+split into segments (the expansion into segment and join tasks, with a fake segments module; the real
+segments module in the Ray run, whose segmented job writes the same bytes as the local single run).
 
 Local runs go through the CLI in this process (click's runner, the tiny bundle, ``--gate off``: the tiny
 generator's faces would be gated out); shared clips from ../shared/videos.
@@ -156,8 +156,9 @@ def test_ray_run_writes_the_same_bytes_as_the_local_run(tiny_home, local_run, tm
     d, _ = local_run
     assert (d / "a.mp4").is_file() and (d / "sub" / "b.mp4").is_file(), "runs after the local tests"
     (tmp_path / "sub").mkdir()
+    # the second job is split into 2 segments (vidinv.pipeline.segments, on the two actors) and joined
     jobs = _write_jobs(tmp_path / "jobs.jsonl", [_edit("a.mp4", "smile", strength=2),
-                                                 _edit("sub/b.mp4", "age", strength=-1)])
+                                                 {**_edit("sub/b.mp4", "age", strength=-1), "segments": 2}])
     ray.init(_node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False, logging_level="ERROR",
              runtime_env={"env_vars": {"VIDINV_HOME": str(tiny_home), "RAY_USAGE_STATS_ENABLED": "0"}})
     try:
@@ -170,7 +171,7 @@ def test_ray_run_writes_the_same_bytes_as_the_local_run(tiny_home, local_run, tm
         ray.shutdown()
     assert r.exit_code == 0, r.output
     assert {v[1] for v in _rows(r.stdout).values()} == {"done"}, r.stdout
-    # same code, same torch thread count, same encoder settings: byte for byte
+    # same code, same torch thread count, same encoder settings: byte for byte (the segmented job too)
     assert (tmp_path / "a.mp4").read_bytes() == (d / "a.mp4").read_bytes()
     assert (tmp_path / "sub" / "b.mp4").read_bytes() == (d / "sub" / "b.mp4").read_bytes()
 
@@ -221,7 +222,7 @@ def _fake_segments(calls: list) -> types.ModuleType:
 
     mod = types.ModuleType("vidinv.pipeline.segments")
 
-    def plan_segments(src, n_segments, overlap=None):
+    def plan_segments(src, n_segments, overlap=None, *, start=None, end=None):
         calls.append(("plan", Path(src).name, n_segments))
         return [FakeSegment(i, 3 * i, 3 * i + 3) for i in range(n_segments)]
 
@@ -237,7 +238,11 @@ def _fake_segments(calls: list) -> types.ModuleType:
         atomic_write_text(opts.dst, "".join(Path(p).read_text() for p in parts))
         return EditResult(Path(opts.dst), frames=3 * len(segments))
 
+    def required_overlap(opts=None):
+        return 0
+
     mod.plan_segments, mod.run_segment, mod.join_segments = plan_segments, run_segment, join_segments
+    mod.required_overlap = required_overlap
     return mod
 
 

@@ -67,6 +67,9 @@ class CommandSpec:
         done_file: ``done_file(output) -> Path``: the file whose presence says the output was written (the
             output itself, or e.g. the export's ``manifest.json``).
         segmentable: whether the command takes ``segments``.
+        segment_plan: ``segment_plan(job) -> [Segment]``: how a segmented job's input is cut (the job's own
+            context overlap and ``--start`` / ``--end`` window:
+            :func:`vidinv.pipeline.segments.plan_segments`); None: ``plan_segments`` with its defaults.
     """
 
     command: click.Command
@@ -77,6 +80,7 @@ class CommandSpec:
     done_file: Callable[[Path], Path] = Path
     refused: Mapping[str, str] = field(default_factory=dict)
     segmentable: bool = False
+    segment_plan: Callable[[BatchJob], list] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from vidinv import __version__
@@ -60,7 +61,8 @@ def final_task_id(job: BatchJob) -> str:
     return f"{job.line}.join" if job.segments else str(job.line)
 
 
-def expand_job(job: BatchJob, parts_dir: Path, after: dict[int, str] | None = None) -> list[Task]:
+def expand_job(job: BatchJob, parts_dir: Path, after: dict[int, str] | None = None,
+               plan: Callable[[BatchJob], list] | None = None) -> list[Task]:
     """The tasks of ``job`` (see the module doc).
 
     Args:
@@ -69,6 +71,8 @@ def expand_job(job: BatchJob, parts_dir: Path, after: dict[int, str] | None = No
         parts_dir: the folder of this job's part files (segments only; created).
         after: line -> final task id of the jobs ``job`` depends on that still run (a dependency already
             done is left out).
+        plan: ``plan(job) -> [Segment]`` (the command's :attr:`~vidinv.batch.jobs.CommandSpec.segment_plan`);
+            None: ``plan_segments(job.input, job.segments)`` with the planner's defaults.
 
     Returns:
         ``[Task]`` (one, or the segment tasks then the join task).
@@ -79,10 +83,13 @@ def expand_job(job: BatchJob, parts_dir: Path, after: dict[int, str] | None = No
     deps = tuple((after or {})[d] for d in job.deps if d in (after or {}))
     if not job.segments:
         return [Task(str(job.line), job.line, "job", deps)]
-    # on use: the segment planner reads the video
-    from vidinv.pipeline.segments import plan_segments
+    if plan is not None:
+        segments = plan(job)
+    else:
+        # on use: the segment planner reads the video
+        from vidinv.pipeline.segments import plan_segments
 
-    segments = plan_segments(job.input, job.segments)
+        segments = plan_segments(job.input, job.segments)
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = [parts_dir / f"part_{s.index:04d}{PART_SUFFIX}" for s in segments]
     tasks = [Task(f"{job.line}.s{s.index}", job.line, "segment", deps, segment=s, part=p)

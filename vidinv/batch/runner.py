@@ -295,7 +295,7 @@ def run_batch(jobs_file: str | os.PathLike, commands: Callable[[], BatchCommands
     for job in todo:
         seconds[job.line], results[job.line] = 0.0, {}
         try:
-            job_tasks = expand_job(job, store.parts_dir(job), after)
+            job_tasks = expand_job(job, store.parts_dir(job), after, specs.specs[job.command].segment_plan)
         except Exception as exc:  # the job fails, the others run
             errors[job.line] = (specs.describe(exc).strip().splitlines() or [type(exc).__name__])[0]
             end(job, errors[job.line])

@@ -89,7 +89,8 @@ from vidinv.pipeline.tuning import (
 log = logging.getLogger(__name__)
 
 __all__ = ["EditOptions", "EditResult", "check_options", "plan_edit", "run_edit", "run_edit_folder", "edit_input",
-           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND", "gate_settings"]
+           "load_edit_job", "direction_weights", "job_kind", "SCALES", "RESTORE_KIND", "gate_settings",
+           "check_segmentable"]
 
 _GATE_DEFAULTS = GateSettings()
 
@@ -142,6 +143,9 @@ class EditOptions(JobOptions):
             pixels. gate_yaw, gate_pitch, gate_score, gate_jitter, gate_identity: each component's
             ``"FULL,ZERO"`` thresholds or ``"off"`` (defaults and reasons: :class:`~vidinv.face.gate.
             GateSettings`); gate_fade: frames of a full fade.
+        segments: run the video as this many segments one after another, each decoding the context its
+            temporal stages need, then join them (:mod:`vidinv.pipeline.segments`; the output equals the single
+            run's); 1 = one pass. Options that cannot be split are refused.
     """
 
     attrs: Sequence[str] = ()
@@ -179,6 +183,7 @@ class EditOptions(JobOptions):
     gate_jitter: str = "off"
     gate_identity: str = str(_GATE_DEFAULTS.identity)
     gate_fade: int = _GATE_DEFAULTS.fade
+    segments: int = 1
 
 
 #: The up-scaling factors of the output (``--scale``).
@@ -263,6 +268,37 @@ def check_options(opts: EditOptions) -> None:
         raise ValueError("--restore inverts the frames with the super-resolution model; it cannot re-render an "
                          "export (--from-inversion), whose codes come from another encoder")
     gate_settings(opts)
+    if int(opts.segments) != opts.segments or opts.segments < 1:
+        raise ValueError(f"--segments must be an integer >= 1, got {opts.segments}")
+    if opts.segments > 1:
+        check_segmentable(opts)
+
+
+def check_segmentable(opts) -> None:
+    """Refuse the options a segmented run (:mod:`vidinv.pipeline.segments`) cannot make equal to the single
+    run, with one-line messages: track ids count from each segment's first frame, tuning needs the whole clip,
+    random noise is not reproducible, the gate's detector-score reference is a running maximum over the track.
+
+    Raises:
+        ValueError: an image / folder input, ``tune``, per-track options, ``mix_rows``, ``noise`` random, the
+            gate's score component.
+    """
+    src = opts.src
+    if src is not None and (is_image_path(src) or Path(src).is_dir()):
+        raise ValueError(f"--segments splits a video; {src} is {'a folder' if Path(src).is_dir() else 'an image'}")
+    if opts.tune != "none":
+        raise ValueError("--segments cannot be used with --tune: the generator is tuned on the whole clip")
+    if opts.tracks or opts.track_attrs or opts.track_keyframes:
+        raise ValueError("--segments cannot be used with --track / --track-attr / --track-keyframes: track ids "
+                           "count from each segment's first frame")
+    if opts.mix_rows is not None:
+        raise ValueError("--segments cannot be used with --mix-rows: the injected style follows the track id, "
+                           "which counts from each segment's first frame")
+    if opts.noise != "const":
+        raise ValueError("--segments needs --noise const: random noise differs from run to run")
+    if opts.gate == "on" and str(opts.gate_score) != "off":
+        raise ValueError("--segments with the gate needs --gate-score off (or --gate off): the detector-score "
+                           "reference is the running maximum over the whole track")
 
 
 def gate_settings(opts: EditOptions) -> GateSettings | None:
@@ -535,6 +571,9 @@ def run_edit(opts: EditOptions, *, plan: _Plan | None = None, progress: Callable
             track id / quad / landmarks, output picture), e.g. to collect the quads.
         loader: what loads the networks (:func:`load_edit_job`).
 
+    ``opts.segments`` is not read here: ``vidinv edit --segments N`` runs
+    :func:`vidinv.pipeline.segments.run_segmented`.
+
     Returns:
         :class:`EditResult`.
 
@@ -580,11 +619,19 @@ def run_edit_folder(opts: EditOptions, folder: FolderPlan, *, plan: _Plan | None
 
 def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
                progress: Callable[[int, int | None], None] | None = None,
-               on_frame: Callable[[Item], None] | None = None) -> EditResult:
+               on_frame: Callable[[Item], None] | None = None, decode: range | None = None,
+               sink=None) -> EditResult:
     """Edit one input (a video, or a still image: :func:`vidinv.io.images.open_output_writer` picks the
     writer) with the loaded ``job`` (whose ``src`` is ``src``) into ``dst``; arguments and errors as
     :func:`run_edit`. No face anywhere: ``dst`` is the input unchanged (:func:`vidinv.io.mux.passthrough`,
-    :func:`vidinv.io.images.passthrough_image`) with a warning."""
+    :func:`vidinv.io.images.passthrough_image`) with a warning.
+
+    One segment of a long video (:mod:`vidinv.pipeline.segments`): ``sink`` replaces the output writer (an
+    object with the writer's ``frames`` (the frame indices it takes, in order), ``write(frame, image)``,
+    ``done``, ``abort()`` and context manager) and ``decode`` is the range of frame indices decoded and run
+    through the stages (a superset of ``sink.frames``: the context the temporal stages need). Only the
+    frames of ``sink.frames`` are written and counted in the result; ``on_frame`` sees every decoded frame.
+    With a sink a run without faces is not replaced by a passthrough (the sink gets every frame)."""
     t_start = time.perf_counter()
     opts = plan.opts
     reader = plan.reader
@@ -599,11 +646,18 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
 
     front = [("degrade", degrade_stage(int(opts.simulate_factor)))] if opts.simulate_factor else []
     stages = list(front)
+    gates = gate_settings(opts)
+    context = None  # a segment's context frames: through the temporal stages, never rendered
+    if sink is not None and decode is not None:
+        owned = sink.frames
+        context = lambda it: it.frame.index not in owned  # noqa: E731
     if reader is None:
         face_job = job
         if schedule is not None and schedule.per_track_options and job.opts.face != "all":
             face_job = replace(job, opts=replace(job.opts, face="all"))  # track ids: those of --face all
-        front += face_job.face_stages(timings=steps)
+        # the codes of context frames are needed only by the latent smoothing and the gate
+        need_codes = bool(opts.latent_smoothing and opts.latent_smoothing > 0) or gates is not None
+        front += face_job.face_stages(timings=steps, skip=None if need_codes else context)
     else:
         front.append(("inversion", _inversion_stage(reader, bundle)))
     if schedule is not None and schedule.per_track_options:  # before the encoder: skip the faces left as they are
@@ -617,13 +671,13 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         stages.append(("samples", samples_stage(samples, bundle.runtime.torch_device)))
     else:
         stages = front
-    writer = open_output_writer(src, dst, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                                start=opts.start, end=opts.end, scale=opts.scale)
+    writer = sink if sink is not None else open_output_writer(src, dst, codec=opts.codec, crf=opts.crf,
+                                                               pix_fmt=opts.pix_fmt, start=opts.start,
+                                                               end=opts.end, scale=opts.scale)
     frames = writer.frames
-    video = job.open_video(frames)
+    video = job.open_video(frames if decode is None else decode)
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))
-    gates = gate_settings(opts)
     if gates is not None:  # before style mixing: the gate judges the inversion of the input face
         stages.append(("gate", gate_stage(bundle, gates, opts.batch_size, noise=opts.noise, timings=steps)))
         result.gate = gates.describe()
@@ -635,7 +689,7 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     render = (stitch_render_stage(bundle, plan.edit, tune, noise=opts.noise, settings=settings, timings=steps,
                                   scale=opts.scale, stats=stitch) if tune.mode == "stitch" else
               render_stage(bundle, edit, opts.batch_size, noise=opts.noise, settings=settings, timings=steps,
-                           scale=opts.scale))
+                           scale=opts.scale, skip=context))
     stages += [("render", render),
                ("composite", _finite_faces(composite_stage(settings, scale=opts.scale)))]
 
@@ -644,13 +698,14 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
         try:
             with writer:
                 for it in items:
-                    writer.write(it.frame, it.image)
-                    if it.faces:
-                        edited += 1
-                        for f in it.faces:
-                            tracks.add(f.track_id)
+                    if it.frame.index in frames:  # a segment's context frames are not written
+                        writer.write(it.frame, it.image)
+                        if it.faces:
+                            edited += 1
+                            for f in it.faces:
+                                tracks.add(f.track_id)
                     yield it
-                if edited == 0 and not window and opts.scale == 1:  # up-scaled: write the frames
+                if edited == 0 and not window and opts.scale == 1 and sink is None:  # up-scaled: write the frames
                     raise _NoFace()
         finally:
             video.close()
@@ -660,6 +715,10 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
     G.reset_layer_count()
     try:
         for it in job.stream(video, stages, total=len(frames), progress=progress):
+            if it.frame.index not in frames:
+                if on_frame is not None:
+                    on_frame(it)
+                continue
             result.frames += 1
             if it.faces:
                 result.frames_edited += 1

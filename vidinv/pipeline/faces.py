@@ -257,7 +257,7 @@ def face_mask(face: FaceCode, size: int, settings: BlendSettings, labels: np.nda
 
 
 def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", settings: BlendSettings | None = None,
-                 timings: dict | None = None, scale: int = 1):
+                 timings: dict | None = None, scale: int = 1, skip: Callable[[Item], bool] | None = None):
     """Stage: items with (w, F) -> items whose faces carry the edited face ``image`` and ``mask``.
 
     The image is the inverter's edit of the codes (:meth:`vidinv.inverters.Inverter.edit`): with a
@@ -270,6 +270,10 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
     then gets the edit of its track at its frame's time (:meth:`~vidinv.edit.keyframes.EditSchedule.batch_edit`:
     a per-sample Δw (B, n_latent, D) where the faces of a batch differ); every face must be of a track the
     schedule edits (drop the others before).
+
+    ``skip(item) -> bool``: as :func:`encode_stage`'s: a batch whose items are all skipped passes through
+    unrendered (faces without ``image`` / ``mask``, which :func:`composite_stage` leaves out); batches are
+    formed as without it (a segment's context frames, :mod:`vidinv.pipeline.segments`).
     """
     settings = settings or BlendSettings()
     inverter = bundle.inverter
@@ -279,6 +283,8 @@ def render_stage(bundle, edit, batch_size: int, *, noise: str = "const", setting
     def run(items: Iterable[Item]) -> Iterator[Item]:
         for group in _batched(items, batch_size, lambda f: True):
             faces = [f for it in group for f in it.faces]
+            if faces and skip is not None and all(skip(it) for it in group):
+                faces = []
             if faces:
                 t0 = time.perf_counter()
                 with torch.inference_mode(), inverter.runtime.autocast():
