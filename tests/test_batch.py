@@ -220,7 +220,10 @@ def _fake_segments(calls: list) -> types.ModuleType:
     from vidinv.pipeline.edit import EditResult
     from vidinv.pipeline.job import Job
 
+    import vidinv.pipeline.segments as real
+
     mod = types.ModuleType("vidinv.pipeline.segments")
+    mod.__dict__.update({k: v for k, v in vars(real).items() if not k.startswith("__")})  # run_segmented, ...
 
     def plan_segments(src, n_segments, overlap=None, *, start=None, end=None):
         calls.append(("plan", Path(src).name, n_segments))
