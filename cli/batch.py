@@ -88,11 +88,10 @@ def _plan_segments(job) -> list:
     """The segments of a job with ``"segments": N``: its window (``start`` / ``end``) cut with the context its
     options need (:func:`vidinv.pipeline.segments.required_overlap`)."""
     # on use: only segmented jobs need the segments module
-    import vidinv.pipeline.segments as segments
+    from vidinv.pipeline.segments import plan_segments, required_overlap
 
     opts = _edit_options(job)
-    return segments.plan_segments(Path(opts.src), job.segments, segments.required_overlap(opts),
-                                  start=opts.start, end=opts.end)
+    return plan_segments(Path(opts.src), job.segments, required_overlap(opts), start=opts.start, end=opts.end)
 
 
 def _shared(opts, plan) -> bool:
