@@ -34,8 +34,10 @@ def onnx_cmd(generator: Path | None, weights_dir: Path | None, k: int, threads: 
     jobs with --backend onnx only pay the ONNX Runtime session start. With --measure (default) one batch-1 forward
     is timed both ways and recorded; --backend auto uses ONNX Runtime only where that record says it is faster.
     """
+    # torch and the exporter load only when the command runs (`vidinv --help` stays light)
     from vidinv.models.export import build_backend, measure_backend, require_onnx
     from vidinv.models.stylegan2 import load_generator
+    from vidinv.weights.cache import vidinv_home
 
     require_onnx()
     import torch
@@ -43,12 +45,13 @@ def onnx_cmd(generator: Path | None, weights_dir: Path | None, k: int, threads: 
     if threads:
         torch.set_num_threads(int(threads))
     if generator is None:
+        # the registry's generator file (official psp_ffhq_encode.pt)
         from vidinv.inverters import GENERATOR_FILE
         from vidinv.weights import resolve
 
         generator = resolve([GENERATOR_FILE], weights_dir=weights_dir)[GENERATOR_FILE]
     G, _ = load_generator(generator)
-    be = build_backend(G, k)
+    be = build_backend(G, k, cache_dir=vidinv_home() / "onnx")
     folder = be.folder
     assert folder is not None  # build_backend sets it
     click.echo(f"export: {folder}")

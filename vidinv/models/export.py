@@ -17,11 +17,12 @@ runs them; :func:`attach_backend` hangs it on a generator (``G.backend``), after
 Every other call runs the eager PyTorch code, so the back-end never changes what a call means; a
 batch of B samples runs as B batch-1 calls (the compiled graphs are batch 1, the case they target).
 
-The export is cached under ``$VIDINV_HOME/onnx/`` (:func:`export_dir`), in a folder named by a sha256
-of the generator's tensors (names, shapes and contents: the same weights file gives the same key) and of
-the export settings (:data:`EXPORT_VERSION`, ``K``, the opset, the torch version), so the export (tens of
-seconds at 1024) is paid once per weights file; creating the ONNX Runtime sessions is paid once per
-process. :func:`build_backend` prints that first-call cost as one line on stderr.
+The export is cached under a folder the caller gives (``$VIDINV_HOME/onnx/`` for the CLI and jobs), in a
+sub-folder named by a sha256 of the generator's tensors (names, shapes and contents: the same weights file
+gives the same key) and of the export settings (:data:`EXPORT_VERSION`, ``K``, the opset, the torch
+version), so the export (about 35 s at 1024 here) is paid once per weights file; creating the ONNX Runtime
+sessions (about 1 s) is paid once per process. :func:`build_backend` prints that first-call cost as one line
+on stderr.
 
 ONNX Runtime is optional (``pip install 'vidinv[onnx]'``); :func:`require_onnx` raises
 :class:`BackendUnavailable` naming it.
@@ -44,12 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidinv.io.outputs import atomic_path, atomic_write_text
 from vidinv.models.fs_encoder import FS_FEATURE_LAYER
 from vidinv.models.stylegan2 import CoarseState, Generator
 
 __all__ = [
     "BACKENDS", "EXPORT_VERSION", "OPSET", "TIMING_FILE", "BackendUnavailable", "require_onnx", "onnx_available",
-    "weights_key", "export_dir", "export_generator", "OnnxBackend", "build_backend", "attach_backend",
+    "weights_key", "export_generator", "OnnxBackend", "build_backend", "attach_backend",
     "choose_backend", "measure_backend",
 ]
 
@@ -79,13 +81,6 @@ def require_onnx() -> None:
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise BackendUnavailable(f"the onnx back-end needs {', '.join(missing)}: {_INSTALL}")
-
-
-def export_dir() -> Path:
-    """``$VIDINV_HOME/onnx`` (``VIDINV_HOME`` defaults to ``~/.cache/vidinv``)."""
-    from vidinv.weights.cache import vidinv_home
-
-    return vidinv_home() / "onnx"
 
 
 def weights_key(G: Generator, k: int = FS_FEATURE_LAYER) -> str:
@@ -158,12 +153,10 @@ def export_generator(G: Generator, folder: str | os.PathLike, k: int = FS_FEATUR
                 ("coarse", _Coarse(Gc, k), (wp,), ["wp"], ["feature", "skip"]),
                 ("fine", _Fine(Gc, k), (feat, wp, skip), ["x", "wp", "skip"], ["image"])):
             path = folder / f"{name}.onnx"
-            tmp = folder / f".{name}.onnx.tmp{os.getpid()}"
-            with warnings.catch_warnings():  # the tracer's notes on Python-side shape checks
+            with atomic_path(path) as tmp, warnings.catch_warnings():  # the tracer's notes on shape checks
                 warnings.simplefilter("ignore")
                 torch.onnx.export(mod, args, str(tmp), input_names=inputs, output_names=outputs,
                                   opset_version=OPSET, dynamo=False, do_constant_folding=True)
-            os.replace(tmp, path)
             out.append(path)
     Gc.layers_run = count
     return out[0], out[1]
@@ -257,14 +250,14 @@ def _log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | os.PathLike | None = None,
+def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | os.PathLike,
                   log: Callable[[str], None] | None = _log_stderr) -> OnnxBackend:
     """Export ``G`` (or reuse its cached export) and open the ONNX Runtime sessions.
 
     Args:
         G: a float32 CPU generator.
         k: the feature index the pipeline injects at (5 for the Feature-Style encoder).
-        cache_dir: where exports live (default :func:`export_dir`); one sub-folder per :func:`weights_key`.
+        cache_dir: where exports live (the CLI uses ``$VIDINV_HOME/onnx``); one sub-folder per :func:`weights_key`.
         log: called once with the first-call cost line (default: print to stderr); None for silence.
 
     Raises:
@@ -276,8 +269,7 @@ def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | o
         raise BackendUnavailable(f"the onnx back-end runs float32 generators on the CPU (this one is {ref.dtype} on "
                                  f"{ref.device}); use --backend eager")
     t0 = time.perf_counter()
-    folder = Path(cache_dir) if cache_dir is not None else export_dir()
-    folder = folder / weights_key(G, k)
+    folder = Path(cache_dir) / weights_key(G, k)
     coarse, fine = folder / "coarse.onnx", folder / "fine.onnx"
     cached = coarse.is_file() and fine.is_file()
     if not cached:
@@ -292,8 +284,8 @@ def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | o
     return backend
 
 
-def attach_backend(G: Generator, backend: str = "onnx", *, k: int = FS_FEATURE_LAYER, frames: int | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> str:
+def attach_backend(G: Generator, backend: str, *, cache_dir: str | os.PathLike, k: int = FS_FEATURE_LAYER,
+                   frames: int | None = None) -> str:
     """Give ``G`` the back-end ``backend`` (``eager`` removes any); returns the one chosen (``auto`` resolved by
     :func:`choose_backend`).
 
@@ -306,8 +298,8 @@ def attach_backend(G: Generator, backend: str = "onnx", *, k: int = FS_FEATURE_L
     return chosen
 
 
-def choose_backend(G: Generator, backend: str, *, k: int = FS_FEATURE_LAYER, frames: int | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> str:
+def choose_backend(G: Generator, backend: str, *, cache_dir: str | os.PathLike, k: int = FS_FEATURE_LAYER,
+                   frames: int | None = None) -> str:
     """Resolve a ``--backend`` value to ``"eager"`` or ``"onnx"``.
 
     ``auto`` is ``onnx`` only where it is measured to pay: the onnx packages are installed, ``G`` is float32 on
@@ -327,7 +319,7 @@ def choose_backend(G: Generator, backend: str, *, k: int = FS_FEATURE_LAYER, fra
     ref = G._ref()
     if frames is None or not onnx_available() or ref.device.type != "cpu" or ref.dtype != torch.float32:
         return "eager"
-    folder = (Path(cache_dir) if cache_dir is not None else export_dir()) / weights_key(G, k)
+    folder = Path(cache_dir) / weights_key(G, k)
     try:
         rec = json.loads((folder / TIMING_FILE).read_text())
         saving = float(rec["eager_s"]) - float(rec["onnx_s"])
@@ -359,5 +351,5 @@ def measure_backend(G: Generator, backend: OnnxBackend, folder: str | os.PathLik
         G.backend = saved
         G.layers_run = count
     rec = {**best, "sessions_s": float(sessions_s), "threads": torch.get_num_threads()}
-    (Path(folder) / TIMING_FILE).write_text(json.dumps(rec, indent=1))
+    atomic_write_text(Path(folder) / TIMING_FILE, json.dumps(rec, indent=1))
     return rec

@@ -238,12 +238,24 @@ class ModulatedConv2d(nn.Module):
         s = self.modulation(style)  # (B, in)
         # per-sample factor on the (out, in) weight: scale * s_i, times the demodulation
         # rsqrt(sum_{i,kh,kw} (scale * W * s_i)^2 + eps) computed as a small matmul
-        factor = (self.scale * s).view(b, 1, c)
+        out_scale: torch.Tensor | float = gain
         if wsq is not None:
             demod = torch.rsqrt(torch.matmul(s.square(), wsq.t()) * (self.scale ** 2) + self.eps)  # (B, out)
-            factor = factor * (demod * gain).view(b, o, 1)
-        elif gain != 1.0:
-            factor = factor * gain
+            out_scale = (demod * gain).view(b, o, 1)
+        if k > 1 and b * h * w <= o * k * k:
+            # the "non-fused" form (StyleGAN2-ADA's): modulate the input, convolve with the fixed weight, scale
+            # the output; cheaper than modulating the weight where the weight is larger than the activation
+            # (the wide low-resolution layers), and the same math up to float rounding
+            xs = (x * (self.scale * s).view(b, c, 1, 1)).contiguous(memory_format=fmt)
+            osc = out_scale.view(b, o, 1, 1) if isinstance(out_scale, torch.Tensor) else out_scale
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(xs, base, stride=2) * osc, bias)
+            out = F.conv2d(xs, base, padding=self.padding)
+            if bias is None:
+                return out * osc
+            return torch.addcmul(bias.view(1, o, 1, 1), out, osc) if isinstance(osc, torch.Tensor) \
+                else out * osc + bias.view(1, o, 1, 1)
+        factor = (self.scale * s).view(b, 1, c) * out_scale
         if k == 1 and not self.upsample:  # 1x1 (ToRGB): a batched matmul over the pixels, in x's layout
             weight = base * factor  # (B, out, in)
             if b == 1 and x.is_contiguous(memory_format=torch.channels_last):

@@ -150,10 +150,12 @@ class Job:
         Raises:
             vidinv.models.export.BackendUnavailable: ``onnx`` without its packages or not on a float32 CPU generator.
         """
+        # here, not at the top: ONNX and its exporter load only for a job that asks for a back-end
         from vidinv.models.export import attach_backend
+        from vidinv.weights.cache import vidinv_home
 
         feature_index = getattr(self.bundle.inverter, "feature_index", None)
-        return attach_backend(self.bundle.G, self.opts.backend, frames=frames,
+        return attach_backend(self.bundle.G, self.opts.backend, cache_dir=vidinv_home() / "onnx", frames=frames,
                               **({"k": feature_index} if feature_index else {}))
 
     def open_video(self, frames: range) -> VideoReader | ImageReader:
