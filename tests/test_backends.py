@@ -213,3 +213,29 @@ def test_onnx_backend_parity_fixture_256(tmp_path):
         fs = run.G.synthesis(run.inputs["wplus"], noise="const", feature=run.inputs["F"], k=5)
     assert_parity(image, run.expected["image_wplus"], "onnx image_wplus")
     assert_parity(fs, run.expected["image_fs"], "onnx image_fs")
+
+
+@needs_onnx
+def test_edit_job_with_backend_onnx(tmp_path):
+    """`vidinv edit --backend onnx` on the tiny bundle: the export goes to $VIDINV_HOME/onnx and its cost is one
+    stderr line; the edit completes."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, require_shared
+    from tiny_bundle import write_tiny_bundle
+
+    video = require_shared("videos") / "greenscreen_frontal.mp4"
+    home = tmp_path / "home"
+    write_tiny_bundle(home)
+    out = tmp_path / "out.mp4"
+    env = {**os.environ, "VIDINV_HOME": str(home),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-m", "vidinv.cli", "edit", str(video), "-o", str(out), "--attr", "stit:age",
+                        "--start", "0", "--end", "0.04", "--backend", "onnx", "-q"], capture_output=True, text=True,
+                       timeout=600, env=env, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    ready = [ln for ln in p.stderr.splitlines() if ln.startswith("vidinv: onnx back-end ready in ")]
+    assert len(ready) == 1 and str(home / "onnx") in ready[0], p.stderr
+    assert out.is_file() and len(list((home / "onnx").glob("*/fine.onnx"))) == 1
