@@ -4,7 +4,8 @@ For each thread count it prints: the FLOPs of one generator forward at batch 1 (
 ``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of the convolutions and matrix
 products, at their real shapes), this machine's best dense convolution throughput (GFLOP/s: the fastest of
 a set of plain 3x3 / 1x1 ``conv2d`` at the generator's channel widths and resolutions, batch 1, best of
-``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), the generator's measured time (median of
+``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), ``convs s`` (the generator's 3x3 convolutions alone,
+as plain dense convs at their real shapes: :func:`real_shape_convs_s`), the generator's measured time (median of
 ``--repeats`` forwards after one warm-up) and the ratio time / bound. The official 1024 config-f
 generator is built with random weights (timing does not depend on their values).
 
@@ -81,6 +82,34 @@ def best_conv_gflops(shapes, repeats: int) -> tuple[float, tuple]:
     return best, arg
 
 
+def real_shape_convs_s(G: Generator, repeats: int) -> float:
+    """Seconds of the generator's 3x3 convolutions run as plain dense convs at their real shapes (batch 1; the
+    upsampling ones as stride-2 transposed convs), each in its faster layout (default or channels-last), best of
+    ``repeats``: what a forward would cost if it were only its convolutions, at the rate oneDNN reaches at
+    those shapes (the narrow high-resolution layers run far below the best-shape rate of the bound)."""
+    total = 0.0
+    for j, layer in enumerate([G.conv1, *G.convs], start=1):
+        conv, res = layer.conv, G.feature_shape(j)[1]
+        if conv.upsample:
+            x = torch.randn(1, conv.in_channel, res // 2, res // 2)
+            wt = torch.randn(conv.in_channel, conv.out_channel, 3, 3)
+        else:
+            x, wt = torch.randn(1, conv.in_channel, res, res), torch.randn(conv.out_channel, conv.in_channel, 3, 3)
+        best = float("inf")
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xf, wf = x.contiguous(memory_format=fmt), wt.contiguous(memory_format=fmt)
+            for i in range(repeats + 1):  # the first call is a warm-up
+                t0 = CLOCK()
+                if conv.upsample:
+                    F.conv_transpose2d(xf, wf, stride=2)
+                else:
+                    F.conv2d(xf, wf, padding=1)
+                if i:
+                    best = min(best, CLOCK() - t0)
+        total += best
+    return total
+
+
 def time_forward(G: Generator, repeats: int) -> float:
     """Median seconds of ``G.synthesis`` at batch 1 (after one warm-up forward)."""
     w = torch.randn(1, G.n_latent, G.style_dim)
@@ -112,12 +141,13 @@ def main(argv=None) -> None:
     shapes = dense_conv_shapes(G)
     print(f"generator {args.size}: {flops / 1e9:.1f} GFLOP per forward (batch 1, PyTorch FLOP counter)")
     print(f"{'threads':>7}  {'best conv GFLOP/s':>17}  {'at (in, out, k, res)':>22}  {'bound s':>8}  "
-          f"{'backend':>7}  {'vidinv s':>8}  {'ratio':>5}  first call s ({args.clock} clock)")
+          f"{'convs s':>7}  {'backend':>7}  {'vidinv s':>8}  {'ratio':>5}  first call s ({args.clock} clock)")
     tmp = tempfile.TemporaryDirectory(prefix="vidinv_bound_")
     for n in args.threads:
         torch.set_num_threads(n)
         best, arg = best_conv_gflops(shapes, args.repeats)
         bound = flops / (best * 1e9)
+        convs = real_shape_convs_s(G, args.repeats)
         for name in args.backend:
             first = "-"
             if name == "onnx":
@@ -128,7 +158,8 @@ def main(argv=None) -> None:
                 first = f"{time.perf_counter() - t0:.1f} (wall)"
             t = time_forward(G, args.repeats)
             G.backend = None
-            print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {name:>7}  {t:>8.2f}  {t / bound:>5.2f}  "
+            print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {convs:>7.2f}  {name:>7}  {t:>8.2f}  "
+                  f"{t / bound:>5.2f}  "
                   f"{first}",
                   flush=True)
     tmp.cleanup()
