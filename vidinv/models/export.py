@@ -20,9 +20,9 @@ batch of B samples runs as B batch-1 calls (the compiled graphs are batch 1, the
 The export is cached under a folder the caller gives (``$VIDINV_HOME/onnx/`` for the CLI and jobs), in a
 sub-folder named by a sha256 of the generator's tensors (names, shapes and contents: the same weights file
 gives the same key) and of the export settings (:data:`EXPORT_VERSION`, ``K``, the opset, the torch
-version), so the export (about 35 s at 1024 here) is paid once per weights file; creating the ONNX Runtime
-sessions (about 1 s) is paid once per process. :func:`build_backend` prints that first-call cost as one line
-on stderr.
+version), so the export (6–35 s at 1024 here, with the cores quiet or busy) is paid once per weights file;
+creating the ONNX Runtime sessions (about 1 s) is paid once per process. :func:`build_backend` prints that
+first-call cost as one line on stderr.
 
 ONNX Runtime is optional (``pip install 'vidinv[onnx]'``); :func:`require_onnx` raises
 :class:`BackendUnavailable` naming it.
