@@ -4,19 +4,28 @@ For each thread count it prints: the FLOPs of one generator forward at batch 1 (
 ``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of the convolutions and matrix
 products, at their real shapes), this machine's best dense convolution throughput (GFLOP/s: the fastest of
 a set of plain 3x3 / 1x1 ``conv2d`` at the generator's channel widths and resolutions, batch 1, best of
-``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), the generator's measured time (median of
+``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), ``convs s`` (the generator's 3x3 convolutions alone,
+as plain dense convs at their real shapes: :func:`real_shape_convs_s`), the generator's measured time (median of
 ``--repeats`` forwards after one warm-up) and the ratio time / bound. The official 1024 config-f
 generator is built with random weights (timing does not depend on their values).
 
-    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3]
+With ``--backend eager onnx`` one row per back-end and thread count: ``onnx`` runs the same forward through
+ONNX Runtime (:mod:`vidinv.models.export`; exported into a temporary folder, so its ``first call`` column is
+the real cost a new weights file pays: export + session start, then the session start alone for the next
+thread counts).
 
-Run it on a quiet machine: other processes on the cores inflate every time.
+    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3] [--backend eager onnx]
+        [--clock wall|cpu]
+
+Run it on a quiet machine: other processes on the cores inflate every time. ``--clock cpu`` times with the
+process's CPU time instead of the wall clock (less sensitive to a shared machine, meaningful at 1 thread).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +60,9 @@ def dense_conv_shapes(G: Generator) -> list[tuple[int, int, int, int]]:
     return sorted(set(shapes))
 
 
+CLOCK = time.perf_counter
+
+
 def best_conv_gflops(shapes, repeats: int) -> tuple[float, tuple]:
     """The fastest GFLOP/s of plain ``conv2d`` (batch 1, float32, default layout) over ``shapes``."""
     best, arg = 0.0, None
@@ -61,13 +73,41 @@ def best_conv_gflops(shapes, repeats: int) -> tuple[float, tuple]:
         F.conv2d(x, wt, padding=k // 2)  # warm-up
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             F.conv2d(x, wt, padding=k // 2)
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK() - t0)
         g = flops / min(times) / 1e9
         if g > best:
             best, arg = g, (cin, cout, k, res)
     return best, arg
+
+
+def real_shape_convs_s(G: Generator, repeats: int) -> float:
+    """Seconds of the generator's 3x3 convolutions run as plain dense convs at their real shapes (batch 1; the
+    upsampling ones as stride-2 transposed convs), each in its faster layout (default or channels-last), best of
+    ``repeats``: what a forward would cost if it were only its convolutions, at the rate oneDNN reaches at
+    those shapes (the narrow high-resolution layers run far below the best-shape rate of the bound)."""
+    total = 0.0
+    for j, layer in enumerate([G.conv1, *G.convs], start=1):
+        conv, res = layer.conv, G.feature_shape(j)[1]
+        if conv.upsample:
+            x = torch.randn(1, conv.in_channel, res // 2, res // 2)
+            wt = torch.randn(conv.in_channel, conv.out_channel, 3, 3)
+        else:
+            x, wt = torch.randn(1, conv.in_channel, res, res), torch.randn(conv.out_channel, conv.in_channel, 3, 3)
+        best = float("inf")
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xf, wf = x.contiguous(memory_format=fmt), wt.contiguous(memory_format=fmt)
+            for i in range(repeats + 1):  # the first call is a warm-up
+                t0 = CLOCK()
+                if conv.upsample:
+                    F.conv_transpose2d(xf, wf, stride=2)
+                else:
+                    F.conv2d(xf, wf, padding=1)
+                if i:
+                    best = min(best, CLOCK() - t0)
+        total += best
+    return total
 
 
 def time_forward(G: Generator, repeats: int) -> float:
@@ -77,9 +117,9 @@ def time_forward(G: Generator, repeats: int) -> float:
         G.synthesis(w)
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             G.synthesis(w)
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK() - t0)
     return statistics.median(times)
 
 
@@ -88,20 +128,41 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=1024, help="generator resolution (1024 = official)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx"],
+                    help="generator back-ends to time (onnx: ONNX Runtime, needs the onnx extra)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall clock, or the process's CPU time (steadier on a shared machine at 1 thread)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     torch.manual_seed(0)
     G = Generator(args.size, 512, 8, channel_multiplier=2).eval()
     flops = generator_flops(G)
     shapes = dense_conv_shapes(G)
     print(f"generator {args.size}: {flops / 1e9:.1f} GFLOP per forward (batch 1, PyTorch FLOP counter)")
     print(f"{'threads':>7}  {'best conv GFLOP/s':>17}  {'at (in, out, k, res)':>22}  {'bound s':>8}  "
-          f"{'vidinv s':>8}  {'ratio':>5}")
+          f"{'convs s':>7}  {'backend':>7}  {'vidinv s':>8}  {'ratio':>5}  first call s ({args.clock} clock)")
+    tmp = tempfile.TemporaryDirectory(prefix="vidinv_bound_")
     for n in args.threads:
         torch.set_num_threads(n)
         best, arg = best_conv_gflops(shapes, args.repeats)
         bound = flops / (best * 1e9)
-        t = time_forward(G, args.repeats)
-        print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {t:>8.2f}  {t / bound:>5.2f}")
+        convs = real_shape_convs_s(G, args.repeats)
+        for name in args.backend:
+            first = "-"
+            if name == "onnx":
+                from vidinv.models.export import build_backend
+
+                t0 = time.perf_counter()
+                G.backend = build_backend(G, cache_dir=tmp.name, log=None)
+                first = f"{time.perf_counter() - t0:.1f} (wall)"
+            t = time_forward(G, args.repeats)
+            G.backend = None
+            print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {convs:>7.2f}  {name:>7}  {t:>8.2f}  "
+                  f"{t / bound:>5.2f}  "
+                  f"{first}",
+                  flush=True)
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ GATE_FIELDS = ("gate", "gate_yaw", "gate_pitch", "gate_score", "gate_jitter", "g
 GATES_FILE = "gates.json"
 #: The :class:`~vidinv.pipeline.edit.EditOptions` fields offered as options, in the order of ``--help``.
 EDIT_FIELDS = ("attrs", "strengths", "directions", "direction_convention", "layers", "encoder", "face", "blend",
-               "mask", "batch_size", "device", "precision", "crf", "codec", "pix_fmt", "start", "end",
+               "mask", "batch_size", "device", "precision", "backend", "crf", "codec", "pix_fmt", "start", "end",
                "weights_dir", "fetch", "allow_hash_mismatch", "encoder_checkpoint", "from_inversion", "noise",
                "latent_smoothing", "restore", "mix_rows", "mix_alpha", "seed", "detect_upscale", "tune", "tune_steps",
                "stitch_steps", "outer_mask_dilation", "border_loss_threshold", "keyframes", "tracks", "track_attrs",

@@ -67,6 +67,10 @@ __all__ = [
     "make_kernel",
 ]
 
+#: On the CPU the 3x3 modulated conv runs channels-last when its input has at most this many channels
+#: (see :meth:`ModulatedConv2d.forward`).
+CHANNELS_LAST_MAX_CHANNELS = 128
+
 NoiseSpec = Any  # "const" | "random" | sequence of (1 or B, 1, H, W) tensors / None
 
 
@@ -170,6 +174,42 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
         self.demodulate = demodulate
+        self._terms_cache: tuple | None = None
+
+    def _fixed_terms(self, fmt: torch.memory_format) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The style-independent parts of the weight: ``(wsq, base)``.
+
+        ``wsq`` (out, in) = ``sum_{kh,kw} weight^2`` (the demodulation's sums; None without demodulation);
+        ``base`` = the weight as the convolution reads it: (out, in, k, k) in ``fmt``, (in, out, k, k) in
+        ``fmt`` for the transposed conv, (out, in) for the 1x1.
+
+        When no gradient can reach the weight (grad mode off, or a frozen weight) the terms are computed once
+        and cached, keyed on the weight's storage, version counter (bumped by every in-place change:
+        optimiser steps, ``load_state_dict``, ``copy_``), dtype and device, so a changed weight recomputes
+        them; otherwise (training, pivotal tuning) they are recomputed, differentiably, on every call.
+        """
+        w = self.weight
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if tracing or (torch.is_grad_enabled() and w.requires_grad):
+            return self._compute_terms(w[0], fmt)
+        key = (w.data_ptr(), w._version, w.dtype, w.device, fmt)
+        cache = self._terms_cache
+        if cache is None or cache[0] != key:
+            # ordinary (not inference-mode) tensors, so that they may be saved for a backward through x / style
+            with torch.inference_mode(False), torch.no_grad():
+                cache = (key, self._compute_terms(w.detach()[0], fmt))
+            self._terms_cache = cache
+        return cache[1]
+
+    def _compute_terms(self, w: torch.Tensor, fmt: torch.memory_format) -> tuple[torch.Tensor | None, torch.Tensor]:
+        wsq = w.square().sum([2, 3]) if self.demodulate else None
+        if self.upsample:
+            base = w.transpose(0, 1).contiguous(memory_format=fmt)
+        elif self.kernel_size == 1:
+            base = w.reshape(self.out_channel, self.in_channel)
+        else:
+            base = w.contiguous(memory_format=fmt)
+        return wsq, base
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,39 +217,71 @@ class ModulatedConv2d(nn.Module):
 
         ``gain`` multiplies the result and ``bias`` (out,) is added last (after the blur when
         upsampling); both are fused into the convolutions.
+
+        Memory layout on the CPU: the transposed conv and the blur run channels-last, and so does the 3x3
+        conv when ``in_channel <= CHANNELS_LAST_MAX_CHANNELS`` (the high resolutions, where oneDNN's
+        channels-last conv is up to 2.5x faster and within ~3x of the default layout's float32 error);
+        the wide low-resolution convs keep the default layout (there oneDNN's channels-last conv is ~10x
+        less accurate in float32 against float64 for no speed gain, and the edit's feature difference
+        ``G^5(w_edit) - G^5(w)`` is computed from them). The output keeps the layout it was computed in.
         """
         b, c, h, w = x.shape
         k, o = self.kernel_size, self.out_channel
+        cpu = x.device.type == "cpu"
+        if self.upsample:
+            fmt = conv_memory_format(x)
+        elif cpu and c <= CHANNELS_LAST_MAX_CHANNELS and k > 1:
+            fmt = torch.channels_last
+        else:
+            fmt = torch.contiguous_format
+        wsq, base = self._fixed_terms(fmt)
         s = self.modulation(style)  # (B, in)
         # per-sample factor on the (out, in) weight: scale * s_i, times the demodulation
         # rsqrt(sum_{i,kh,kw} (scale * W * s_i)^2 + eps) computed as a small matmul
-        factor = (self.scale * s).view(b, 1, c)
-        if self.demodulate:
-            wsq = self.weight[0].square().sum([2, 3])  # (out, in)
+        out_scale: torch.Tensor | float = gain
+        if wsq is not None:
             demod = torch.rsqrt(torch.matmul(s.square(), wsq.t()) * (self.scale ** 2) + self.eps)  # (B, out)
-            factor = factor * (demod * gain).view(b, o, 1)
-        elif gain != 1.0:
-            factor = factor * gain
-        weight = self.weight * factor.unsqueeze(-1).unsqueeze(-1)  # (B, out, in, k, k)
-        if k == 1 and not self.upsample:  # 1x1 (ToRGB): a batched matmul over the pixels
-            out = torch.matmul(weight.view(b, o, c), x.reshape(b, c, h * w)).view(b, o, h, w)
+            out_scale = (demod * gain).view(b, o, 1)
+        if k > 1 and b * h * w <= o * k * k:
+            # the "non-fused" form (StyleGAN2-ADA's): modulate the input, convolve with the fixed weight, scale
+            # the output; cheaper than modulating the weight where the weight is larger than the activation
+            # (the wide low-resolution layers), and the same math up to float rounding
+            xs = (x * (self.scale * s).view(b, c, 1, 1)).contiguous(memory_format=fmt)
+            osc = out_scale.view(b, o, 1, 1) if isinstance(out_scale, torch.Tensor) else out_scale
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(xs, base, stride=2) * osc, bias)
+            out = F.conv2d(xs, base, padding=self.padding)
+            if bias is None:
+                return out * osc
+            return torch.addcmul(bias.view(1, o, 1, 1), out, osc) if isinstance(osc, torch.Tensor) \
+                else out * osc + bias.view(1, o, 1, 1)
+        factor = (self.scale * s).view(b, 1, c) * out_scale
+        if k == 1 and not self.upsample:  # 1x1 (ToRGB): a batched matmul over the pixels, in x's layout
+            weight = base * factor  # (B, out, in)
+            if b == 1 and x.is_contiguous(memory_format=torch.channels_last):
+                out = torch.matmul(x.permute(0, 2, 3, 1).reshape(1, h * w, c), weight.transpose(1, 2))
+                out = out.view(1, h, w, o).permute(0, 3, 1, 2)
+            else:
+                out = torch.matmul(weight, x.reshape(b, c, h * w)).view(b, o, h, w)
             return out if bias is None else out + bias.view(1, o, 1, 1)
-        # fold the batch into the channels: one grouped conv with a per-sample weight (groups = B)
-        x = x.reshape(1, b * c, h, w)
         if self.upsample:
-            # channels-last is the fast layout for the transposed conv and the depthwise blur on the
-            # CPU, with the same accuracy as the default layout
-            fmt = conv_memory_format(x)
-            weight = weight.transpose(1, 2).reshape(b * c, o, k, k).contiguous(memory_format=fmt)
-            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
-            out = out.view(b, o, out.shape[-2], out.shape[-1])
+            # (in, out, k, k) per sample, stacked as (B * in, out, k, k): groups = B
+            weight = base.unsqueeze(0) * factor.transpose(1, 2).reshape(b, c, o, 1, 1)
+            if b > 1:
+                weight = weight.reshape(b * c, o, k, k).contiguous(memory_format=fmt)
+            else:
+                weight = weight[0]
+            out = F.conv_transpose2d(x.reshape(1, b * c, h, w).contiguous(memory_format=fmt), weight, padding=0,
+                                     stride=2, groups=b)
+            out = out.view(b, o, out.shape[-2], out.shape[-1]) if b > 1 else out
             return self.blur(out, bias)
-        # the default layout for the 3x3 conv: oneDNN's channels-last 3x3 conv is ~10x less accurate
-        # in float32 (measured against float64), which would eat the parity margin
-        weight = weight.reshape(b * o, c, k, k)
-        out = F.conv2d(x.contiguous(), weight, None if bias is None else bias.repeat(b), padding=self.padding,
-                       groups=b)
-        return out.view(b, o, out.shape[-2], out.shape[-1])
+        weight = base.unsqueeze(0) * factor.reshape(b, o, c, 1, 1)  # (B, out, in, k, k)
+        if b > 1:  # fold the batch into the channels: one grouped conv with a per-sample weight (groups = B)
+            out = F.conv2d(x.reshape(1, b * c, h, w).contiguous(memory_format=fmt),
+                           weight.reshape(b * o, c, k, k).contiguous(memory_format=fmt),
+                           None if bias is None else bias.repeat(b), padding=self.padding, groups=b)
+            return out.view(b, o, out.shape[-2], out.shape[-1])
+        return F.conv2d(x.contiguous(memory_format=fmt), weight[0], bias, padding=self.padding)
 
 
 class NoiseInjection(nn.Module):
@@ -360,6 +432,10 @@ class Generator(nn.Module):
         self.n_latent = log_size * 2 - 2
         self.channels = _channel_table(channel_multiplier, max_channels, log_size)
         self.layers_run = 0
+        #: optional compiled back-end (:class:`vidinv.models.export.OnnxBackend`, set by
+        #: :func:`vidinv.models.export.attach_backend`): :meth:`coarse`, :meth:`fine` and :meth:`synthesis` run
+        #: through it when a call fits what it compiled, and the eager code otherwise.
+        self.backend: Any = None
 
         self.style = nn.Sequential(PixelNorm(), *[
             EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)])
@@ -530,6 +606,12 @@ class Generator(nn.Module):
             tensors.
         """
         wp = self._wplus(w)
+        be = self.backend
+        if (be is not None and not return_features and (feature is None or int(k) == be.k)
+                and be.usable(self, noise, (wp, feature))):
+            state = be.coarse(self, wp)
+            x = state.feature if feature is None else self._inject(feature, state, feature_scale)
+            return be.fine(self, x, wp, state.skip)
         noise_l = self.noise_buffers(noise)
         feats: list | None = [] if return_features else None
         if feature is None:
@@ -553,14 +635,18 @@ class Generator(nn.Module):
         x, skip = self._run_layers(x, None, wp, noise_l, 1, k, feats)
         return CoarseState(k=k, feature=x, skip=skip)
 
-    def _fine(self, feature: torch.Tensor, wp: torch.Tensor, state: CoarseState, noise_l: list,
-              feature_scale: float, feats: list | None) -> torch.Tensor:
+    @staticmethod
+    def _inject(feature: torch.Tensor, state: CoarseState, feature_scale: float) -> torch.Tensor:
         x = state.feature
         feature = torch.as_tensor(feature).to(device=x.device, dtype=x.dtype)
         if feature.ndim != 4 or feature.shape[1:] != x.shape[1:]:
             raise ValueError(f"feature code at k={state.k} must have shape (B, {', '.join(map(str, x.shape[1:]))}), "
                              f"got {tuple(feature.shape)}")
-        x = (1 - feature_scale) * x + feature_scale * feature
+        return (1 - feature_scale) * x + feature_scale * feature
+
+    def _fine(self, feature: torch.Tensor, wp: torch.Tensor, state: CoarseState, noise_l: list,
+              feature_scale: float, feats: list | None) -> torch.Tensor:
+        x = self._inject(feature, state, feature_scale)
         _, skip = self._run_layers(x, state.skip, wp, noise_l, state.k + 1, self.num_layers, feats)
         return skip.contiguous()
 
@@ -577,7 +663,11 @@ class Generator(nn.Module):
         Returns:
             :class:`CoarseState` with ``feature`` = ``features[k]`` = G^k(w) and the RGB skip image.
         """
-        return self._coarse(self._wplus(w), self._check_k(k), self.noise_buffers(noise), None)
+        wp, k = self._wplus(w), self._check_k(k)
+        be = self.backend
+        if be is not None and k == be.k and be.usable(self, noise, (wp,)):
+            return be.coarse(self, wp)
+        return self._coarse(wp, k, self.noise_buffers(noise), None)
 
     def fine(self, feature: torch.Tensor, w: torch.Tensor, state: CoarseState, noise: NoiseSpec = "const",
              feature_scale: float = 1.0) -> torch.Tensor:
@@ -596,7 +686,11 @@ class Generator(nn.Module):
         Returns:
             image (B, 3, size, size), unbounded (about [-1, 1] RGB with real weights).
         """
-        return self._fine(feature, self._wplus(w), state, self.noise_buffers(noise), feature_scale, None)
+        wp = self._wplus(w)
+        be = self.backend
+        if be is not None and state.k == be.k and be.usable(self, noise, (feature, wp, state.feature, state.skip)):
+            return be.fine(self, self._inject(feature, state, feature_scale), wp, state.skip)
+        return self._fine(feature, wp, state, self.noise_buffers(noise), feature_scale, None)
 
     def preview(self, w: torch.Tensor, *, resolution: int = 256, feature: torch.Tensor | None = None,
                 k: int = FS_FEATURE_LAYER, noise: NoiseSpec = "const") -> torch.Tensor:

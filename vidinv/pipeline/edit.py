@@ -675,6 +675,7 @@ def edit_input(job: Job, plan: _Plan, src: Path, dst: str | os.PathLike, *,
                                                                pix_fmt=opts.pix_fmt, start=opts.start,
                                                                end=opts.end, scale=opts.scale)
     frames = writer.frames
+    job.attach_backend(len(frames))
     video = job.open_video(frames if decode is None else decode)
     if opts.latent_smoothing and opts.latent_smoothing > 0:
         stages.append(("smooth", latent_smoothing_stage(float(opts.latent_smoothing))))

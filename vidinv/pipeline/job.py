@@ -65,6 +65,8 @@ class JobOptions:
             (coordinates come back in frame pixels), or ``"auto"`` (small frames up to about 960 px on the
             long side; :func:`vidinv.face.detect.upscale_factor`); 1 = as is. For small, blurry faces
             (``vidinv restore`` uses ``"auto"``).
+        backend: the generator's back-end, ``"eager"``, ``"onnx"`` or ``"auto"``
+            (:func:`vidinv.models.export.attach_backend`; applied by :meth:`Job.attach_backend`).
     """
 
     src: str | os.PathLike | None
@@ -84,6 +86,7 @@ class JobOptions:
     queue_size: int = 4
     detector: str = "dlib"
     detect_upscale: int | str = 1
+    backend: str = "eager"
 
 
 def resolve_job_weights(opts: JobOptions, *, encoder: str | None = None, need_encoder: bool = True,
@@ -150,6 +153,21 @@ class Job:
     def runtime(self) -> Runtime:
         """The job's :class:`~vidinv.device.Runtime`."""
         return self.bundle.runtime
+
+    def attach_backend(self, frames: int | None) -> str:
+        """Give the generator the back-end of ``opts.backend`` for a clip of ``frames`` frames
+        (:func:`vidinv.models.export.attach_backend`); returns the one chosen (``"eager"`` or ``"onnx"``).
+
+        Raises:
+            vidinv.models.export.BackendUnavailable: ``onnx`` without its packages or not on a float32 CPU generator.
+        """
+        # here, not at the top: ONNX and its exporter load only for a job that asks for a back-end
+        from vidinv.models.export import attach_backend
+        from vidinv.weights.cache import vidinv_home
+
+        feature_index = getattr(self.bundle.inverter, "feature_index", None)
+        return attach_backend(self.bundle.G, self.opts.backend, cache_dir=vidinv_home() / "onnx", frames=frames,
+                              **({"k": feature_index} if feature_index else {}))
 
     def open_video(self, frames: range) -> VideoReader | ImageReader:
         """Open the input for the frames ``frames`` (indices), decoded with accurate YUV->RGB so that pixels
