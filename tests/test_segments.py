@@ -164,7 +164,7 @@ def _stream_info(path: Path):
     return sorted(vid), aud
 
 
-def test_segmented_run_equals_the_single_run(tmp_path):
+def test_segmented_run_equals_the_single_run(tmp_path, detection_cache):
     """`--segments 2` on the first 0.66 s (20 frames, AAC audio) of a shared clip, tiny bundle: the joined
     file is the single run's byte for byte, so frames, pts / time base, audio packets and pixels are equal
     (max abs diff 0), and the one face track crossing the cut is one track in the summary."""
