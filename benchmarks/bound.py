@@ -9,12 +9,12 @@ as plain dense convs at their real shapes: :func:`real_shape_convs_s`), the gene
 ``--repeats`` forwards after one warm-up) and the ratio time / bound. The official 1024 config-f
 generator is built with random weights (timing does not depend on their values).
 
-With ``--backend eager onnx`` one row per back-end and thread count: ``onnx`` runs the same forward through
-ONNX Runtime (:mod:`vidinv.models.export`; exported into a temporary folder, so its ``first call`` column is
-the real cost a new weights file pays: export + session start, then the session start alone for the next
-thread counts).
+With ``--backend eager onnx openvino`` one row per back-end and thread count: ``onnx`` / ``openvino`` run the
+same forward through ONNX Runtime / OpenVINO (:mod:`vidinv.models.export`; exported into a temporary folder, so
+the first compiled row's ``first call`` column is the real cost a new weights file pays: export + start, then
+the runtime's start alone for the other rows).
 
-    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3] [--backend eager onnx]
+    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3] [--backend eager onnx openvino]
         [--clock wall|cpu]
 
 Run it on a quiet machine: other processes on the cores inflate every time. ``--clock cpu`` times with the
@@ -128,8 +128,8 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=1024, help="generator resolution (1024 = official)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx"],
-                    help="generator back-ends to time (onnx: ONNX Runtime, needs the onnx extra)")
+    ap.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx", "openvino"],
+                    help="generator back-ends to time (onnx: ONNX Runtime, openvino: OpenVINO; their extras)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall clock, or the process's CPU time (steadier on a shared machine at 1 thread)")
     args = ap.parse_args(argv)
@@ -150,11 +150,11 @@ def main(argv=None) -> None:
         convs = real_shape_convs_s(G, args.repeats)
         for name in args.backend:
             first = "-"
-            if name == "onnx":
+            if name != "eager":
                 from vidinv.models.export import build_backend
 
                 t0 = time.perf_counter()
-                G.backend = build_backend(G, cache_dir=tmp.name, log=None)
+                G.backend = build_backend(G, cache_dir=tmp.name, log=None, runtime=name)
                 first = f"{time.perf_counter() - t0:.1f} (wall)"
             t = time_forward(G, args.repeats)
             G.backend = None

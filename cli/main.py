@@ -58,8 +58,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "invert": LazyCommand("vidinv.cli.invert:invert_cmd",
                           "Invert every tracked face of video SRC into the export folder OUT (w, F, quads per frame)."),
     "export": LazyCommand("vidinv.cli.export:export",
-                          "Export the StyleGAN2 generator to ONNX (cached under $VIDINV_HOME/onnx) for --backend onnx, "
-                          "and time it against the eager forward."),
+                          "Export the StyleGAN2 generator to ONNX (cached under $VIDINV_HOME/onnx) for --backend "
+                          "onnx / openvino, and time it against the eager forward."),
     "frontalize": LazyCommand("vidinv.cli.frontalize:frontalize_cmd",
                               "Frontalize the faces of IN with pSp's frontalization model: per face track, the frontal "
                               "aligned faces as a video with the input's timestamps, written to OUT (a .mp4: one "

@@ -90,11 +90,12 @@ JOB_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "precision": (("--precision",), dict(type=click.Choice(_PRECISIONS), show_default=True,
                                          help="fp16/bf16: autocast on CUDA only.")),
     "backend": (("--backend",), dict(
-        type=click.Choice(["eager", "onnx", "auto"]), show_default=True,
-        help="Generator back-end: eager PyTorch, or ONNX Runtime (CPU, float32; exported once per weights file "
-             "into $VIDINV_HOME/onnx, tens of seconds at 1024, then a session start of seconds per run; needs "
-             "pip install 'vidinv[onnx]'). auto = onnx only where `vidinv export onnx` measured it faster here and "
-             "frames x saving per frame >= the session start.")),
+        type=click.Choice(["eager", "onnx", "openvino", "auto"]), show_default=True,
+        help="Generator back-end: eager PyTorch, ONNX Runtime (onnx) or OpenVINO (openvino) (CPU, float32; the "
+             "generator is exported to ONNX once per weights file into $VIDINV_HOME/onnx, seconds to tens of seconds "
+             "at 1024, then a start of seconds per run; needs pip install 'vidinv[onnx]' / 'vidinv[openvino]'). "
+             "auto = a compiled one only where `vidinv export onnx` measured it faster here and frames x saving per "
+             "frame >= its start.")),
     # output video
     "crf": (("--crf",), dict(type=int, show_default=True)),
     "codec": (("--codec",), dict(show_default=True)),

@@ -1,5 +1,6 @@
-"""The generator's eager fast path (cached demodulation terms, per-resolution memory layout) and the ONNX Runtime
-back-end (:mod:`vidinv.models.export`, ``vidinv export onnx``, ``--backend``), on a tiny generator."""
+"""The generator's eager fast path (cached demodulation terms, per-resolution memory layout) and the compiled
+back-ends, ONNX Runtime and OpenVINO (:mod:`vidinv.models.export`, ``vidinv export onnx``, ``--backend``), on a
+tiny generator and on the 256 parity fixture."""
 from __future__ import annotations
 
 import copy
@@ -13,6 +14,9 @@ from vidinv.models import export as ex
 from vidinv.models.stylegan2 import Generator, ModulatedConv2d, edit_image
 
 needs_onnx = pytest.mark.skipif(not ex.onnx_available(), reason="onnx extra not installed (pip install 'vidinv[onnx]')")
+#: Both compiled runtimes, each skipped with its reason where its extra is not installed.
+RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(not ex.onnx_available(name), reason=f"{name} extra not installed "
+                                                        f"(pip install 'vidinv[{name}]')")) for name in ex.RUNTIMES]
 
 
 def tiny(seed: int = 0) -> Generator:
@@ -104,16 +108,16 @@ def test_frozen_generator_gradients_through_w_use_the_cache_safely():
     torch.testing.assert_close(w2.grad, w1.grad)
 
 
-@needs_onnx
-def test_onnx_backend_matches_eager_and_falls_back(tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_onnx_backend_matches_eager_and_falls_back(tmp_path, runtime):
     G = tiny()
     w, F, w_edit = inputs(G)
     with torch.no_grad():
         full, fs, edit = G.synthesis(w), G.synthesis(w, feature=F, k=5), edit_image(G, w, F, w_edit)
         st = G.coarse(w)
     lines: list[str] = []
-    be = ex.build_backend(G, 5, cache_dir=tmp_path, log=lines.append)
-    assert len(lines) == 1 and lines[0].startswith("vidinv: onnx back-end ready in ") and "export" in lines[0]
+    be = ex.build_backend(G, 5, cache_dir=tmp_path, log=lines.append, runtime=runtime)
+    assert len(lines) == 1 and lines[0].startswith(f"vidinv: {runtime} back-end ready in ") and "export" in lines[0]
     G.backend = be
     with torch.no_grad():
         G.reset_layer_count()
@@ -146,7 +150,7 @@ def test_onnx_backend_matches_eager_and_falls_back(tmp_path):
         assert torch.equal(G.synthesis(w), changed)
     # the same weights again: the export is found in the cache
     lines.clear()
-    ex.build_backend(tiny(), 5, cache_dir=tmp_path, log=lines.append)
+    ex.build_backend(tiny(), 5, cache_dir=tmp_path, log=lines.append, runtime=runtime)
     assert "cached export" in lines[0]
 
 
@@ -158,11 +162,18 @@ def test_auto_uses_onnx_only_where_measured_faster(tmp_path):
     folder = be.folder
     assert folder is not None
     rec = ex.measure_backend(G, be, folder, repeats=1, sessions_s=2.0)
-    assert set(rec) == {"eager_s", "onnx_s", "sessions_s", "threads"} and rec["onnx_s"] > 0
+    assert set(rec) == {"eager_s", "onnx_s", "onnx_sessions_s", "threads"} and rec["onnx_s"] > 0
+    assert rec["onnx_sessions_s"] == 2.0
     for eager_s, onnx_s, frames, want in ((3.0, 2.0, 2, "onnx"), (3.0, 2.0, 1, "eager"), (2.0, 3.0, 10_000, "eager"),
                                           (3.0, 2.0, None, "eager")):
         (folder / ex.TIMING_FILE).write_text(json.dumps({**rec, "eager_s": eager_s, "onnx_s": onnx_s}))
         assert ex.choose_backend(G, "auto", frames=frames, cache_dir=tmp_path) == want
+    # both runtimes measured: the one saving the most seconds on the clip (start included) wins
+    both = {**rec, "eager_s": 3.0, "onnx_s": 2.0, "onnx_sessions_s": 0.5, "openvino_s": 1.0, "openvino_sessions_s": 4.0}
+    (folder / ex.TIMING_FILE).write_text(json.dumps(both))
+    ov = "openvino" if ex.onnx_available("openvino") else "onnx"  # an uninstalled runtime is never picked
+    assert ex.choose_backend(G, "auto", frames=2, cache_dir=tmp_path) == "onnx"  # 2*1-0.5 > 2*2-4
+    assert ex.choose_backend(G, "auto", frames=100, cache_dir=tmp_path) == ov
     assert ex.choose_backend(G, "eager", frames=10, cache_dir=tmp_path) == "eager"
     with pytest.raises(ValueError, match="unknown back-end"):
         ex.choose_backend(G, "tensorrt", cache_dir=tmp_path)
@@ -187,38 +198,41 @@ def test_missing_onnx_packages_name_the_extra(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    gone = {"onnxruntime", "openvino"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in gone else real(name, *a))
     with pytest.raises(ex.BackendUnavailable, match=r"pip install 'vidinv\[onnx\]'"):
         ex.require_onnx()
+    with pytest.raises(ex.BackendUnavailable, match=r"^the openvino back-end needs openvino: pip install 'vidinv\[openvino\]'$"):
+        ex.require_onnx("openvino")
     assert ex.choose_backend(tiny(), "auto", frames=10_000, cache_dir=tmp_path) == "eager"
     path = tmp_path / "gen.pt"
     torch.save(tiny().state_dict(), path)
     r = invoke_cli(["export", "onnx", "--generator", str(path)], tmp_path / "home")
     assert r.exit_code == 1
-    assert r.stderr.strip().splitlines() == [
+    assert r.stderr.strip().splitlines() == [  # neither runtime: the message names the onnx extra
         "vidinv: error: the onnx back-end needs onnxruntime: pip install 'vidinv[onnx]'"]
 
 
-@needs_onnx
-def test_onnx_backend_parity_fixture_256(tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_onnx_backend_parity_fixture_256(tmp_path, runtime):
     """The 256 parity fixture (official key names and shapes, ``fill.py`` weights) through ONNX Runtime: cases b
     (W+ synthesis) and c (feature code injected at 5), at the fixtures' tolerance. (The 1024 export alone takes
     longer than this suite allows per test on 2 cores.)"""
     from test_stylegan2_parity import Run
 
     run = Run(256, tmp_path)
-    ex.attach_backend(run.G, "onnx", cache_dir=tmp_path / "onnx")
+    assert ex.attach_backend(run.G, runtime, cache_dir=tmp_path / "onnx") == runtime
     with torch.no_grad():
         image = run.G.synthesis(run.inputs["wplus"], noise="const")
         fs = run.G.synthesis(run.inputs["wplus"], noise="const", feature=run.inputs["F"], k=5)
-    assert_parity(image, run.expected["image_wplus"], "onnx image_wplus")
-    assert_parity(fs, run.expected["image_fs"], "onnx image_fs")
+    assert_parity(image, run.expected["image_wplus"], f"{runtime} image_wplus")
+    assert_parity(fs, run.expected["image_fs"], f"{runtime} image_fs")
 
 
-@needs_onnx
-def test_edit_job_with_backend_onnx(tmp_path):
-    """`vidinv edit --backend onnx` on the tiny bundle: the export goes to $VIDINV_HOME/onnx and its cost is one
-    stderr line; the edit completes."""
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_edit_job_with_backend_onnx(tmp_path, runtime):
+    """`vidinv edit --backend onnx` (and `openvino`) on the tiny bundle: the export goes to $VIDINV_HOME/onnx and
+    its cost is one stderr line; the edit completes."""
     import os
     import subprocess
     import sys
@@ -233,9 +247,9 @@ def test_edit_job_with_backend_onnx(tmp_path):
     env = {**os.environ, "VIDINV_HOME": str(home),
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run([sys.executable, "-m", "vidinv.cli", "edit", str(video), "-o", str(out), "--attr", "stit:age",
-                        "--start", "0", "--end", "0.04", "--backend", "onnx", "-q"], capture_output=True, text=True,
+                        "--start", "0", "--end", "0.04", "--backend", runtime, "-q"], capture_output=True, text=True,
                        timeout=600, env=env, cwd=REPO)
     assert p.returncode == 0, p.stderr
-    ready = [ln for ln in p.stderr.splitlines() if ln.startswith("vidinv: onnx back-end ready in ")]
+    ready = [ln for ln in p.stderr.splitlines() if ln.startswith(f"vidinv: {runtime} back-end ready in ")]
     assert len(ready) == 1 and str(home / "onnx") in ready[0], p.stderr
     assert out.is_file() and len(list((home / "onnx").glob("*/fine.onnx"))) == 1

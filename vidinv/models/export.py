@@ -1,12 +1,13 @@
-"""Compiled back-end of the StyleGAN2 generator: an ONNX export run by ONNX Runtime (CPU).
+"""Compiled back-ends of the StyleGAN2 generator: an ONNX export run by ONNX Runtime or OpenVINO (CPU).
 
 The pipeline calls the generator in three ways: :meth:`~vidinv.models.stylegan2.Generator.coarse` (layers
 ``1..K``, ``G^K(w)``), :meth:`~vidinv.models.stylegan2.Generator.fine` (layers ``K+1..``, from a feature
 code at ``K``) and :meth:`~vidinv.models.stylegan2.Generator.synthesis` (a full pass, with or without a
 feature code; ``K = 5`` for the Feature-Style encoder). :func:`export_generator` writes these two pieces
 as two ONNX graphs (batch 1, float32, the checkpoint's constant noise baked in) and :class:`OnnxBackend`
-runs them; :func:`attach_backend` hangs it on a generator (``G.backend``), after which ``coarse`` /
-``fine`` / ``synthesis`` run through ONNX Runtime whenever the call fits what was exported:
+runs them with ONNX Runtime (``onnx``) or OpenVINO (``openvino``, float32 inference precision); :func:`attach_backend`
+hangs it on a generator (``G.backend``), after which ``coarse`` / ``fine`` / ``synthesis`` run through that
+runtime whenever the call fits what was exported:
 
 * constant noise (``noise="const"`` or the generator's own noise buffers), the exported ``K``;
 * float32 on the CPU, no autograd through the call (grad mode off or no input needing a gradient);
@@ -24,8 +25,8 @@ version), so the export (6–35 s at 1024 here, with the cores quiet or busy) is
 creating the ONNX Runtime sessions (about 1 s) is paid once per process. :func:`build_backend` prints that
 first-call cost as one line on stderr.
 
-ONNX Runtime is optional (``pip install 'vidinv[onnx]'``); :func:`require_onnx` raises
-:class:`BackendUnavailable` naming it.
+Both runtimes are optional (``pip install 'vidinv[onnx]'`` / ``'vidinv[openvino]'``); :func:`require_onnx`
+raises :class:`BackendUnavailable` naming the extra.
 """
 from __future__ import annotations
 
@@ -50,13 +51,18 @@ from vidinv.models.fs_encoder import FS_FEATURE_LAYER
 from vidinv.models.stylegan2 import CoarseState, Generator
 
 __all__ = [
-    "BACKENDS", "EXPORT_VERSION", "OPSET", "TIMING_FILE", "BackendUnavailable", "require_onnx", "onnx_available",
+    "BACKENDS", "RUNTIMES", "EXPORT_VERSION", "OPSET", "TIMING_FILE", "BackendUnavailable", "require_onnx",
+    "onnx_available",
     "weights_key", "export_generator", "OnnxBackend", "build_backend", "attach_backend",
     "choose_backend", "measure_backend",
 ]
 
-#: ``--backend`` values: ``eager`` (PyTorch), ``onnx`` (ONNX Runtime), ``auto`` (see :func:`choose_backend`).
-BACKENDS = ("eager", "onnx", "auto")
+#: ``--backend`` values: ``eager`` (PyTorch), ``onnx`` (ONNX Runtime), ``openvino`` (OpenVINO), ``auto`` (see
+#: :func:`choose_backend`).
+BACKENDS = ("eager", "onnx", "openvino", "auto")
+#: The compiled back-ends: name -> (the packages it needs, the pip extra that installs them).
+RUNTIMES = {"onnx": (("onnx", "onnxscript", "onnxruntime"), "vidinv[onnx]"),
+            "openvino": (("onnx", "onnxscript", "openvino"), "vidinv[openvino]")}
 #: Bumped whenever the exported graphs change meaning; part of the cache key.
 EXPORT_VERSION = 1
 #: ONNX opset of the export.
@@ -64,23 +70,24 @@ OPSET = 17
 #: Name of the timing record :func:`measure_backend` writes next to an export (read by ``auto``).
 TIMING_FILE = "timing.json"
 
-_INSTALL = "pip install 'vidinv[onnx]'"
 
 
 class BackendUnavailable(RuntimeError):
     """The requested back-end cannot be used here (package missing, or not a CPU float32 generator)."""
 
 
-def onnx_available() -> bool:
-    """True when ``onnx``, ``onnxscript`` and ``onnxruntime`` can be imported."""
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+def onnx_available(runtime: str = "onnx") -> bool:
+    """True when the packages of the compiled back-end ``runtime`` (:data:`RUNTIMES`) can be imported."""
+    return all(importlib.util.find_spec(m) is not None for m in RUNTIMES[runtime][0])
 
 
-def require_onnx() -> None:
-    """Raise :class:`BackendUnavailable` naming ``pip install 'vidinv[onnx]'`` when a package is missing."""
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+def require_onnx(runtime: str = "onnx") -> None:
+    """Raise :class:`BackendUnavailable` naming ``pip install 'vidinv[<extra>]'`` when a package of the compiled
+    back-end ``runtime`` (``"onnx"`` or ``"openvino"``) is missing."""
+    packages, extra = RUNTIMES[runtime]
+    missing = [m for m in packages if importlib.util.find_spec(m) is None]
     if missing:
-        raise BackendUnavailable(f"the onnx back-end needs {', '.join(missing)}: {_INSTALL}")
+        raise BackendUnavailable(f"the {runtime} back-end needs {', '.join(missing)}: pip install '{extra}'")
 
 
 def weights_key(G: Generator, k: int = FS_FEATURE_LAYER) -> str:
@@ -167,33 +174,33 @@ def _state_key(G: Generator) -> tuple:
 
 
 class OnnxBackend:
-    """ONNX Runtime sessions of a generator's ``coarse`` / ``fine`` graphs (see the module doc).
+    """ONNX Runtime sessions (or OpenVINO compiled models) of a generator's ``coarse`` / ``fine`` graphs (see the
+    module doc).
 
     Args:
         G: the generator the graphs were exported from (its weights' identity is recorded: once they change,
             every call falls back to the eager code).
         coarse_path, fine_path: from :func:`export_generator`.
         k: the exported feature index.
-        threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
+        threads: the runtime's threads (default: ``torch.get_num_threads()``).
+        runtime: ``"onnx"`` (ONNX Runtime, CPU execution provider) or ``"openvino"`` (OpenVINO CPU plug-in,
+            ``INFERENCE_PRECISION_HINT`` f32, latency mode).
 
     The ``coarse`` / ``fine`` / ``synthesis`` methods return None when a call does not fit (the generator
     then runs its eager code); :meth:`Generator.coarse` etc. call them through ``G.backend``.
     """
 
-    name = "onnx"
-
     def __init__(self, G: Generator, coarse_path: str | os.PathLike, fine_path: str | os.PathLike,
-                 k: int = FS_FEATURE_LAYER, threads: int | None = None):
-        require_onnx()
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        prov = ["CPUExecutionProvider"]
-        self.coarse_session = ort.InferenceSession(str(coarse_path), opts, providers=prov)
-        self.fine_session = ort.InferenceSession(str(fine_path), opts, providers=prov)
+                 k: int = FS_FEATURE_LAYER, threads: int | None = None, runtime: str = "onnx"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+        require_onnx(runtime)
+        n = int(threads or torch.get_num_threads())
+        self.name = runtime
+        if runtime == "onnx":
+            self.coarse_session, self.fine_session = (_ort_runner(p, n) for p in (coarse_path, fine_path))
+        else:
+            self.coarse_session, self.fine_session = (_openvino_runner(p, n) for p in (coarse_path, fine_path))
         self.k = int(k)
         self._key = _state_key(G)
         #: set by :func:`build_backend`: the export folder, the export's seconds (None: cached) and the sessions'
@@ -222,9 +229,10 @@ class OnnxBackend:
         return True
 
     @staticmethod
-    def _run(session, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _run(session: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+             feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         arrays = {n: np.ascontiguousarray(t.detach().to(torch.float32).numpy()) for n, t in feeds.items()}
-        return [torch.from_numpy(a) for a in session.run(None, arrays)]
+        return [torch.from_numpy(a) for a in session(arrays)]
 
     def coarse(self, G: Generator, wp: torch.Tensor) -> CoarseState:
         """``G.coarse`` for W+ ``wp`` (B, n_latent, D) on the CPU: B batch-1 runs of the coarse graph."""
@@ -246,28 +254,59 @@ class OnnxBackend:
         return torch.cat(out)
 
 
+def _ort_runner(path: str | os.PathLike, threads: int) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """An ONNX Runtime CPU session of ``path``: ``run(feeds) -> outputs`` (float32 arrays, graph order)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def _openvino_runner(path: str | os.PathLike, threads: int) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """An OpenVINO CPU compiled model of ``path`` (float32 inference precision, latency mode, ``threads``
+    threads): ``run(feeds) -> outputs`` (float32 arrays, graph order; copies, as the request reuses its buffers)."""
+    import openvino as ov
+
+    model = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                        "INFERENCE_PRECISION_HINT": "f32",
+                                                        "PERFORMANCE_HINT": "LATENCY"})
+    request = model.create_infer_request()
+    n_out = len(model.outputs)
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request.infer(feeds)
+        return [np.array(request.get_output_tensor(i).data, copy=True) for i in range(n_out)]
+    return run
+
+
 def _log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
 def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | os.PathLike,
-                  log: Callable[[str], None] | None = _log_stderr) -> OnnxBackend:
-    """Export ``G`` (or reuse its cached export) and open the ONNX Runtime sessions.
+                  log: Callable[[str], None] | None = _log_stderr, runtime: str = "onnx") -> OnnxBackend:
+    """Export ``G`` (or reuse its cached export) and open the ONNX Runtime sessions (``runtime="openvino"``:
+    compile the same graphs with OpenVINO).
 
     Args:
         G: a float32 CPU generator.
         k: the feature index the pipeline injects at (5 for the Feature-Style encoder).
         cache_dir: where exports live (the CLI uses ``$VIDINV_HOME/onnx``); one sub-folder per :func:`weights_key`.
         log: called once with the first-call cost line (default: print to stderr); None for silence.
+        runtime: ``"onnx"`` or ``"openvino"`` (:data:`RUNTIMES`).
 
     Raises:
-        BackendUnavailable: onnx packages missing, or ``G`` is not float32 on the CPU.
+        BackendUnavailable: the runtime's packages missing, or ``G`` is not float32 on the CPU.
     """
-    require_onnx()
+    require_onnx(runtime)
     ref = G._ref()
     if ref.device.type != "cpu" or ref.dtype != torch.float32:
-        raise BackendUnavailable(f"the onnx back-end runs float32 generators on the CPU (this one is {ref.dtype} on "
-                                 f"{ref.device}); use --backend eager")
+        raise BackendUnavailable(f"the {runtime} back-end runs float32 generators on the CPU (this one is {ref.dtype} "
+                                 f"on {ref.device}); use --backend eager")
     t0 = time.perf_counter()
     folder = Path(cache_dir) / weights_key(G, k)
     coarse, fine = folder / "coarse.onnx", folder / "fine.onnx"
@@ -275,12 +314,12 @@ def build_backend(G: Generator, k: int = FS_FEATURE_LAYER, *, cache_dir: str | o
     if not cached:
         coarse, fine = export_generator(G, folder, k)
     t1 = time.perf_counter()
-    backend = OnnxBackend(G, coarse, fine, k)
+    backend = OnnxBackend(G, coarse, fine, k, runtime=runtime)
     t2 = time.perf_counter()
     backend.folder, backend.export_s, backend.sessions_s = folder, (None if cached else t1 - t0), t2 - t1
     if log is not None:
         how = f"cached export {folder}" if cached else f"export {t1 - t0:.1f} s to {folder}"
-        log(f"vidinv: onnx back-end ready in {t2 - t0:.1f} s ({how}; sessions {t2 - t1:.1f} s)")
+        log(f"vidinv: {runtime} back-end ready in {t2 - t0:.1f} s ({how}; sessions {t2 - t1:.1f} s)")
     return backend
 
 
@@ -290,24 +329,25 @@ def attach_backend(G: Generator, backend: str, *, cache_dir: str | os.PathLike, 
     :func:`choose_backend`).
 
     Raises:
-        BackendUnavailable: ``onnx`` asked for but unavailable (packages, device or dtype).
+        BackendUnavailable: ``onnx`` / ``openvino`` asked for but unavailable (packages, device or dtype).
         ValueError: an unknown back-end name.
     """
     chosen = choose_backend(G, backend, k=k, frames=frames, cache_dir=cache_dir)
-    G.backend = build_backend(G, k, cache_dir=cache_dir) if chosen == "onnx" else None
+    G.backend = build_backend(G, k, cache_dir=cache_dir, runtime=chosen) if chosen in RUNTIMES else None
     return chosen
 
 
 def choose_backend(G: Generator, backend: str, *, cache_dir: str | os.PathLike, k: int = FS_FEATURE_LAYER,
                    frames: int | None = None) -> str:
-    """Resolve a ``--backend`` value to ``"eager"`` or ``"onnx"``.
+    """Resolve a ``--backend`` value to ``"eager"``, ``"onnx"`` or ``"openvino"``.
 
-    ``auto`` is ``onnx`` only where it is measured to pay: the onnx packages are installed, ``G`` is float32 on
-    the CPU, ``vidinv export onnx`` has exported these weights and recorded its timing on this machine
-    (:data:`TIMING_FILE`, :func:`measure_backend`) with ONNX Runtime faster than the eager forward, and the clip
-    is long enough that the saving pays the sessions' start: ``frames * (eager_s - onnx_s) >= sessions_s``
-    (``frames`` None = unknown = eager). Everything else is ``eager`` (an export is never started by ``auto``:
-    at 1024 it costs tens of seconds).
+    ``auto`` picks a compiled back-end only where it is measured to pay: its packages are installed, ``G`` is
+    float32 on the CPU, ``vidinv export onnx`` has exported these weights and recorded its timing on this machine
+    (:data:`TIMING_FILE`, :func:`measure_backend`) with that runtime faster than the eager forward, and the clip
+    is long enough that the saving pays its start: ``frames * (eager_s - <name>_s) >= <name>_sessions_s``
+    (``frames`` None = unknown = eager). Of several that pay, the one saving the most seconds on the clip wins.
+    Everything else is ``eager`` (an export is never started by ``auto``: at 1024 it costs seconds to tens of
+    seconds).
 
     Raises:
         ValueError: an unknown name.
@@ -317,32 +357,44 @@ def choose_backend(G: Generator, backend: str, *, cache_dir: str | os.PathLike, 
     if backend != "auto":
         return backend
     ref = G._ref()
-    if frames is None or not onnx_available() or ref.device.type != "cpu" or ref.dtype != torch.float32:
+    if frames is None or ref.device.type != "cpu" or ref.dtype != torch.float32:
         return "eager"
     folder = Path(cache_dir) / weights_key(G, k)
-    try:
-        rec = json.loads((folder / TIMING_FILE).read_text())
-        saving = float(rec["eager_s"]) - float(rec["onnx_s"])
-        sessions = float(rec["sessions_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "eager"
     if not ((folder / "coarse.onnx").is_file() and (folder / "fine.onnx").is_file()):
         return "eager"
-    return "onnx" if saving > 0 and frames * saving >= sessions else "eager"
+    try:
+        rec = json.loads((folder / TIMING_FILE).read_text())
+        eager_s = float(rec["eager_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "eager"
+    best, best_gain = "eager", 0.0
+    for name in RUNTIMES:
+        try:
+            saving = eager_s - float(rec[f"{name}_s"])
+            start = float(rec[f"{name}_sessions_s"])
+        except (KeyError, ValueError, TypeError):
+            continue
+        gain = frames * saving - start
+        if saving > 0 and gain >= 0 and (best == "eager" or gain > best_gain) and onnx_available(name):
+            best, best_gain = name, gain
+    return best
 
 
 def measure_backend(G: Generator, backend: OnnxBackend, folder: str | os.PathLike, *, repeats: int = 2,
                     sessions_s: float = 0.0) -> dict[str, float]:
     """Time one batch-1 ``G.synthesis`` (constant noise) eagerly and through ``backend``, alternating, best of
-    ``repeats`` each (wall seconds, after one warm-up each), and write them to ``folder/timing.json`` with
-    ``sessions_s`` (the session start) and the thread count. Returns the record."""
+    ``repeats`` each (wall seconds, after one warm-up each), and write them to ``folder/timing.json``:
+    ``eager_s``, ``<name>_s`` and ``<name>_sessions_s`` (the runtime's start, ``sessions_s``) with ``name`` the
+    back-end's (``onnx`` / ``openvino``; the other runtime's entries already there are kept when the thread
+    count is the same) and ``threads``. Returns the record."""
     w = torch.zeros(1, G.n_latent, G.style_dim)
-    saved, best = G.backend, {"eager_s": math.inf, "onnx_s": math.inf}
+    timed = f"{backend.name}_s"
+    saved, best = G.backend, {"eager_s": math.inf, timed: math.inf}
     count = G.layers_run
     try:
         with torch.inference_mode():
             for _ in range(repeats + 1):
-                for name, be in (("eager_s", None), ("onnx_s", backend)):
+                for name, be in (("eager_s", None), (timed, backend)):
                     G.backend = be
                     t0 = time.perf_counter()
                     G.synthesis(w)
@@ -350,6 +402,13 @@ def measure_backend(G: Generator, backend: OnnxBackend, folder: str | os.PathLik
     finally:
         G.backend = saved
         G.layers_run = count
-    rec = {**best, "sessions_s": float(sessions_s), "threads": torch.get_num_threads()}
+    threads = torch.get_num_threads()
+    try:
+        old = json.loads((Path(folder) / TIMING_FILE).read_text())
+    except (OSError, ValueError):
+        old = {}
+    keep = {k: v for k, v in old.items() if k.endswith("_s") and k != "eager_s"} if old.get("threads") == threads \
+        else {}
+    rec = {**keep, **best, f"{backend.name}_sessions_s": float(sessions_s), "threads": threads}
     atomic_write_text(Path(folder) / TIMING_FILE, json.dumps(rec, indent=1))
     return rec

@@ -65,7 +65,7 @@ class JobOptions:
             (coordinates come back in frame pixels), or ``"auto"`` (small frames up to about 960 px on the
             long side; :func:`vidinv.face.detect.upscale_factor`); 1 = as is. For small, blurry faces
             (``vidinv restore`` uses ``"auto"``).
-        backend: the generator's back-end, ``"eager"``, ``"onnx"`` or ``"auto"``
+        backend: the generator's back-end, ``"eager"``, ``"onnx"``, ``"openvino"`` or ``"auto"``
             (:func:`vidinv.models.export.attach_backend`; applied by :meth:`Job.attach_backend`).
     """
 
@@ -156,10 +156,12 @@ class Job:
 
     def attach_backend(self, frames: int | None) -> str:
         """Give the generator the back-end of ``opts.backend`` for a clip of ``frames`` frames
-        (:func:`vidinv.models.export.attach_backend`); returns the one chosen (``"eager"`` or ``"onnx"``).
+        (:func:`vidinv.models.export.attach_backend`); returns the one chosen (``"eager"``, ``"onnx"`` or
+        ``"openvino"``).
 
         Raises:
-            vidinv.models.export.BackendUnavailable: ``onnx`` without its packages or not on a float32 CPU generator.
+            vidinv.models.export.BackendUnavailable: a compiled back-end without its packages or not on a float32
+                CPU generator.
         """
         # here, not at the top: ONNX and its exporter load only for a job that asks for a back-end
         from vidinv.models.export import attach_backend
