@@ -60,7 +60,7 @@ from vidinv.io.images import is_image_path, open_output_writer
 from vidinv.io.inversion import InversionReader
 from vidinv.io.mux import frame_range, passthrough
 from vidinv.io.outputs import commit, discard, json_safe, temp_path_for
-from vidinv.io.video import Frame
+from vidinv.io.video import Frame, probe
 from vidinv.pipeline.edit import EditResult, check_segmentable, edit_input, load_edit_job, plan_edit
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,8 @@ def run_segment(opts, segment: Segment, part: Path, job=None, *, plan=None,
             if progress is not None:
                 progress(done, len(segment.frames))
 
-    sink = _PartWriter(Path(part), segment.frames, _rate(plan.src))
+    # the part's nominal rate (its timestamps are not used)
+    sink = _PartWriter(Path(part), segment.frames, probe(plan.src).fps or Fraction(25))
     try:
         res = edit_input(job, plan, plan.src, part, on_frame=on_frame, decode=decode, sink=sink)
         meta = dict(segment=segment.index, start=segment.start, stop=segment.stop, frames=res.frames,
@@ -367,13 +368,6 @@ def run_segment(opts, segment: Segment, part: Path, job=None, *, plan=None,
         return sink.finish(meta)
     finally:
         discard(sink.raw)
-
-
-def _rate(src: Path) -> Fraction:
-    """The average frame rate of ``src``'s video (the part's nominal rate; its timestamps are not used)."""
-    with av.open(str(src)) as c:
-        r = c.streams.video[0].average_rate
-    return Fraction(r) if r else Fraction(25)
 
 
 # ----------------------------------------------------------------------------------------------- joining
