@@ -31,11 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import vidinv  # noqa: E402,F401  (before torch allocates: huge-page CPU buffers, see vidinv's module doc)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from vidinv.models.stylegan2 import Generator  # noqa: E402  (after the path set-up, as a script)
 
@@ -112,11 +113,13 @@ def real_shape_convs_s(G: Generator, repeats: int) -> float:
     return total
 
 
-def time_forward(G: Generator, repeats: int) -> tuple[float, float]:
-    """(median, best) seconds of ``G.synthesis`` at batch 1 over ``repeats`` calls (after one warm-up forward)."""
+def time_forward(G: Generator, repeats: int, warmup: bool = True) -> tuple[float, float]:
+    """(median, best) seconds of ``G.synthesis`` at batch 1 over ``repeats`` calls (after one warm-up forward
+    unless ``warmup`` is False)."""
     w = torch.randn(1, G.n_latent, G.style_dim)
     with torch.inference_mode():
-        G.synthesis(w)
+        if warmup:
+            G.synthesis(w)
         times = []
         for _ in range(repeats):
             t0 = CLOCK()
@@ -125,11 +128,25 @@ def time_forward(G: Generator, repeats: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def _build(G: Generator, name: str, folder: str) -> tuple[object, str]:
+    """Back-end ``name`` for ``G`` (None for eager) and its first-call cost as printed (export + start, wall
+    clock; the export is cached in ``folder``, so a later thread count pays the runtime's start alone)."""
+    if name == "eager":
+        return None, "-"
+    from vidinv.models.export import build_backend
+
+    t0 = time.perf_counter()
+    backend = build_backend(G, cache_dir=folder, log=None, runtime=name)
+    return backend, f"{time.perf_counter() - t0:.1f}"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1024, help="generator resolution (1024 = official)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds: each measures the bound, the conv floor and every back-end once")
+    ap.add_argument("--repeats", type=int, default=1, help="calls per measurement within a round (best kept)")
     ap.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx", "openvino"],
                     help="generator back-ends to time (onnx: ONNX Runtime, openvino: OpenVINO; their extras)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -141,28 +158,40 @@ def main(argv=None) -> None:
     G = Generator(args.size, 512, 8, channel_multiplier=2).eval()
     flops = generator_flops(G)
     shapes = dense_conv_shapes(G)
-    print(f"generator {args.size}: {flops / 1e9:.1f} GFLOP per forward (batch 1, PyTorch FLOP counter)")
-    print(f"{'threads':>7}  {'best conv GFLOP/s':>17}  {'at (in, out, k, res)':>22}  {'bound s':>8}  "
-          f"{'convs s':>7}  {'backend':>8}  {'median s':>8}  {'ratio':>5}  {'best s':>6}  {'best ratio':>10}  "
-          f"first call s ({args.clock} clock)")
+    print(f"generator {args.size}: {flops / 1e9:.1f} GFLOP per forward (batch 1, PyTorch FLOP counter); "
+          f"{args.rounds} interleaved rounds, {args.clock} clock")
+    print(f"{'threads':>7}  {'best conv GFLOP/s':>17}  {'bound s':>7}  {'floor s':>7}  {'floor/bound':>11}  "
+          f"{'backend':>8}  {'median s':>8}  {'ratio':>5}  {'ratio range':>11}  {'best ratio':>10}  "
+          f"{'/ floor':>7}  first call s")
     tmp = tempfile.TemporaryDirectory(prefix="vidinv_bound_")
     for n in args.threads:
         torch.set_num_threads(n)
-        best, arg = best_conv_gflops(shapes, args.repeats)
-        bound = flops / (best * 1e9)
-        convs = real_shape_convs_s(G, args.repeats)
-        for name in args.backend:
-            first = "-"
-            if name != "eager":
-                from vidinv.models.export import build_backend
-
-                t0 = time.perf_counter()
-                G.backend = build_backend(G, cache_dir=tmp.name, log=None, runtime=name)
-                first = f"{time.perf_counter() - t0:.1f} (wall)"
-            t, t_best = time_forward(G, args.repeats)
+        backends, first = {}, {}
+        for name in args.backend:  # export / start, then one warm-up forward each
+            backends[name], first[name] = _build(G, name, tmp.name)
+            G.backend = backends[name]
+            time_forward(G, 1)
+        G.backend = None
+        gflops, bounds, floors = [], [], []
+        fwd: dict[str, list[float]] = {name: [] for name in args.backend}
+        for _ in range(args.rounds):
+            best, _arg = best_conv_gflops(shapes, args.repeats)
+            gflops.append(best)
+            bounds.append(flops / (best * 1e9))
+            floors.append(real_shape_convs_s(G, args.repeats))
+            for name in args.backend:
+                G.backend = backends[name]
+                fwd[name].append(time_forward(G, args.repeats, warmup=False)[1])
             G.backend = None
-            print(f"{n:>7}  {best:>17.1f}  {arg!s:>22}  {bound:>8.2f}  {convs:>7.2f}  {name:>8}  {t:>8.2f}  "
-                  f"{t / bound:>5.2f}  {t_best:>6.2f}  {t_best / bound:>10.2f}  {first}", flush=True)
+        for name in args.backend:
+            ratios = [t / b for t, b in zip(fwd[name], bounds)]
+            per_floor = [t / f for t, f in zip(fwd[name], floors)]
+            rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            print(f"{n:>7}  {statistics.median(gflops):>17.1f}  {statistics.median(bounds):>7.2f}  "
+                  f"{statistics.median(floors):>7.2f}  {statistics.median([f / b for f, b in zip(floors, bounds)]):>11.2f}  "
+                  f"{name:>8}  {statistics.median(fwd[name]):>8.2f}  {statistics.median(ratios):>5.2f}  {rng:>11}  "
+                  f"{min(fwd[name]) / min(bounds):>10.2f}  {statistics.median(per_floor):>7.2f}  {first[name]}",
+                  flush=True)
     tmp.cleanup()
 
 

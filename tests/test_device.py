@@ -104,3 +104,44 @@ def test_is_device_name_spelling_only():
 
     assert all(is_device_name(s) for s in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"))
     assert not any(is_device_name(s) for s in ("gpu", "cuda:", "cuda:x", "CUDA", "", None, 0, "cuda:-1"))
+
+
+def _thp_mode() -> str | None:
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else None
+
+
+_HUGE_PAGE_PROBE = """
+import os, sys
+import vidinv, torch
+x = torch.ones(16 << 20)  # 64 MiB, touched
+rollup = open("/proc/self/smaps_rollup").read()
+huge = [int(line.split()[1]) for line in rollup.splitlines() if line.startswith("AnonHugePages:")][0]
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), x.data_ptr() % 4096, huge)
+"""
+
+
+@pytest.mark.parametrize("env", [None, "0"])
+def test_importing_vidinv_backs_large_cpu_tensors_with_huge_pages(env):
+    """vidinv's import sets THP_MEM_ALLOC_ENABLE=1 (unless set): a 64 MiB tensor made afterwards is page-aligned
+    and backed by transparent huge pages; the user's ``THP_MEM_ALLOC_ENABLE=0`` is kept (4 KiB pages)."""
+    import os
+    import subprocess
+    import sys
+
+    if _thp_mode() not in ("always", "madvise"):
+        pytest.skip("this kernel has no transparent huge pages for madvise (enabled: never or absent)")
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if env is not None:
+        environ["THP_MEM_ALLOC_ENABLE"] = env
+    out = subprocess.run([sys.executable, "-c", _HUGE_PAGE_PROBE], env=environ, capture_output=True, text=True,
+                         check=True).stdout.split()
+    flag, offset, huge_kib = out[0], int(out[1]), int(out[2])
+    if env is None:
+        assert flag == "1" and offset == 0
+        assert huge_kib >= 32 << 10, f"only {huge_kib} KiB in huge pages"
+    elif _thp_mode() == "madvise":
+        assert flag == "0" and huge_kib < 32 << 10

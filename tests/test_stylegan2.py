@@ -84,7 +84,9 @@ def upfirdn2d_direct(x: np.ndarray, k: np.ndarray, up: int, down: int, pad: tupl
 
 @pytest.mark.parametrize("up,down,pad", [
     (1, 1, (1, 1)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 2, (1, 2)), (1, 1, (0, 0)),
-    (1, 1, (-1, 2)), (2, 1, (-1, 0)), (1, 1, (2, 0, 1, 3)), (3, 1, (1, 1)), (1, 3, (2, 2))])
+    (1, 1, (-1, 2)), (2, 1, (-1, 0)), (1, 1, (2, 0, 1, 3)), (3, 1, (1, 1)), (1, 3, (2, 2)),
+    # up > 1 runs as one transposed conv where the pads fit (these), else through the zero-stuffed buffer
+    (2, 1, (1, 0)), (2, 1, (2, 2)), (2, 1, (0, 0, 1, 0)), (4, 1, (2, 1)), (2, 1, (3, 1))])
 def test_upfirdn2d_matches_direct_definition(up, down, pad):
     g = torch.Generator().manual_seed(up * 10 + down)
     x = torch.randn(2, 3, 7, 6, generator=g, dtype=torch.float64)
@@ -102,6 +104,10 @@ def test_upfirdn2d_bias_dtype_and_errors():
     out = upfirdn2d(x, k, pad=(1, 2), bias=bias)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, upfirdn2d(x, k, pad=(1, 2)) + bias.view(1, 3, 1, 1))
+    up = upfirdn2d(x, k, up=2, pad=(2, 1), bias=bias)  # the transposed-conv path
+    torch.testing.assert_close(up, upfirdn2d(x, k, up=2, pad=(2, 1)) + bias.view(1, 3, 1, 1))
+    ref = upfirdn2d_direct(x.double().numpy(), k.numpy(), 2, 1, (2, 1)) + bias.double().view(1, 3, 1, 1).numpy()
+    np.testing.assert_allclose(up.numpy(), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="pad"):
         upfirdn2d(x, k, pad=(1, 1, 1))
     with pytest.raises(ValueError, match="smaller than the kernel"):

@@ -258,7 +258,11 @@ class ModulatedConv2d(nn.Module):
         factor = (self.scale * s).view(b, 1, c) * out_scale
         if k == 1 and not self.upsample:  # 1x1 (ToRGB): a batched matmul over the pixels, in x's layout
             weight = base * factor  # (B, out, in)
-            if b == 1 and x.is_contiguous(memory_format=torch.channels_last):
+            if b == 1 and torch.jit.is_tracing():
+                # for an exported graph (vidinv.models.export) a 1x1 conv: a compiler keeps it in its conv layout,
+                # where a matmul needs reorders of the activation on both sides
+                out = F.conv2d(x, weight.view(o, c, 1, 1))
+            elif b == 1 and x.is_contiguous(memory_format=torch.channels_last):
                 out = torch.matmul(x.permute(0, 2, 3, 1).reshape(1, h * w, c), weight.transpose(1, 2))
                 out = out.view(1, h, w, o).permute(0, 3, 1, 2)
             else:
