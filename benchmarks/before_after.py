@@ -15,7 +15,7 @@ shared machine hits both. Per subprocess: one warm-up, then ``--repeats`` timed 
 It prints every measurement, then per row the median over rounds of each side's best, and the speed-up.
 
     .venv/bin/python benchmarks/before_after.py [--base 594772c] [--threads 1] [--rounds 3] [--repeats 2]
-        [--clock wall|cpu] [--backend eager|onnx]
+        [--clock wall|cpu] [--backend eager|onnx|openvino]
 
 Run it on a quiet machine; ``--clock cpu`` (process CPU time) is steadier on a shared one at 1 thread.
 """
@@ -31,6 +31,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+#: the environment this script was started with, before anything here imports vidinv (whose import sets
+#: THP_MEM_ALLOC_ENABLE): each side's subprocess starts from it, so that each side's own code decides.
+START_ENV = dict(os.environ)
 REPO = Path(__file__).resolve().parents[1]
 PARITY = REPO.parent / "shared" / "parity"
 
@@ -85,10 +88,10 @@ def worker(args) -> None:
     inv = build_inverter("fs", paths)
     G = inv.generator
     assert Path(sys.modules["vidinv"].__file__).is_relative_to(args.root), "imported the wrong tree"
-    if args.backend == "onnx":
+    if args.backend != "eager":
         from vidinv.models.export import attach_backend
 
-        attach_backend(G, "onnx", cache_dir=args.cache)
+        attach_backend(G, args.backend, cache_dir=args.cache)
     g = torch.Generator().manual_seed(0)
     w = torch.randn(1, G.n_latent, G.style_dim, generator=g)
     crop = np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
@@ -122,7 +125,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating subprocess pairs")
     ap.add_argument("--repeats", type=int, default=2, help="timed calls per subprocess (best is kept)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    ap.add_argument("--backend", choices=["eager", "onnx"], default="eager", help="the working tree's back-end")
+    ap.add_argument("--backend", choices=["eager", "onnx", "openvino"], default="eager",
+                    help="the working tree's back-end")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
@@ -136,9 +140,9 @@ def main(argv=None) -> None:
         base = extract(args.base, tmpd / "base")
         paths = json.dumps(write_weights(tmpd / "weights"))
         sides = {f"base {args.base}": (base, "eager"), "work tree": (REPO, args.backend)}
-        warm = 1 if args.backend == "onnx" else 0  # a first round exports, untimed (first-call cost: bound.py)
+        warm = 1 if args.backend != "eager" else 0  # a first round exports, untimed (first-call cost: bound.py)
         results: dict[str, list[dict]] = {k: [] for k in sides}
-        env = {**os.environ, "PYTHONPATH": ""}
+        env = {**START_ENV, "PYTHONPATH": ""}
         for r in range(warm + args.rounds):
             for label, (root, backend) in sides.items():
                 cmd = [sys.executable, __file__, "--worker", "--root", str(root), "--paths", paths, "--threads",

@@ -1,23 +1,29 @@
 """How far the StyleGAN2 generator forward is from this CPU's compute bound, in one run.
 
-For each thread count it prints: the FLOPs of one generator forward at batch 1 (PyTorch's FLOP counter,
-``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of the convolutions and matrix
-products, at their real shapes), this machine's best dense convolution throughput (GFLOP/s: the fastest of
-a set of plain 3x3 / 1x1 ``conv2d`` at the generator's channel widths and resolutions, batch 1, best of
-``--repeats``), the bound (FLOPs / best GFLOP/s, seconds), ``convs s`` (the generator's 3x3 convolutions alone,
-as plain dense convs at their real shapes: :func:`real_shape_convs_s`), the generator's measured time (median
-and best of ``--repeats`` forwards after one warm-up) and the ratios time / bound. The bound and ``convs s``
-are best-of-``--repeats`` figures, so ``best ratio`` (best forward / bound) compares like with like; the median
-ratio shows the typical forward on a machine whose speed varies. The official 1024 config-f
-generator is built with random weights (timing does not depend on their values).
+For each thread count it measures, in ``--rounds`` interleaved rounds (each round: the bound, the conv floor, then
+one forward per back-end, so that all of them see the machine at the same speed), and prints:
+
+* the FLOPs of one generator forward at batch 1 (PyTorch's FLOP counter, ``torch.utils.flop_counter.
+  FlopCounterMode``: 2 FLOPs per multiply-add of the convolutions and matrix products, at their real shapes);
+* ``best conv GFLOP/s``: this machine's best dense convolution throughput (the fastest of plain 3x3 / 1x1
+  ``conv2d`` at the generator's channel widths and resolutions, batch 1), median over rounds;
+* ``bound s`` = FLOPs / best GFLOP/s, and ``floor s``: the generator's 3x3 convolutions alone, as plain dense convs
+  at their real shapes in their faster layout (:func:`real_shape_convs_s`), with ``floor/bound``;
+* per back-end: the median forward (``median s``), ``ratio`` = the median over rounds of forward / bound of the
+  same round, its range, ``best ratio`` (the fastest forward over the fastest bound of all rounds) and ``/ floor``
+  (the median over rounds of forward / floor).
+
+Each measurement in a round is the best of ``--repeats`` calls (default 1). The per-round ratio is the figure to
+quote on a machine whose speed drifts: the bound and the forward are measured seconds apart. The official 1024
+config-f generator is built with random weights (timing does not depend on their values).
 
 With ``--backend eager onnx openvino`` one row per back-end and thread count: ``onnx`` / ``openvino`` run the
 same forward through ONNX Runtime / OpenVINO (:mod:`vidinv.models.export`; exported into a temporary folder, so
 the first compiled row's ``first call`` column is the real cost a new weights file pays: export + start, then
 the runtime's start alone for the other rows).
 
-    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--repeats 3] [--backend eager onnx openvino]
-        [--clock wall|cpu]
+    .venv/bin/python benchmarks/bound.py [--size 1024] [--threads 1 2] [--rounds 5] [--repeats 1]
+        [--backend eager onnx openvino] [--clock wall|cpu]
 
 Run it on a quiet machine: other processes on the cores inflate every time. ``--clock cpu`` times with the
 process's CPU time instead of the wall clock (less sensitive to a shared machine, meaningful at 1 thread).
