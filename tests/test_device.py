@@ -115,7 +115,7 @@ def _thp_mode() -> str | None:
 
 
 _HUGE_PAGE_PROBE = """
-import os, sys
+import os
 import vidinv, torch
 x = torch.ones(16 << 20)  # 64 MiB, touched
 rollup = open("/proc/self/smaps_rollup").read()

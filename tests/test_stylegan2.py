@@ -85,7 +85,8 @@ def upfirdn2d_direct(x: np.ndarray, k: np.ndarray, up: int, down: int, pad: tupl
 @pytest.mark.parametrize("up,down,pad", [
     (1, 1, (1, 1)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 2, (1, 2)), (1, 1, (0, 0)),
     (1, 1, (-1, 2)), (2, 1, (-1, 0)), (1, 1, (2, 0, 1, 3)), (3, 1, (1, 1)), (1, 3, (2, 2)),
-    # up > 1 runs as one transposed conv where the pads fit (these), else through the zero-stuffed buffer
+    # up > 1 runs as one transposed conv where the pads fit (the first four here), else (the last) through
+    # the zero-stuffed buffer
     (2, 1, (1, 0)), (2, 1, (2, 2)), (2, 1, (0, 0, 1, 0)), (4, 1, (2, 1)), (2, 1, (3, 1))])
 def test_upfirdn2d_matches_direct_definition(up, down, pad):
     g = torch.Generator().manual_seed(up * 10 + down)

@@ -75,6 +75,15 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     # On the CPU the channels-last layout is several times faster for depthwise convs.
     fmt = conv_memory_format(x)
     xg = x.reshape(1, b * c, h, w)
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    if bias is not None:
+        if bias.shape != (c,):
+            raise ValueError(f"bias of shape {tuple(bias.shape)} does not match the {c} channels of x")
+        bias = bias.to(device=x.device, dtype=x.dtype).repeat(b)
+
+    def depthwise(kk: torch.Tensor) -> torch.Tensor:  # (kh, kw) -> (B * C, 1, kh, kw), one filter per channel
+        return kk.reshape(1, 1, kh, kw).expand(b * c, 1, kh, kw).contiguous(memory_format=fmt)
+
     if up > 1 and down == 1:
         # Zero insertion, padding and the true convolution with ``kernel`` are one depthwise transposed conv
         # (weight = the kernel itself, stride = up) when the pads fit: per axis q = k - 1 - p0 >= 0 is its
@@ -83,12 +92,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         qy, qx = kh - 1 - y0, kw - 1 - x0
         oy, ox = y1 - y0 + up - 1, x1 - x0 + up - 1
         if qy >= 0 and qx >= 0 and 0 <= oy < up and 0 <= ox < up:
-            weight = kernel.to(device=x.device, dtype=x.dtype).reshape(1, 1, kh, kw)
-            weight = weight.expand(b * c, 1, kh, kw).contiguous(memory_format=fmt)
-            if bias is not None:
-                bias = _bias(bias, b, c, x)
-            out = F.conv_transpose2d(xg.contiguous(memory_format=fmt), weight, bias, stride=up, padding=(qy, qx),
-                                     output_padding=(oy, ox), groups=b * c)
+            out = F.conv_transpose2d(xg.contiguous(memory_format=fmt), depthwise(k), bias, stride=up,
+                                     padding=(qy, qx), output_padding=(oy, ox), groups=b * c)
             return out.view(b, c, out.shape[2], out.shape[3])
     conv_pad = (0, 0)
     if up == 1 and x0 == x1 >= 0 and y0 == y1 >= 0:
@@ -102,19 +107,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         xg = buf
     if x0 < 0 or x1 < 0 or y0 < 0 or y1 < 0:  # negative pads crop
         xg = xg[:, :, max(-y0, 0):xg.shape[2] - max(-y1, 0), max(-x0, 0):xg.shape[3] - max(-x1, 0)]
-    weight = torch.flip(kernel.to(device=x.device, dtype=x.dtype), [0, 1])
-    weight = weight.reshape(1, 1, kh, kw).expand(b * c, 1, kh, kw).contiguous(memory_format=fmt)
-    if bias is not None:
-        bias = _bias(bias, b, c, x)
-    out = F.conv2d(xg, weight, bias, stride=down, padding=conv_pad, groups=b * c)
+    out = F.conv2d(xg, depthwise(torch.flip(k, [0, 1])), bias, stride=down, padding=conv_pad, groups=b * c)
     return out.view(b, c, out.shape[2], out.shape[3])
-
-
-def _bias(bias: torch.Tensor, b: int, c: int, x: torch.Tensor) -> torch.Tensor:
-    """The (C,) ``bias`` of :func:`upfirdn2d` repeated over the batch folded into the channels: (B * C,)."""
-    if bias.shape != (c,):
-        raise ValueError(f"bias of shape {tuple(bias.shape)} does not match the {c} channels of x")
-    return bias.to(device=x.device, dtype=x.dtype).repeat(b)
 
 
 def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
